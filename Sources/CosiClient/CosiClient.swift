@@ -1,0 +1,98 @@
+import CosiMessages
+import CosiRPC
+import CosiTLS
+import NIOCore
+
+/// Where a ``CosiClient`` connects and with which certificate.
+public struct CosiClientConfiguration: Sendable {
+    public var host: String
+    public var port: Int
+    /// The client's certificate chain, private key and the CA bundle that the server's
+    /// certificate must chain to.
+    public var tls: TLSConfiguration
+    /// The name or IP the server certificate must match; defaults to `host`.
+    public var serverName: String?
+    /// Default deadline of unary calls; nil means none.
+    public var defaultTimeout: Duration? = .seconds(30)
+
+    public init(host: String = "127.0.0.1", port: Int = 50000, tls: TLSConfiguration, serverName: String? = nil) {
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.serverName = serverName
+    }
+
+    /// The configuration for the development certificates `cosid` creates in `directory`.
+    public static func development(directory: String = "Certs", host: String = "127.0.0.1", port: Int = 50000) -> CosiClientConfiguration {
+        CosiClientConfiguration(host: host, port: port, tls: TLSConfiguration(
+            certificateChain: .file(directory + "/admin.crt"),
+            privateKey: .file(directory + "/admin.key"),
+            trustRoots: .file(directory + "/ca.crt")
+        ))
+    }
+}
+
+/// A typed client of `cosid`.
+///
+/// ```swift
+/// let client = try await CosiClient.connect(.development())
+/// let info = try await client.info()
+/// print(info.identity, info.roles)
+/// await client.close()
+/// ```
+///
+/// One client holds one connection; calls from many tasks share it concurrently.
+public final class CosiClient: Sendable {
+    /// The underlying connection, for calls this type has no method for.
+    public let connection: RPCClientConnection
+    public let configuration: CosiClientConfiguration
+
+    private init(connection: RPCClientConnection, configuration: CosiClientConfiguration) {
+        self.connection = connection
+        self.configuration = configuration
+    }
+
+    /// Connects and authenticates.
+    public static func connect(_ configuration: CosiClientConfiguration) async throws -> CosiClient {
+        let context = try TLSContext(role: .client, configuration: configuration.tls)
+        let connection = try await RPCClientConnection.connect(
+            host: configuration.host, port: configuration.port, tls: context, serverName: configuration.serverName
+        )
+        return CosiClient(connection: connection, configuration: configuration)
+    }
+
+    /// `/cosi.rpc.v1.Server/Info`: the server's version and methods, and who it thinks we are.
+    public func info(timeout: Duration? = nil) async throws -> Envelope.InfoResponse {
+        try await unary("/cosi.rpc.v1.Server/Info", Envelope.InfoRequest(), as: Envelope.InfoResponse.self, timeout: timeout)
+    }
+
+    /// Makes a typed unary call.
+    public func unary<Request: ProtobufMessage, Response: ProtobufMessage>(
+        _ method: String, _ request: Request, as: Response.Type, timeout: Duration? = nil
+    ) async throws -> Response {
+        let bytes = try await connection.unary(method, request: request.serializedBytes(), timeout: timeout ?? configuration.defaultTimeout)
+        do {
+            return try Response(serializedBytes: bytes)
+        } catch {
+            throw RPCError(code: .internal, message: "the server's response does not decode: \(error)")
+        }
+    }
+
+    /// Makes a typed server-streaming call.
+    public func serverStream<Request: ProtobufMessage, Response: ProtobufMessage>(
+        _ method: String, _ request: Request, as: Response.Type, timeout: Duration? = nil
+    ) -> AsyncThrowingMapSequence<RPCResponseStream, Response> {
+        connection.serverStream(method, request: request.serializedBytes(), timeout: timeout).map { bytes in
+            do {
+                return try Response(serializedBytes: bytes)
+            } catch {
+                throw RPCError(code: .internal, message: "the server's response does not decode: \(error)")
+            }
+        }
+    }
+
+    /// Closes the connection.
+    public func close() async {
+        await connection.close()
+    }
+}

@@ -1,0 +1,114 @@
+import CosiMessages
+import CosiTLS
+import NIOCore
+
+/// What a server handler knows about the call it serves.
+public struct CallContext: Sendable {
+    /// `/package.Service/Method`.
+    public var method: String
+    /// Free-form call metadata from the client (keys lower-case).
+    public var metadata: [String: String]
+    /// When the call must be finished, if the client set a deadline.
+    public var deadline: NIODeadline?
+    /// The authenticated peer (from its client certificate).
+    public var peer: PeerIdentity
+    /// The peer's address, for logs.
+    public var remoteAddress: String
+}
+
+/// Sends the messages of a server-streaming call.
+///
+/// `write` returns once the message has been handed to the connection; it waits while the
+/// stream has no flow-control credit, which is how a slow reader slows its producer down.
+public struct ResponseWriter: Sendable {
+    let sink: CallSink
+
+    /// Sends one message. Throws ``RPCError`` with `.cancelled` when the call has ended (cancelled
+    /// by the client, past its deadline, or the connection closed).
+    public func write(_ message: ByteBuffer) async throws {
+        try await sink.write(message)
+    }
+}
+
+/// The bytes-level shape of a method.
+public enum RPCHandler: Sendable {
+    /// One request, one response.
+    case unary(@Sendable (ByteBuffer, CallContext) async throws -> ByteBuffer)
+    /// One request, a stream of responses written through the writer.
+    case serverStreaming(@Sendable (ByteBuffer, CallContext, ResponseWriter) async throws -> Void)
+}
+
+/// A method the server serves.
+public struct RPCMethod: Sendable {
+    /// `/package.Service/Method`.
+    public var name: String
+    public var handler: RPCHandler
+    /// Calls of this method wait on others (a watch, a wait for a condition): graceful shutdown
+    /// ends them at once with UNAVAILABLE instead of waiting for them.
+    public var waitsOnOthers: Bool
+
+    public init(name: String, handler: RPCHandler, waitsOnOthers: Bool = false) {
+        self.name = name
+        self.handler = handler
+        self.waitsOnOthers = waitsOnOthers
+    }
+
+    /// A unary method with typed protobuf messages. A request that does not decode ends the call
+    /// with INVALID_ARGUMENT before `body` runs.
+    public static func unary<Request: ProtobufMessage, Response: ProtobufMessage>(
+        _ name: String, _ request: Request.Type = Request.self, _ response: Response.Type = Response.self,
+        body: @escaping @Sendable (Request, CallContext) async throws -> Response
+    ) -> RPCMethod {
+        RPCMethod(name: name, handler: .unary { bytes, context in
+            let request = try decodeRequest(Request.self, bytes)
+            return try await body(request, context).serializedBytes()
+        })
+    }
+
+    /// A server-streaming method with typed protobuf messages.
+    public static func serverStreaming<Request: ProtobufMessage, Response: ProtobufMessage>(
+        _ name: String, _ request: Request.Type = Request.self, _ response: Response.Type = Response.self,
+        waitsOnOthers: Bool = false,
+        body: @escaping @Sendable (Request, CallContext, TypedResponseWriter<Response>) async throws -> Void
+    ) -> RPCMethod {
+        RPCMethod(name: name, handler: .serverStreaming { bytes, context, writer in
+            let request = try decodeRequest(Request.self, bytes)
+            try await body(request, context, TypedResponseWriter(writer: writer))
+        }, waitsOnOthers: waitsOnOthers)
+    }
+}
+
+/// A ``ResponseWriter`` that encodes typed messages.
+public struct TypedResponseWriter<Response: ProtobufMessage>: Sendable {
+    let writer: ResponseWriter
+    public func write(_ message: Response) async throws {
+        try await writer.write(message.serializedBytes())
+    }
+}
+
+private func decodeRequest<Request: ProtobufMessage>(_ type: Request.Type, _ bytes: ByteBuffer) throws -> Request {
+    do {
+        return try Request(serializedBytes: bytes)
+    } catch {
+        throw RPCError(code: .invalidArgument, message: "the request does not decode: \(error)")
+    }
+}
+
+/// The methods a server serves, by name.
+public struct RPCMethodTable: Sendable {
+    private var methods: [String: RPCMethod] = [:]
+
+    public init(_ methods: [RPCMethod] = []) {
+        for method in methods { register(method) }
+    }
+
+    /// Adds or replaces a method.
+    public mutating func register(_ method: RPCMethod) {
+        methods[method.name] = method
+    }
+
+    public subscript(name: String) -> RPCMethod? { methods[name] }
+
+    /// Every method name, sorted.
+    public var names: [String] { methods.keys.sorted() }
+}

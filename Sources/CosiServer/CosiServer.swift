@@ -1,0 +1,55 @@
+import CosiMessages
+import CosiRPC
+import CosiTLS
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+
+/// The version string `cosid` reports through Info.
+public let cosiVersion = "0.1.0"
+
+/// The `cosid` server: the COSI-RPC/1 transport with the COSI services mounted on it, run as a
+/// swift-service-lifecycle `Service` (graceful shutdown on SIGTERM/SIGINT).
+public final class CosiServer: Service, Sendable {
+    public let rpc: RPCServer
+    private let logger: Logger
+
+    /// - Parameter configuration: transport settings; the services are added here.
+    public init(configuration: RPCServerConfiguration, logger: Logger, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        var table = RPCMethodTable()
+        // Info lists every method, itself included.
+        let names = [InfoService.method]
+        table.register(InfoService.rpcMethod(methods: names))
+        self.rpc = RPCServer(configuration: configuration, methods: table, group: group, logger: logger)
+        self.logger = logger
+    }
+
+    /// Starts listening; returns the bound address.
+    @discardableResult
+    public func start() async throws -> SocketAddress {
+        try await rpc.start()
+    }
+
+    /// Starts (if not started), serves until graceful shutdown is requested, then drains.
+    public func run() async throws {
+        if rpc.localAddress == nil { try await start() }
+        try? await gracefulShutdown()
+        await rpc.shutdownGracefully()
+        logger.info("stopped")
+    }
+}
+
+/// `/cosi.rpc.v1.Server/Info`: the server's version, its methods and the caller's identity.
+public enum InfoService {
+    public static let method = "/cosi.rpc.v1.Server/Info"
+
+    static func rpcMethod(methods: [String]) -> RPCMethod {
+        .unary(method, Envelope.InfoRequest.self, Envelope.InfoResponse.self) { _, context in
+            Envelope.InfoResponse(
+                version: cosiVersion, methods: methods.sorted(),
+                identity: context.peer.commonName, roles: context.peer.organizations
+            )
+        }
+    }
+}

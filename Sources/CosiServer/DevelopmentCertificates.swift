@@ -1,0 +1,81 @@
+import CosiTLS
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The development PKI `cosid` creates on first run: a CA, a server certificate for
+/// localhost/127.0.0.1 and an `os:admin` client certificate, as PEM files in one directory.
+///
+/// Private keys are written with mode 0600. Existing files are never overwritten.
+public struct DevelopmentCertificates: Sendable {
+    public var directory: String
+    public var caCertificate: String { directory + "/ca.crt" }
+    public var caKey: String { directory + "/ca.key" }
+    public var serverCertificate: String { directory + "/server.crt" }
+    public var serverKey: String { directory + "/server.key" }
+    public var adminCertificate: String { directory + "/admin.crt" }
+    public var adminKey: String { directory + "/admin.key" }
+
+    public init(directory: String) { self.directory = directory }
+
+    /// Whether every file exists.
+    public var isComplete: Bool {
+        [caCertificate, caKey, serverCertificate, serverKey, adminCertificate, adminKey].allSatisfy { fileExists($0) }
+    }
+
+    /// Creates the files if the CA is missing; returns true when it generated them.
+    @discardableResult
+    public func ensure() throws -> Bool {
+        if isComplete { return false }
+        guard !fileExists(caCertificate), !fileExists(caKey) else {
+            throw TLSError(code: .invalidMaterial, message: "\(directory) holds a partial set of certificates; remove it or complete it (expected ca.crt, ca.key, server.crt, server.key, admin.crt, admin.key)")
+        }
+        mkdir(directory, 0o755)
+        let caKey = try PrivateKey(generating: .ed25519)
+        let ca = try CertificateFactory.issue(
+            CertificateProfile(commonName: "swift-cosi development CA", organizations: ["swift-cosi"], usage: .certificateAuthority, validDays: 3650),
+            key: caKey
+        )
+        let serverKey = try PrivateKey(generating: .ed25519)
+        let server = try CertificateFactory.issue(
+            CertificateProfile(commonName: "cosid", usage: .server, dnsNames: ["localhost"], ipAddresses: ["127.0.0.1", "::1"], validDays: 365),
+            key: serverKey, issuer: (ca, caKey)
+        )
+        let adminKey = try PrivateKey(generating: .ed25519)
+        let admin = try CertificateFactory.issue(
+            CertificateProfile(commonName: "admin", organizations: ["os:admin"], usage: .client, validDays: 365),
+            key: adminKey, issuer: (ca, caKey)
+        )
+        try writeFile(caKey.pemEncoded(), to: self.caKey, mode: 0o600)
+        try writeFile(ca.pemEncoded(), to: caCertificate, mode: 0o644)
+        try writeFile(serverKey.pemEncoded(), to: self.serverKey, mode: 0o600)
+        try writeFile(server.pemEncoded(), to: serverCertificate, mode: 0o644)
+        try writeFile(adminKey.pemEncoded(), to: self.adminKey, mode: 0o600)
+        try writeFile(admin.pemEncoded(), to: adminCertificate, mode: 0o644)
+        return true
+    }
+}
+
+func fileExists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
+/// Writes a file created with `mode` (so a key is never readable by others, even briefly).
+public func writeFile(_ text: String, to path: String, mode: mode_t) throws {
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode)
+    guard fd >= 0 else {
+        throw TLSError(code: .invalidMaterial, message: "cannot create \(path): \(String(cString: strerror(errno)))")
+    }
+    defer { close(fd) }
+    fchmod(fd, mode)
+    let bytes = Array(text.utf8)
+    var offset = 0
+    while offset < bytes.count {
+        let written = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        guard written > 0 else {
+            throw TLSError(code: .invalidMaterial, message: "cannot write \(path): \(String(cString: strerror(errno)))")
+        }
+        offset += written
+    }
+}

@@ -1,0 +1,66 @@
+import CosiTLS
+
+/// A throwaway PKI for tests, generated in memory per run: a CA, a server certificate for
+/// localhost/127.0.0.1, and client certificates on request. Nothing is written to disk.
+public struct TestPKI: Sendable {
+    public let caCertificate: Certificate
+    public let caKey: PrivateKey
+    public let caPEM: String
+    public let server: TLSConfiguration
+
+    /// - Parameters:
+    ///   - serverNames: DNS names in the server certificate's SAN.
+    ///   - serverIPs: IP addresses in the server certificate's SAN.
+    public init(
+        algorithm: KeyAlgorithm = .ed25519, caName: String = "test CA",
+        serverNames: [String] = ["localhost"], serverIPs: [String] = ["127.0.0.1"]
+    ) throws {
+        caKey = try PrivateKey(generating: algorithm)
+        caCertificate = try CertificateFactory.issue(
+            CertificateProfile(commonName: caName, usage: .certificateAuthority, validDays: 30), key: caKey
+        )
+        caPEM = try caCertificate.pemEncoded()
+        let serverKey = try PrivateKey(generating: algorithm)
+        let serverCertificate = try CertificateFactory.issue(
+            CertificateProfile(commonName: "test server", usage: .server, dnsNames: serverNames, ipAddresses: serverIPs, validDays: 30),
+            key: serverKey, issuer: (caCertificate, caKey)
+        )
+        server = TLSConfiguration(
+            certificateChain: .pem(try serverCertificate.pemEncoded()),
+            privateKey: .pem(try serverKey.pemEncoded()),
+            trustRoots: .pem(caPEM)
+        )
+    }
+
+    /// A client certificate signed by this CA.
+    ///
+    /// - Parameters:
+    ///   - roles: the Organization values.
+    ///   - expired: make a certificate whose validity ended yesterday.
+    ///   - usage: `.client` normally; `.server` makes one without the clientAuth usage.
+    public func client(
+        name: String = "tester", roles: [String] = ["os:admin"], expired: Bool = false,
+        algorithm: KeyAlgorithm = .ed25519, usage: CertificateProfile.Usage = .client
+    ) throws -> TLSConfiguration {
+        let key = try PrivateKey(generating: algorithm)
+        var profile = CertificateProfile(commonName: name, organizations: roles, usage: usage, validDays: 30)
+        if expired {
+            profile.notBefore = -10 * 86_400
+            profile.notAfter = -86_400
+        }
+        let certificate = try CertificateFactory.issue(profile, key: key, issuer: (caCertificate, caKey))
+        return TLSConfiguration(
+            certificateChain: .pem(try certificate.pemEncoded()),
+            privateKey: .pem(try key.pemEncoded()),
+            trustRoots: .pem(caPEM)
+        )
+    }
+
+    public func serverContext() throws -> TLSContext {
+        try TLSContext(role: .server, configuration: server)
+    }
+
+    public func clientContext(name: String = "tester", roles: [String] = ["os:admin"]) throws -> TLSContext {
+        try TLSContext(role: .client, configuration: client(name: name, roles: roles))
+    }
+}

@@ -1,0 +1,158 @@
+import ArgumentParser
+import CosiRPC
+import CosiServer
+import CosiTLS
+import Logging
+import NIOCore
+import ServiceLifecycle
+import UnixSignals
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `cosid`: the COSI daemon.
+@main
+struct Cosid: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cosid",
+        abstract: "The COSI daemon: serves COSI-RPC/1 over mutual TLS.",
+        discussion: """
+        With no flags, cosid listens on 127.0.0.1:50000 with certificates from ./Certs, creating a
+        development CA, a server certificate and an os:admin client certificate there on first run.
+
+        Example:
+          cosid --listen 127.0.0.1:50000 --certs-dir Certs --log-level debug
+        """,
+        version: cosiVersion
+    )
+
+    @Option(help: "Address to listen on, host:port.")
+    var listen = "127.0.0.1:50000"
+
+    @Option(help: "Directory of the development certificates (created on first run when --ca/--cert/--key are not given).")
+    var certsDir = "Certs"
+
+    @Option(help: "CA bundle that client certificates must chain to (default: <certs-dir>/ca.crt).")
+    var ca: String?
+
+    @Option(help: "Server certificate chain, PEM (default: <certs-dir>/server.crt).")
+    var cert: String?
+
+    @Option(help: "Server private key, PEM (default: <certs-dir>/server.key).")
+    var key: String?
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    @Option(help: "Seconds a graceful shutdown lets calls in flight finish.")
+    var gracePeriod: Int = 10
+
+    @Option(help: "Seconds a TLS handshake may take.")
+    var handshakeTimeout: Int = 10
+
+    @Option(help: "Seconds of idleness before the server pings a connection.")
+    var keepalive: Int = 60
+
+    @Option(help: "Largest frame payload accepted, in bytes (16384 to 67108864).")
+    var maxFrameSize: UInt32 = RPCSettings.defaultMaxFrameSize
+
+    @Option(help: "Concurrent calls allowed on one connection.")
+    var maxConcurrentStreams: UInt32 = RPCSettings.defaultMaxConcurrentStreams
+
+    func validate() throws {
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("unknown --log-level \(logLevel); use trace, debug, info, notice, warning, error or critical")
+        }
+        guard RPCSettings.frameSizeRange.contains(maxFrameSize) else {
+            throw ValidationError("--max-frame-size must be within \(RPCSettings.frameSizeRange)")
+        }
+        guard maxConcurrentStreams >= 1 else { throw ValidationError("--max-concurrent-streams must be at least 1") }
+        _ = try parseListen()
+    }
+
+    private func parseListen() throws -> (String, Int) {
+        guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port) else {
+            throw ValidationError("--listen must be host:port, e.g. 127.0.0.1:50000")
+        }
+        var host = String(listen[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host, port)
+    }
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel)!
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "cosid")
+
+        let certificates = DevelopmentCertificates(directory: certsDir)
+        if ca == nil || cert == nil || key == nil {
+            if try certificates.ensure() {
+                logger.notice("generated development certificates", metadata: [
+                    "dir": "\(certsDir)", "client": "\(certificates.adminCertificate)",
+                ])
+            }
+        }
+        let tls: TLSContext
+        do {
+            tls = try TLSContext(role: .server, configuration: TLSConfiguration(
+                certificateChain: .file(cert ?? certificates.serverCertificate),
+                privateKey: .file(key ?? certificates.serverKey),
+                trustRoots: .file(ca ?? certificates.caCertificate)
+            ))
+        } catch {
+            logger.critical("cannot load TLS material: \(error.message)")
+            throw ExitCode.failure
+        }
+
+        let (host, port) = try parseListen()
+        var configuration = RPCServerConfiguration(host: host, port: port, tls: tls)
+        configuration.gracePeriod = .seconds(Int64(gracePeriod))
+        configuration.handshakeTimeout = .seconds(Int64(handshakeTimeout))
+        configuration.connection.keepaliveInterval = .seconds(Int64(keepalive))
+        configuration.connection.settings.maxFrameSize = maxFrameSize
+        configuration.connection.settings.maxConcurrentStreams = maxConcurrentStreams
+
+        let server = CosiServer(configuration: configuration, logger: logger)
+        do {
+            try await server.start()
+        } catch {
+            logger.critical("cannot listen on \(listen): \(error)")
+            throw ExitCode.failure
+        }
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+            services: [
+                // Services shut down in reverse order: the server first. When it has drained,
+                // nothing else needs to run.
+                .init(service: SecondSignalExit(logger: logger)),
+                .init(service: server, successTerminationBehavior: .cancelGroup, failureTerminationBehavior: .cancelGroup),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        try await group.run()
+    }
+}
+
+/// Exits at once on a second SIGTERM/SIGINT (the first starts the graceful shutdown).
+struct SecondSignalExit: Service {
+    let logger: Logger
+    func run() async throws {
+        let logger = self.logger
+        // This service is shut down after the server has drained; until then it watches.
+        await cancelWhenGracefulShutdown {
+            var seen = 0
+            for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
+                seen += 1
+                if seen >= 2 {
+                    logger.warning("second \(signal) during shutdown: exiting now")
+                    exit(1)
+                }
+            }
+        }
+    }
+}
