@@ -36,7 +36,6 @@ struct ServerConnectionStateMachine<Completion> {
         var headers: Envelope.CallHeaders
         var sendWindow: FlowWindow
         var receiveWindow: FlowWindow
-        var receiveCredit: CreditGrant
         var request: ByteBuffer?
         var extraMessages = false
         var requestComplete = false
@@ -178,7 +177,6 @@ struct ServerConnectionStateMachine<Completion> {
             headers: headers,
             sendWindow: FlowWindow(remoteSettings.initialWindow),
             receiveWindow: FlowWindow(localSettings.initialWindow),
-            receiveCredit: CreditGrant(window: localSettings.initialWindow),
             request: nil
         )
     }
@@ -219,10 +217,8 @@ struct ServerConnectionStateMachine<Completion> {
             }
             actions.append(.startCall(streamID: id, headers: stream.headers, request: stream.request ?? ByteBuffer()))
         } else {
-            if let grant = stream.receiveCredit.consume(length) {
-                _ = stream.receiveWindow.increment(grant)
-                actions.append(.send(Frames.window(id, grant)))
-            }
+            // No stream credit is granted back for request messages: a call takes one request
+            // message, so the stream window bounds what a client can make the server buffer.
             streams[id] = stream
         }
     }

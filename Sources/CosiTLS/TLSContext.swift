@@ -173,7 +173,7 @@ public final class TLSContext: @unchecked Sendable {
         }
         defer { EVP_PKEY_free(key) }
         guard SSL_CTX_use_PrivateKey(ctx, key) == 1 else {
-            throw TLSError.drainingQueue(.invalidMaterial, "cannot use private key \(describe(source))")
+            throw TLSError.drainingQueue(.invalidMaterial, "the private key \(describe(source)) does not match the certificate or cannot be used")
         }
     }
 

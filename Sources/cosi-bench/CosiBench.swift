@@ -1,0 +1,247 @@
+import ArgumentParser
+import CosiClient
+import CosiMessages
+import CosiRPC
+import CosiTLS
+import Foundation
+import Histogram
+import NIOCore
+import NIOPosix
+
+/// `cosi-bench`: measures cosid over mutual TLS on loopback.
+///
+/// By default it starts `cosid` (from the same directory as itself) as a separate process on a
+/// free port with fresh development certificates, so client and server do not share a heap and
+/// the server's memory can be read from /proc. `--port` measures a server that is already running.
+@main
+struct CosiBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cosi-bench",
+        abstract: "Benchmarks cosid: unary call throughput and latency, handshakes, idle-connection memory.",
+        discussion: """
+        Build in release mode first: swift build -c release --product cosid --product cosi-bench
+
+        Examples:
+          .build/release/cosi-bench unary --in-flight 64 --seconds 10
+          .build/release/cosi-bench handshakes --seconds 5
+          .build/release/cosi-bench idle --connections 1000
+          .build/release/cosi-bench all
+        """,
+        subcommands: [Unary.self, Handshakes.self, Idle.self, All.self],
+        defaultSubcommand: All.self
+    )
+}
+
+struct ServerOptions: ParsableArguments {
+    @Option(help: "Port of an already running cosid (default: start one).")
+    var port: Int?
+
+    @Option(help: "Directory of the certificates for --port (admin.crt, admin.key, ca.crt).")
+    var certsDir: String?
+}
+
+/// A cosid child process, or an external server.
+final class BenchServer: @unchecked Sendable {
+    let port: Int
+    let certsDir: String
+    let process: Process?
+
+    init(_ options: ServerOptions) throws {
+        if let port = options.port {
+            self.port = port
+            self.certsDir = options.certsDir ?? "Certs"
+            self.process = nil
+            return
+        }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cosi-bench-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let port = Int.random(in: 20_000...40_000)
+        let executable = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("cosid")
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = ["--listen", "127.0.0.1:\(port)", "--certs-dir", dir, "--log-level", "warning"]
+        try process.run()
+        self.port = port
+        self.certsDir = dir
+        self.process = process
+    }
+
+    func client() -> CosiClientConfiguration {
+        var configuration = CosiClientConfiguration.development(directory: certsDir, port: port)
+        configuration.defaultTimeout = nil
+        return configuration
+    }
+
+    /// Waits until the server answers Info.
+    func waitReady() async throws {
+        for _ in 0..<200 {
+            if let client = try? await CosiClient.connect(client()) {
+                _ = try await client.info()
+                await client.close()
+                return
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw ValidationError("cosid did not start on port \(port)")
+    }
+
+    /// The server's resident memory in KiB (VmRSS), when it is our child.
+    func residentKiB() -> Int? {
+        guard let pid = process?.processIdentifier,
+              let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            return Int(line.split(separator: " ").dropFirst().first ?? "")
+        }
+        return nil
+    }
+
+    func stop() {
+        guard let process, process.isRunning else { return }
+        process.terminate()
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(atPath: certsDir)
+    }
+}
+
+struct Unary: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Unary Info calls per second and latency on one connection.")
+    @OptionGroup var server: ServerOptions
+    @Option(help: "Calls in flight at once on the connection.") var inFlight = 64
+    @Option(help: "Seconds to measure (after 1 s of warm-up).") var seconds = 10
+
+    func run() async throws {
+        let bench = try BenchServer(server)
+        defer { bench.stop() }
+        try await bench.waitReady()
+        print(try await Self.measure(bench, inFlight: inFlight, seconds: seconds))
+    }
+
+    static func measure(_ bench: BenchServer, inFlight: Int, seconds: Int) async throws -> String {
+        let client = try await CosiClient.connect(bench.client())
+        let request = Envelope.InfoRequest().serializedBytes()
+        let method = "/cosi.rpc.v1.Server/Info"
+        // Warm-up.
+        try await run(client, request, method, inFlight, .seconds(1))
+        let clock = ContinuousClock()
+        let start = clock.now
+        let histogram = try await run(client, request, method, inFlight, .seconds(seconds))
+        let elapsed = clock.now - start
+        await client.close()
+        let rate = Double(histogram.totalCount) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        return String(
+            format: "unary Info, %d in flight: %.0f calls/s, latency p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms (%llu calls)",
+            inFlight, rate,
+            Double(histogram.valueAtPercentile(50)) / 1000, Double(histogram.valueAtPercentile(99)) / 1000,
+            Double(histogram.valueAtPercentile(99.9)) / 1000, histogram.totalCount
+        )
+    }
+
+    @discardableResult
+    static func run(_ client: CosiClient, _ request: ByteBuffer, _ method: String, _ inFlight: Int, _ duration: Duration) async throws -> Histogram<UInt64> {
+        let clock = ContinuousClock()
+        let end = clock.now + duration
+        return try await withThrowingTaskGroup(of: Histogram<UInt64>.self) { group in
+            for _ in 0..<inFlight {
+                group.addTask {
+                    var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000)
+                    while clock.now < end {
+                        let started = clock.now
+                        _ = try await client.connection.unary(method, request: request)
+                        let micros = (clock.now - started).components
+                        histogram.record(UInt64(micros.seconds * 1_000_000 + micros.attoseconds / 1_000_000_000_000))
+                    }
+                    return histogram
+                }
+            }
+            var total = Histogram<UInt64>(highestTrackableValue: 60_000_000)
+            for try await histogram in group { total.add(histogram) }
+            return total
+        }
+    }
+}
+
+struct Handshakes: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Mutual-TLS connections established per second (connect, handshake, SETTINGS, close).")
+    @OptionGroup var server: ServerOptions
+    @Option(help: "Concurrent connectors.") var concurrency = 4
+    @Option(help: "Seconds to measure.") var seconds = 5
+
+    func run() async throws {
+        let bench = try BenchServer(server)
+        defer { bench.stop() }
+        try await bench.waitReady()
+        print(try await Self.measure(bench, concurrency: concurrency, seconds: seconds))
+    }
+
+    static func measure(_ bench: BenchServer, concurrency: Int, seconds: Int) async throws -> String {
+        let configuration = bench.client()
+        let tls = try TLSContext(role: .client, configuration: configuration.tls)
+        let clock = ContinuousClock()
+        let start = clock.now
+        let end = start + .seconds(seconds)
+        let count = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<concurrency {
+                group.addTask {
+                    var count = 0
+                    while clock.now < end {
+                        let connection = try await RPCClientConnection.connect(host: configuration.host, port: configuration.port, tls: tls)
+                        await connection.close()
+                        count += 1
+                    }
+                    return count
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        let elapsed = clock.now - start
+        let rate = Double(count) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        return String(format: "handshakes: %.0f mutual-TLS connections/s (%d in %d s, %d concurrent)", rate, count, seconds, concurrency)
+    }
+}
+
+struct Idle: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Server memory per idle connection (needs the server as a child process).")
+    @OptionGroup var server: ServerOptions
+    @Option(help: "Idle connections to open.") var connections = 1000
+
+    func run() async throws {
+        let bench = try BenchServer(server)
+        defer { bench.stop() }
+        try await bench.waitReady()
+        print(try await Self.measure(bench, connections: connections))
+    }
+
+    static func measure(_ bench: BenchServer, connections count: Int) async throws -> String {
+        let configuration = bench.client()
+        let tls = try TLSContext(role: .client, configuration: configuration.tls)
+        try await Task.sleep(for: .milliseconds(500))
+        guard let before = bench.residentKiB() else { return "idle: server memory is only measured when cosi-bench starts cosid itself" }
+        var open: [RPCClientConnection] = []
+        for _ in 0..<count {
+            open.append(try await RPCClientConnection.connect(host: configuration.host, port: configuration.port, tls: tls))
+        }
+        // Each connection has made one call, as a real client would.
+        for connection in open { _ = try await connection.unary("/cosi.rpc.v1.Server/Info", request: ByteBuffer()) }
+        try await Task.sleep(for: .seconds(2))
+        let after = bench.residentKiB() ?? before
+        for connection in open { await connection.close() }
+        let perConnection = Double(after - before) * 1024 / Double(count)
+        return String(format: "idle connections: %d open, server RSS %d KiB -> %d KiB, %.1f KiB per connection", count, before, after, perConnection / 1024)
+    }
+}
+
+struct All: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Every measurement, as reported in docs/PERFORMANCE.md.")
+    @OptionGroup var server: ServerOptions
+    @Option(help: "Seconds per throughput measurement.") var seconds = 10
+
+    func run() async throws {
+        let bench = try BenchServer(server)
+        defer { bench.stop() }
+        try await bench.waitReady()
+        print(try await Unary.measure(bench, inFlight: 1, seconds: seconds))
+        print(try await Unary.measure(bench, inFlight: 64, seconds: seconds))
+        print(try await Handshakes.measure(bench, concurrency: 4, seconds: min(seconds, 5)))
+        print(try await Idle.measure(bench, connections: 1000))
+    }
+}

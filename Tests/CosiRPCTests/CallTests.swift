@@ -1,0 +1,181 @@
+import CosiMessages
+import CosiRPC
+import CosiTesting
+import NIOCore
+import Testing
+
+@Suite("Calls over mutual TLS on 127.0.0.1", .timeLimit(.minutes(1)))
+struct CallTests {
+    let pki: TestPKI
+    let observations = Observations()
+
+    init() throws { pki = try TestPKI() }
+
+    @Test func unaryRoundTrip() async throws {
+        try await withTestServer(pki: pki, methods: TestMethods.table(observations)) { _, port in
+            let client = try await connectTestClient(pki: pki, port: port)
+            let reply = try await client.unary(TestMethods.echo, request: ByteBuffer(string: "hello"))
+            #expect(String(buffer: reply) == "hello")
+            // Typed messages, and the server's view of the caller.
+            let typed = try await client.unary(TestMethods.typed, request: Envelope.InfoRequest().serializedBytes())
+            let info = try Envelope.InfoResponse(serializedBytes: typed)
+            #expect(info.identity == "tester")
+            #expect(info.roles == ["os:admin"])
+            await client.close()
+        }
+    }
+
+    @Test func serverStreamOfTenThousandMessagesArrivesCompleteAndInOrder() async throws {
+        try await withTestServer(pki: pki, methods: TestMethods.table(observations)) { _, port in
+            let client = try await connectTestClient(pki: pki, port: port)
+            var request = ByteBuffer()
+            request.writeInteger(UInt32(10_000))
+            var expected: UInt32 = 0
+            for try await message in client.serverStream(TestMethods.count, request: request) {
+                #expect(message.getInteger(at: message.readerIndex, as: UInt32.self) == expected)
+                expected += 1
+            }
+            #expect(expected == 10_000)
+            await client.close()
+        }
+    }
+
+    @Test func twoHundredConcurrentCallsOnOneConnection() async throws {
+        try await withTestServer(pki: pki, methods: TestMethods.table(observations)) { _, port in
+            let client = try await connectTestClient(pki: pki, port: port)
+            let results = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for index in 0..<200 {
+                    group.addTask {
+                        let body = "call-\(index)"
+                        let reply = try await client.unary(TestMethods.echo, request: ByteBuffer(string: body))
+                        return String(buffer: reply) == body
+                    }
+                }
+                var ok = 0
+                for try await matched in group where matched { ok += 1 }
+                return ok
+            }
+            #expect(results == 200)
+            await client.close()
+        }
+    }
+
+    @Test func unknownMethodIsUnimplementedAndTheConnectionStaysUsable() async throws {
+        try await withTestServer(pki: pki, methods: TestMethods.table(observations)) { _, port in
+            let client = try await connectTestClient(pki: pki, port: port)
+            await #expect {
+                _ = try await client.unary("/no.Such/Method", request: ByteBuffer())
+            } throws: { ($0 as? RPCError)?.code == .unimplemented }
+            let reply = try await client.unary(TestMethods.echo, request: ByteBuffer(string: "still here"))
+            #expect(String(buffer: reply) == "still here")
+            await client.close()
+        }
+    }
+
+    @Test func garbageRequestBodyIsInvalidArgument() async throws {
+        try await withTestServer(pki: pki, methods: TestMethods.table(observations)) { _, port in
+            let client = try await connectTestClient(pki: pki, port: port)
+            await #expect {
+                _ = try await client.unary(TestMethods.typed, request: ByteBuffer(bytes: [0xff, 0xff, 0xff, 0xff, 0x0f]))
+            } throws: { ($0 as? RPCError)?.code == .invalidArgument }
+            #expect(client.isActive)
+            await client.close()
+        }
+    }
+
+    @Test func deadlineGivesDeadlineExceededAndStopsTheHandler() async throws {
+        try await withTestServer(pki: pki, methods: TestMethods.table(observations)) { _, port in
+            let client = try await connectTestClient(pki: pki, port: port)
+            var request = ByteBuffer()
+            request.writeInteger(UInt32(5_000))
+            await #expect {
+                _ = try await client.unary(TestMethods.sleep, request: request, metadata: ["key": "deadline"], timeout: .milliseconds(100))
+            } throws: { ($0 as? RPCError)?.code == .deadlineExceeded }
+            try await eventually { observations.wasCancelled("deadline") }
+            await client.close()
+        }
+    }
+
+    @Test func cancellingTheCallingTaskStopsTheServerHandler() async throws {
+        try await withTestServer(pki: pki, methods: TestMethods.table(observations)) { _, port in
+            let client = try await connectTestClient(pki: pki, port: port)
+            let task = Task {
+                for try await _ in client.serverStream(TestMethods.hang, request: ByteBuffer(), metadata: ["key": "cancel-me"]) {}
+            }
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(!observations.wasCancelled("cancel-me"))
+            task.cancel()
+            try await eventually { observations.wasCancelled("cancel-me") }
+            // The connection is still fine.
+            #expect(String(buffer: try await client.unary(TestMethods.echo, request: ByteBuffer(string: "ok"))) == "ok")
+            await client.close()
+        }
+    }
+
+    @Test func aStalledStreamDoesNotStallUnaryCalls() async throws {
+        try await withTestServer(pki: pki, methods: TestMethods.table(observations)) { _, port in
+            let client = try await connectTestClient(pki: pki, port: port)
+            // Start an endless stream and never read from it.
+            let stream = client.serverStream(TestMethods.infinite, request: ByteBuffer(), metadata: ["key": "stalled"])
+            var iterator = stream.makeAsyncIterator()
+            _ = try await iterator.next()
+            // The server's writer stops once the 1 MiB stream window is spent...
+            try await eventually { observations.written("stalled") >= 1000 }
+            try await Task.sleep(for: .milliseconds(300))
+            let blockedAt = observations.written("stalled")
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(observations.written("stalled") == blockedAt)
+            #expect(blockedAt < 1100)
+            // ...while unary calls on the same connection go on.
+            for index in 0..<50 {
+                let reply = try await client.unary(TestMethods.echo, request: ByteBuffer(string: "u\(index)"), timeout: .seconds(2))
+                #expect(String(buffer: reply) == "u\(index)")
+            }
+            // Reading resumes the stream.
+            for _ in 0..<2000 { _ = try await iterator.next() }
+            try await eventually { observations.written("stalled") > blockedAt + 500 }
+            await client.close()
+        }
+    }
+
+    @Test func gracefulShutdownLetsInFlightCallsFinishAndRefusesNewOnes() async throws {
+        try await withTestServer(pki: pki, methods: TestMethods.table(observations), configure: { $0.gracePeriod = .seconds(5) }) { server, port in
+            let client = try await connectTestClient(pki: pki, port: port)
+            var request = ByteBuffer()
+            request.writeInteger(UInt32(600))
+            let inFlight = Task { try await client.unary(TestMethods.sleep, request: request) }
+            let watch = Task {
+                for try await _ in client.serverStream(TestMethods.hang, request: ByteBuffer(), metadata: ["key": "watch"]) {}
+            }
+            try await Task.sleep(for: .milliseconds(150))
+            let shutdown = Task { await server.shutdownGracefully() }
+            try await Task.sleep(for: .milliseconds(100))
+            // The waiting call ends at once with UNAVAILABLE.
+            await #expect {
+                try await watch.value
+            } throws: { ($0 as? RPCError)?.code == .unavailable }
+            // New calls are refused.
+            await #expect {
+                _ = try await client.unary(TestMethods.echo, request: ByteBuffer(string: "late"))
+            } throws: { ($0 as? RPCError)?.code == .unavailable }
+            // The in-flight call completes.
+            let reply = try await inFlight.value
+            #expect(reply.readableBytes == 4)
+            await shutdown.value
+            #expect(server.connectionCount == 0)
+        }
+    }
+}
+
+/// Polls `condition` until it holds, failing after `timeout`.
+func eventually(timeout: Duration = .seconds(5), _ condition: () -> Bool) async throws {
+    let clock = ContinuousClock()
+    let end = clock.now + timeout
+    while !condition() {
+        guard clock.now < end else {
+            Issue.record("condition not met within \(timeout)")
+            return
+        }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+}

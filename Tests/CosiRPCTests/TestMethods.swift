@@ -1,0 +1,75 @@
+import CosiMessages
+import CosiRPC
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// Methods for transport tests: they work on raw bytes and record what they observed.
+final class Observations: Sendable {
+    private let state = NIOLockedValueBox((cancelled: Set<String>(), written: [String: Int]()))
+
+    func markCancelled(_ key: String) { _ = state.withLockedValue { $0.cancelled.insert(key) } }
+    func wasCancelled(_ key: String) -> Bool { state.withLockedValue { $0.cancelled.contains(key) } }
+    func setWritten(_ key: String, _ count: Int) { state.withLockedValue { $0.written[key] = count } }
+    func written(_ key: String) -> Int { state.withLockedValue { $0.written[key] ?? 0 } }
+}
+
+enum TestMethods {
+    static let echo = "/test.Echo/Echo"
+    static let count = "/test.Echo/Count"
+    static let sleep = "/test.Echo/Sleep"
+    static let hang = "/test.Echo/Hang"
+    static let infinite = "/test.Echo/Infinite"
+    static let typed = "/test.Echo/Typed"
+
+    /// Reads a big-endian UInt32 from the request (the count, or milliseconds to sleep).
+    static func number(_ request: ByteBuffer) -> Int {
+        Int(request.getInteger(at: request.readerIndex, as: UInt32.self) ?? 0)
+    }
+
+    static func table(_ observations: Observations) -> RPCMethodTable {
+        RPCMethodTable([
+            RPCMethod(name: echo, handler: .unary { request, _ in request }),
+            // Streams N messages, each holding its index.
+            RPCMethod(name: count, handler: .serverStreaming { request, _, writer in
+                for index in 0..<number(request) {
+                    var message = ByteBuffer()
+                    message.writeInteger(UInt32(index))
+                    try await writer.write(message)
+                }
+            }),
+            // Sleeps N ms, then echoes.
+            RPCMethod(name: sleep, handler: .unary { request, context in
+                do {
+                    try await Task.sleep(for: .milliseconds(number(request)))
+                } catch {
+                    observations.markCancelled(context.metadata["key"] ?? "")
+                    throw error
+                }
+                return request
+            }),
+            // Waits until cancelled (a watch-like call).
+            RPCMethod(name: hang, handler: .serverStreaming { _, context, _ in
+                do {
+                    try await Task.sleep(for: .seconds(3600))
+                } catch {
+                    observations.markCancelled(context.metadata["key"] ?? "")
+                    throw error
+                }
+            }, waitsOnOthers: true),
+            // Writes 1 KiB messages forever, recording how many were accepted.
+            RPCMethod(name: infinite, handler: .serverStreaming { _, context, writer in
+                let key = context.metadata["key"] ?? ""
+                let message = ByteBuffer(repeating: 0x5a, count: 1024)
+                var written = 0
+                while true {
+                    try await writer.write(message)
+                    written += 1
+                    observations.setWritten(key, written)
+                }
+            }),
+            .unary(typed, Envelope.InfoRequest.self, Envelope.InfoResponse.self) { _, context in
+                Envelope.InfoResponse(version: "typed", identity: context.peer.commonName, roles: context.peer.organizations)
+            },
+        ])
+    }
+}
