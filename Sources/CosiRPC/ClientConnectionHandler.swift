@@ -49,6 +49,7 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     /// Set once no new calls may start: why.
     private var unavailableReason: String?
     private var goAwayLastStreamID: UInt32?
+    private var flushScheduled = false
 
     init(settings: RPCSettings, ready: EventLoopPromise<PeerIdentity?>) {
         self.localSettings = settings
@@ -278,7 +279,7 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         handles[ObjectIdentifier(handle)] = id
         output.append(Frames.headers(id, headers))
         sendPendingRequest(id)
-        flush()
+        scheduleFlush()
     }
 
     /// The application consumed `bytes` of a stream's messages: maybe grant credit.
@@ -287,7 +288,7 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         if let grant = stream.receiveCredit.consume(bytes) {
             _ = stream.receiveWindow.increment(grant)
             output.append(Frames.window(id, grant))
-            flush()
+            scheduleFlush()
         }
         streams[id] = stream
     }
@@ -334,6 +335,17 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         blocked = []
         for id in ids { sendPendingRequest(id) }
         for id in streams.keys where streams[id]?.pendingRequest != nil && !blocked.contains(id) { sendPendingRequest(id) }
+    }
+
+    /// Flushes once the event loop has run the tasks already queued, so calls started together
+    /// leave in one TLS record and one system call.
+    private func scheduleFlush() {
+        guard !flushScheduled, let context else { return }
+        flushScheduled = true
+        context.eventLoop.assumeIsolated().execute {
+            self.flushScheduled = false
+            self.flush()
+        }
     }
 
     private func flush() {

@@ -75,6 +75,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private var graceTimer: Scheduled<Void>?
     private var callCount = 0
     private var closeReason: String?
+    private var flushScheduled = false
 
     init(methods: RPCMethodTable, options: ServerConnectionOptions, logger: Logger) {
         self.methods = methods
@@ -265,7 +266,18 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                 context?.close(promise: nil)
             }
         }
-        if flush { flushOutput() }
+        if flush { scheduleFlush() }
+    }
+
+    /// Flushes once the event loop has run the tasks already queued: responses that complete
+    /// together (many calls in flight) leave in one TLS record and one system call.
+    private func scheduleFlush() {
+        guard !flushScheduled, let context else { return }
+        flushScheduled = true
+        context.eventLoop.assumeIsolated().execute {
+            self.flushScheduled = false
+            self.flushOutput()
+        }
     }
 
     private func flushOutput() {

@@ -19,7 +19,7 @@ struct CosiBench: AsyncParsableCommand {
         commandName: "cosi-bench",
         abstract: "Benchmarks cosid: unary call throughput and latency, handshakes, idle-connection memory.",
         discussion: """
-        Build in release mode first: swift build -c release --product cosid --product cosi-bench
+        Build both in release mode first: swift build -c release --product cosid; swift build -c release --product cosi-bench
 
         Examples:
           .build/release/cosi-bench unary --in-flight 64 --seconds 10

@@ -88,6 +88,7 @@ struct Cosid: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "cosid")
+        raiseOpenFileLimit(logger: logger)
 
         let certificates = DevelopmentCertificates(directory: certsDir)
         if ca == nil || cert == nil || key == nil {
@@ -137,6 +138,24 @@ struct Cosid: AsyncParsableCommand {
         try await group.run()
     }
 }
+
+/// Every connection is a file descriptor: raise the soft limit to the hard limit, so a control
+/// plane with thousands of watches is not refused by a default of 1024.
+func raiseOpenFileLimit(logger: Logger) {
+    var limit = rlimit()
+    guard getrlimit(RLIMIT_NOFILE_VALUE, &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+    let previous = limit.rlim_cur
+    limit.rlim_cur = limit.rlim_max
+    if setrlimit(RLIMIT_NOFILE_VALUE, &limit) == 0 {
+        logger.debug("raised the open file limit", metadata: ["from": "\(previous)", "to": "\(limit.rlim_max)"])
+    }
+}
+
+#if canImport(Glibc)
+private let RLIMIT_NOFILE_VALUE = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+#else
+private let RLIMIT_NOFILE_VALUE = RLIMIT_NOFILE
+#endif
 
 /// Exits at once on a second SIGTERM/SIGINT (the first starts the graceful shutdown).
 struct SecondSignalExit: Service {
