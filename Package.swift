@@ -119,6 +119,10 @@ let package = Package(
         ),
         .testTarget(name: "CosiTLSTests", dependencies: ["CosiTLS", "CosiTesting", "CosiRPC", "CosiClient"]),
         .testTarget(
+            name: "CosidTests",
+            dependencies: ["CosiClient", "cosid"]
+        ),
+        .testTarget(
             name: "CosiRPCTests",
             dependencies: [
                 "CosiRPC", "CosiTesting", "CosiClient", "CosiServer", "CosiWire", "CosiMessages",

@@ -1,0 +1,87 @@
+import CosiClient
+import Foundation
+import Testing
+
+/// Runs the real `cosid` executable: first-run certificates, Info over mutual TLS, logs, SIGTERM.
+@Suite("cosid process", .timeLimit(.minutes(1)))
+struct CosidProcessTests {
+    /// The `cosid` built next to the test bundle.
+    static var executable: URL {
+        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        // On Linux the test binary sits in the build directory; elsewhere inside a bundle.
+        while !FileManager.default.fileExists(atPath: directory.appendingPathComponent("cosid").path), directory.path != "/" {
+            directory.deleteLastPathComponent()
+        }
+        return directory.appendingPathComponent("cosid")
+    }
+
+    final class Output: @unchecked Sendable {
+        private let lock = NSLock()
+        private var text = ""
+        func append(_ data: Data) { lock.withLock { text += String(decoding: data, as: UTF8.self) } }
+        var value: String { lock.withLock { text } }
+    }
+
+    @Test func firstRunServesInfoAndShutsDownOnSIGTERM() async throws {
+        let certs = FileManager.default.temporaryDirectory.appendingPathComponent("cosid-test-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: certs) }
+
+        let process = Process()
+        process.executableURL = Self.executable
+        process.arguments = ["--listen", "127.0.0.1:0", "--certs-dir", certs]
+        let pipe = Pipe()
+        let output = Output()
+        process.standardError = pipe
+        pipe.fileHandleForReading.readabilityHandler = { output.append($0.availableData) }
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+
+        // The bound port, from the "listening" log line.
+        var port: Int?
+        for _ in 0..<200 where port == nil {
+            try await Task.sleep(for: .milliseconds(50))
+            if let line = output.value.split(separator: "\n").first(where: { $0.contains("listening") }),
+               let digits = line.split(separator: ":").last?.prefix(while: \.isNumber) {
+                port = Int(digits)
+            }
+        }
+        let boundPort = try #require(port, "cosid did not log its address: \(output.value)")
+
+        // Development certificates were created, keys private.
+        for name in ["ca.key", "server.key", "admin.key"] {
+            let attributes = try FileManager.default.attributesOfItem(atPath: certs + "/" + name)
+            #expect((attributes[.posixPermissions] as? Int) == 0o600, "\(name)")
+        }
+
+        let client = try await CosiClient.connect(.development(directory: certs, port: boundPort))
+        let info = try await client.info()
+        #expect(info.identity == "admin")
+        #expect(info.roles == ["os:admin"])
+        #expect(info.methods.contains("/cosi.rpc.v1.Server/Info"))
+        #expect(!info.version.isEmpty)
+
+        // SIGTERM: the server says GOAWAY, the client connection ends, the process exits cleanly.
+        process.terminate()
+        try await client.connection.closeFuture.get()
+        for _ in 0..<100 where process.isRunning { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(!process.isRunning)
+        #expect(process.terminationStatus == 0)
+        let log = output.value
+        #expect(log.contains("connection open"), "\(log)")
+        #expect(log.contains("peer=admin"), "\(log)")
+        #expect(log.contains("stopped"), "\(log)")
+    }
+
+    @Test func badCertificatePathIsOneClearError() async throws {
+        let process = Process()
+        process.executableURL = Self.executable
+        process.arguments = ["--listen", "127.0.0.1:0", "--ca", "/nonexistent/ca.crt", "--cert", "/nonexistent/s.crt", "--key", "/nonexistent/s.key"]
+        let pipe = Pipe()
+        process.standardError = pipe
+        try process.run()
+        process.waitUntilExit()
+        let log = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(process.terminationStatus != 0)
+        #expect(log.contains("cannot read certificate file /nonexistent/s.crt"), "\(log)")
+    }
+}
