@@ -218,3 +218,22 @@ func swiftMap<Entry>(
     }
     return map
 }
+
+// MARK: - Nested messages
+
+// protoc-c generates unpack/free functions for top-level messages only. A nested message is
+// unpacked through the generic functions with its descriptor, read from an initialised struct
+// (the descriptor constant itself cannot be addressed from Swift without copying it).
+
+func unpackNested<T>(_ initialise: (UnsafeMutablePointer<T>) -> Void, _ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<T>? {
+    let scratch = UnsafeMutablePointer<T>.allocate(capacity: 1)
+    defer { scratch.deallocate() }
+    initialise(scratch)
+    let descriptor = UnsafeRawPointer(scratch).assumingMemoryBound(to: ProtobufCMessage.self).pointee.descriptor
+    guard let message = protobuf_c_message_unpack(descriptor, nil, length, data) else { return nil }
+    return UnsafeMutableRawPointer(message).assumingMemoryBound(to: T.self)
+}
+
+func freeNested<T>(_ pointer: UnsafeMutablePointer<T>) {
+    protobuf_c_message_free_unpacked(UnsafeMutableRawPointer(pointer).assumingMemoryBound(to: ProtobufCMessage.self), nil)
+}
