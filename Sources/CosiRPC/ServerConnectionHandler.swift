@@ -184,10 +184,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     fileprivate func finish(_ streamID: UInt32, response: ByteBuffer?, status: RPCStatus) {
         guard let call = calls.removeValue(forKey: streamID) else { return }
         call.deadline?.cancel()
-        if let response {
-            perform(stateMachine.sendMessage(streamID, response, completion: nil), flush: false)
-        }
-        perform(stateMachine.finishCall(streamID, status: status))
+        perform(stateMachine.finishCall(streamID, response: response, status: status))
     }
 
     private func startCall(_ streamID: UInt32, headers: Envelope.CallHeaders, request: ByteBuffer) {

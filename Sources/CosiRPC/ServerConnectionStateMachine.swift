@@ -277,8 +277,7 @@ struct ServerConnectionStateMachine<Completion> {
         guard streams[id] != nil, !isClosed else {
             return completion.map { [.failWrite($0, RPCError(code: .cancelled, message: "the call has ended"))] } ?? []
         }
-        guard payload.readableBytes <= Int(remoteSettings.maxFrameSize) else {
-            let error = RPCError(code: .resourceExhausted, message: "a response of \(payload.readableBytes) bytes exceeds the client's max_frame_size \(remoteSettings.maxFrameSize)")
+        if let error = oversize(payload) {
             return completion.map { [.failWrite($0, error)] } ?? []
         }
         streams[id]!.pending.append(.message(payload, completion))
@@ -287,9 +286,19 @@ struct ServerConnectionStateMachine<Completion> {
         return actions
     }
 
-    /// Ends a call with TRAILERS(status), after the messages already queued.
-    mutating func finishCall(_ id: UInt32, status: RPCStatus) -> [Action] {
+    /// Ends a call with TRAILERS(status), after the messages already queued and after
+    /// `response` (a unary call's reply). A response larger than the client's `max_frame_size`
+    /// is not sent; the call ends with RESOURCE_EXHAUSTED instead.
+    mutating func finishCall(_ id: UInt32, response: ByteBuffer? = nil, status: RPCStatus) -> [Action] {
         guard streams[id] != nil else { return [] }
+        var status = status
+        if let response {
+            if let error = oversize(response) {
+                status = error.status
+            } else {
+                streams[id]!.pending.append(.message(response, nil))
+            }
+        }
         streams[id]!.pending.append(.trailers(status))
         var actions: [Action] = []
         flush(id, into: &actions)
@@ -335,6 +344,11 @@ struct ServerConnectionStateMachine<Completion> {
     }
 
     // MARK: Internals
+
+    private func oversize(_ payload: ByteBuffer) -> RPCError? {
+        guard payload.readableBytes > Int(remoteSettings.maxFrameSize) else { return nil }
+        return RPCError(code: .resourceExhausted, message: "a response of \(payload.readableBytes) bytes exceeds the client's max_frame_size \(remoteSettings.maxFrameSize)")
+    }
 
     private mutating func abortAll(_ error: RPCError, sendTrailers: Bool) -> [Action] {
         var actions: [Action] = []

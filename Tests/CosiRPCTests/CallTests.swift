@@ -138,6 +138,32 @@ struct CallTests {
         }
     }
 
+    @Test func requestOverTheServersFrameSizeFailsLocally() async throws {
+        try await withTestServer(pki: pki, methods: TestMethods.table(observations), configure: { $0.connection.settings.maxFrameSize = 16_384 }) { _, port in
+            let client = try await connectTestClient(pki: pki, port: port)
+            await #expect {
+                _ = try await client.unary(TestMethods.echo, request: ByteBuffer(repeating: 1, count: 16_385))
+            } throws: { ($0 as? RPCError)?.code == .resourceExhausted }
+            // Exactly at the limit is fine, and the connection was never in trouble.
+            let reply = try await client.unary(TestMethods.echo, request: ByteBuffer(repeating: 1, count: 16_384))
+            #expect(reply.readableBytes == 16_384)
+            await client.close()
+        }
+    }
+
+    @Test func responseOverTheClientsFrameSizeIsResourceExhausted() async throws {
+        try await withTestServer(pki: pki, methods: TestMethods.table(observations)) { _, port in
+            var settings = RPCSettings.defaults
+            settings.maxFrameSize = 16_384
+            let client = try await RPCClientConnection.connect(host: "127.0.0.1", port: port, tls: pki.clientContext(), settings: settings)
+            await #expect {
+                _ = try await client.unary(TestMethods.echo, request: ByteBuffer(repeating: 1, count: 16_385))
+            } throws: { ($0 as? RPCError)?.code == .resourceExhausted }
+            #expect(client.isActive)
+            await client.close()
+        }
+    }
+
     @Test func gracefulShutdownLetsInFlightCallsFinishAndRefusesNewOnes() async throws {
         try await withTestServer(pki: pki, methods: TestMethods.table(observations), configure: { $0.gracePeriod = .seconds(5) }) { server, port in
             let client = try await connectTestClient(pki: pki, port: port)
