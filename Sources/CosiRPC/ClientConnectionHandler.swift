@@ -31,8 +31,8 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     }
 
     let localSettings: RPCSettings
-    private(set) var remoteSettings = RPCSettings.defaults
-    private var receivedSettings = false
+    private var peer = PeerSettings()
+    private var remoteSettings: RPCSettings { peer.current }
     private let ready: EventLoopPromise<PeerIdentity?>
     private var decoder: FrameDecoder
     private var output = FrameWriteBuffer(allocator: ByteBufferAllocator())
@@ -116,26 +116,11 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     private func receive(_ frame: Frame) throws {
         switch frame.type {
         case .settings:
-            guard frame.streamID == 0 else { throw ConnectionError(code: .protocolError, message: "SETTINGS on stream \(frame.streamID)") }
-            guard !frame.flags.contains(.ack) else { return }
-            let envelope: Envelope.Settings
-            do { envelope = try Envelope.Settings(serializedBytes: frame.payload) } catch {
-                throw ConnectionError(code: .protocolError, message: "SETTINGS payload does not decode")
-            }
-            let settings = try RPCSettings(validating: envelope)
-            let delta = Int64(settings.initialWindow) - Int64(remoteSettings.initialWindow)
-            if !receivedSettings {
-                connectionSendWindow.adjust(by: Int64(settings.initialConnectionWindow) - Int64(RPCSettings.defaultInitialConnectionWindow))
-            }
-            remoteSettings.maxFrameSize = settings.maxFrameSize
-            remoteSettings.maxConcurrentStreams = settings.maxConcurrentStreams
-            remoteSettings.initialWindow = settings.initialWindow
-            for id in streams.keys { streams[id]!.sendWindow.adjust(by: delta) }
+            guard let change = try peer.apply(frame) else { return }
+            connectionSendWindow.adjust(by: change.connectionWindowDelta)
+            for id in streams.keys { streams[id]!.sendWindow.adjust(by: change.streamWindowDelta) }
             output.append(Frames.settingsAck)
-            if !receivedSettings {
-                receivedSettings = true
-                ready.succeed(serverIdentity)
-            }
+            if change.isFirst { ready.succeed(serverIdentity) }
             flushBlocked()
         case .message:
             try receiveMessage(frame)

@@ -50,8 +50,8 @@ struct ServerConnectionStateMachine<Completion> {
     }
 
     let localSettings: RPCSettings
-    private(set) var remoteSettings = RPCSettings.defaults
-    private var receivedFirstSettings = false
+    private var peer = PeerSettings()
+    var remoteSettings: RPCSettings { peer.current }
     private var phase = Phase.open
     private var streams: [UInt32: Stream] = [:]
     private var highestStreamID: UInt32 = 0
@@ -130,25 +130,10 @@ struct ServerConnectionStateMachine<Completion> {
     }
 
     private mutating func receiveSettings(_ frame: Frame, into actions: inout [Action]) throws(ConnectionError) {
-        guard frame.streamID == 0 else { throw ConnectionError(code: .protocolError, message: "SETTINGS on stream \(frame.streamID)") }
-        if frame.flags.contains(.ack) { return }
-        let envelope: Envelope.Settings
-        do { envelope = try Envelope.Settings(serializedBytes: frame.payload) } catch {
-            throw ConnectionError(code: .protocolError, message: "SETTINGS payload does not decode")
-        }
-        let settings = try RPCSettings(validating: envelope)
-        let windowDelta = Int64(settings.initialWindow) - Int64(remoteSettings.initialWindow)
-        if !receivedFirstSettings {
-            receivedFirstSettings = true
-            connectionSendWindow.adjust(by: Int64(settings.initialConnectionWindow) - Int64(RPCSettings.defaultInitialConnectionWindow))
-        } else {
-            // initial_connection_window counts only in the first SETTINGS.
-        }
-        remoteSettings.maxFrameSize = settings.maxFrameSize
-        remoteSettings.maxConcurrentStreams = settings.maxConcurrentStreams
-        remoteSettings.initialWindow = settings.initialWindow
-        if windowDelta != 0 {
-            for id in streams.keys { streams[id]!.sendWindow.adjust(by: windowDelta) }
+        guard let change = try peer.apply(frame) else { return }
+        connectionSendWindow.adjust(by: change.connectionWindowDelta)
+        if change.streamWindowDelta != 0 {
+            for id in streams.keys { streams[id]!.sendWindow.adjust(by: change.streamWindowDelta) }
         }
         actions.append(.send(Frames.settingsAck))
         flushAll(into: &actions)

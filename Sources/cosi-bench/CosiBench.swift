@@ -127,7 +127,7 @@ struct Unary: AsyncParsableCommand {
         let histogram = try await run(client, request, method, inFlight, .seconds(seconds))
         let elapsed = clock.now - start
         await client.close()
-        let rate = Double(histogram.totalCount) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        let rate = perSecond(Int(histogram.totalCount), elapsed)
         return String(
             format: "unary Info, %d in flight: %.0f calls/s, latency p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms (%llu calls)",
             inFlight, rate,
@@ -194,7 +194,7 @@ struct Handshakes: AsyncParsableCommand {
             return try await group.reduce(0, +)
         }
         let elapsed = clock.now - start
-        let rate = Double(count) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        let rate = perSecond(count, elapsed)
         return String(format: "handshakes: %.0f mutual-TLS connections/s (%d in %d s, %d concurrent)", rate, count, seconds, concurrency)
     }
 }
@@ -244,4 +244,9 @@ struct All: AsyncParsableCommand {
         print(try await Handshakes.measure(bench, concurrency: 4, seconds: min(seconds, 5)))
         print(try await Idle.measure(bench, connections: 1000))
     }
+}
+
+/// `count` events over `elapsed`, per second.
+func perSecond(_ count: Int, _ elapsed: Duration) -> Double {
+    Double(count) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
 }
