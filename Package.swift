@@ -71,15 +71,35 @@ let package = Package(
             ]
         ),
 
+        // MARK: The state engine (no networking in it).
+        .target(
+            name: "CosiState",
+            dependencies: [
+                "CosiMessages",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "HashTreeCollections", package: "swift-collections"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
         // MARK: COSI on top of the RPC core.
         .target(
+            name: "CosiStateService",
+            dependencies: ["CosiRPC", "CosiState", "CosiMessages"]
+        ),
+        .target(
             name: "CosiClient",
-            dependencies: ["CosiRPC", "CosiMessages", "CosiTLS"]
+            dependencies: [
+                "CosiRPC", "CosiMessages", "CosiTLS",
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
         ),
         .target(
             name: "CosiServer",
             dependencies: [
-                "CosiRPC", "CosiMessages", "CosiTLS",
+                "CosiRPC", "CosiMessages", "CosiTLS", "CosiState", "CosiStateService",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -89,7 +109,7 @@ let package = Package(
         .executableTarget(
             name: "cosid",
             dependencies: [
-                "CosiServer",
+                "CosiServer", "CosiState",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -99,7 +119,7 @@ let package = Package(
         .executableTarget(
             name: "cosi-bench",
             dependencies: [
-                "CosiClient", "CosiServer", "CosiTLS", "CosiRPC",
+                "CosiClient", "CosiServer", "CosiTLS", "CosiRPC", "CosiState",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -109,9 +129,13 @@ let package = Package(
         // MARK: Test support and tests.
         .target(
             name: "CosiTesting",
-            dependencies: ["CosiTLS", "CosiRPC", "CosiServer", "CosiClient"]
+            dependencies: [
+                "CosiTLS", "CosiRPC", "CosiServer", "CosiClient", "CosiState", "CosiStateService",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
         ),
         .testTarget(name: "CosiWireTests", dependencies: ["CosiWire"]),
+        .testTarget(name: "CosiStateTests", dependencies: ["CosiState", "CosiTesting"]),
         .testTarget(
             name: "CosiMessagesTests",
             dependencies: ["CosiMessages"],

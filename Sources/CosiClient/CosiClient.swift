@@ -1,6 +1,7 @@
 import CosiMessages
 import CosiRPC
 import CosiTLS
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// Where a ``CosiClient`` connects and with which certificate.
@@ -43,22 +44,45 @@ public struct CosiClientConfiguration: Sendable {
 ///
 /// One client holds one connection; calls from many tasks share it concurrently.
 public final class CosiClient: Sendable {
-    /// The underlying connection, for calls this type has no method for.
-    public let connection: RPCClientConnection
     public let configuration: CosiClientConfiguration
+    private let tls: TLSContext
+    private let current: NIOLockedValueBox<RPCClientConnection>
 
-    private init(connection: RPCClientConnection, configuration: CosiClientConfiguration) {
-        self.connection = connection
+    private init(connection: RPCClientConnection, tls: TLSContext, configuration: CosiClientConfiguration) {
+        self.current = NIOLockedValueBox(connection)
+        self.tls = tls
         self.configuration = configuration
     }
 
     /// Connects and authenticates.
     public static func connect(_ configuration: CosiClientConfiguration) async throws -> CosiClient {
         let context = try TLSContext(role: .client, configuration: configuration.tls)
-        let connection = try await RPCClientConnection.connect(
-            host: configuration.host, port: configuration.port, tls: context, serverName: configuration.serverName
+        let connection = try await open(configuration, context)
+        return CosiClient(connection: connection, tls: context, configuration: configuration)
+    }
+
+    private static func open(_ configuration: CosiClientConfiguration, _ tls: TLSContext) async throws -> RPCClientConnection {
+        try await RPCClientConnection.connect(
+            host: configuration.host, port: configuration.port, tls: tls, serverName: configuration.serverName
         )
-        return CosiClient(connection: connection, configuration: configuration)
+    }
+
+    /// The connection calls use right now, for calls this type has no method for.
+    public var connection: RPCClientConnection { current.withLockedValue { $0 } }
+
+    /// The current connection if it is open; otherwise a new one (calls made after a dropped
+    /// connection, and resuming watches, come through here).
+    public func activeConnection() async throws -> RPCClientConnection {
+        let existing = connection
+        if existing.isActive { return existing }
+        let fresh = try await Self.open(configuration, tls)
+        let chosen = current.withLockedValue { connection in
+            if connection.isActive { return (connection, false) }
+            connection = fresh
+            return (fresh, true)
+        }
+        if !chosen.1 { await fresh.close() }
+        return chosen.0
     }
 
     /// `/cosi.rpc.v1.Server/Info`: the server's version and methods, and who it thinks we are.
@@ -70,7 +94,7 @@ public final class CosiClient: Sendable {
     public func unary<Request: ProtobufMessage, Response: ProtobufMessage>(
         _ method: String, _ request: Request, as: Response.Type, timeout: Duration? = nil
     ) async throws -> Response {
-        let bytes = try await connection.unary(method, request: request.serializedBytes(), timeout: timeout ?? configuration.defaultTimeout)
+        let bytes = try await activeConnection().unary(method, request: request.serializedBytes(), timeout: timeout ?? configuration.defaultTimeout)
         do {
             return try Response(serializedBytes: bytes)
         } catch {

@@ -65,6 +65,13 @@ public struct RPCMethod: Sendable {
         })
     }
 
+    /// The same method, marked as waiting on others (graceful shutdown ends it at once).
+    public func waitingOnOthers() -> RPCMethod {
+        var method = self
+        method.waitsOnOthers = true
+        return method
+    }
+
     /// A server-streaming method with typed protobuf messages.
     public static func serverStreaming<Request: ProtobufMessage, Response: ProtobufMessage>(
         _ name: String, _ request: Request.Type = Request.self, _ response: Response.Type = Response.self,

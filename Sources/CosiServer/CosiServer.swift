@@ -1,5 +1,7 @@
 import CosiMessages
 import CosiRPC
+import CosiState
+import CosiStateService
 import CosiTLS
 import Logging
 import NIOCore
@@ -13,15 +15,20 @@ public let cosiVersion = "0.1.0"
 /// swift-service-lifecycle `Service` (graceful shutdown on SIGTERM/SIGINT).
 public final class CosiServer: Service, Sendable {
     public let rpc: RPCServer
+    public let engine: StateEngine
     private let logger: Logger
 
-    /// - Parameter configuration: transport settings; the services are added here.
-    public init(configuration: RPCServerConfiguration, logger: Logger, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
-        var table = RPCMethodTable()
+    /// - Parameters:
+    ///   - configuration: transport settings; the services are added here.
+    ///   - engine: the state the State service serves.
+    public init(configuration: RPCServerConfiguration, engine: StateEngine, logger: Logger, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        let services = StateService.methods(engine: engine)
         // Info lists every method, itself included.
-        let names = [InfoService.method]
+        let names = [InfoService.method] + services.map(\.name)
+        var table = RPCMethodTable(services)
         table.register(InfoService.rpcMethod(methods: names))
         self.rpc = RPCServer(configuration: configuration, methods: table, group: group, logger: logger)
+        self.engine = engine
         self.logger = logger
     }
 
@@ -36,6 +43,7 @@ public final class CosiServer: Service, Sendable {
         if rpc.localAddress == nil { try await start() }
         try? await gracefulShutdown()
         await rpc.shutdownGracefully()
+        engine.shutdown()
         logger.info("stopped")
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CosiRPC
 import CosiServer
+import CosiState
 import CosiTLS
 import Logging
 import NIOCore
@@ -118,7 +119,14 @@ struct Cosid: AsyncParsableCommand {
         configuration.connection.settings.maxFrameSize = maxFrameSize
         configuration.connection.settings.maxConcurrentStreams = maxConcurrentStreams
 
-        let server = CosiServer(configuration: configuration, logger: logger)
+        let engine: StateEngine
+        do {
+            engine = try StateEngine(storage: MemoryStorage(), logger: logger)
+        } catch {
+            logger.critical("cannot open the state: \(error.message)")
+            throw ExitCode.failure
+        }
+        let server = CosiServer(configuration: configuration, engine: engine, logger: logger)
         do {
             try await server.start()
         } catch {

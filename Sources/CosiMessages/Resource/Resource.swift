@@ -64,10 +64,24 @@ public struct Spec: Hashable, Sendable {
 public struct Resource: Hashable, Sendable {
     public var metadata: Metadata
     public var spec: Spec
+    /// Whether decoded bytes carried a metadata field (always true for values made in Swift).
+    public private(set) var hasMetadata = true
+    /// Whether decoded bytes carried a spec field (always true for values made in Swift).
+    public private(set) var hasSpec = true
 
     public init(metadata: Metadata, spec: Spec = Spec()) {
         self.metadata = metadata
         self.spec = spec
+    }
+
+    // Presence is how the value was decoded, not part of its value.
+    public static func == (lhs: Resource, rhs: Resource) -> Bool {
+        lhs.metadata == rhs.metadata && lhs.spec == rhs.spec
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(metadata)
+        hasher.combine(spec)
     }
 }
 
@@ -223,6 +237,8 @@ extension Resource: CMessageBridged {
             metadata: c.pointee.metadata.map { Metadata(c: $0) } ?? Metadata(),
             spec: c.pointee.spec.map { Spec(c: $0) } ?? Spec()
         )
+        hasMetadata = c.pointee.metadata != nil
+        hasSpec = c.pointee.spec != nil
     }
     func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.metadata = arena.message(metadata)

@@ -1,0 +1,182 @@
+import CosiMessages
+import HashTreeCollections
+
+/// One change of the state: what the event log records and watchers receive.
+public struct StateEvent: Hashable, Sendable {
+    /// The position in the event log (1, 2, 3, ...).
+    public var revision: UInt64
+    /// `.created`, `.updated` or `.destroyed`.
+    public var type: EventType
+    /// The resource after the change; for `.destroyed`, the last stored resource.
+    public var resource: Resource
+    /// For `.updated`, the resource before the change.
+    public var old: Resource?
+
+    public init(revision: UInt64, type: EventType, resource: Resource, old: Resource? = nil) {
+        self.revision = revision
+        self.type = type
+        self.resource = resource
+        self.old = old
+    }
+
+    public var kind: ResourceKind { resource.address.kind }
+}
+
+/// The current resources, as a value.
+///
+/// Persistent hash trees make a copy O(1), so readers take a snapshot while the writer works
+/// on the next version. Get is a lookup by kind then id; List walks one kind only.
+public struct ResourceStore: Sendable {
+    private var kinds: TreeDictionary<ResourceKind, TreeDictionary<String, Resource>> = [:]
+    /// The revision of the last change applied.
+    public private(set) var revision: UInt64 = 0
+    /// How many resources there are.
+    public private(set) var count = 0
+
+    public init() {}
+
+    /// Rebuilds a store from persisted resources.
+    public init(resources: [Resource], revision: UInt64) {
+        for resource in resources { put(resource) }
+        self.revision = revision
+    }
+
+    public func get(_ address: ResourceAddress) -> Resource? {
+        kinds[address.kind]?[address.id]
+    }
+
+    /// The resources of a kind, sorted by id (byte-wise).
+    public func list(_ kind: ResourceKind) -> [Resource] {
+        guard let resources = kinds[kind] else { return [] }
+        return resources.values.sorted { $0.metadata.id.utf8.lexicographicallyPrecedes($1.metadata.id.utf8) }
+    }
+
+    /// Every kind that has resources.
+    public var allKinds: [ResourceKind] { Array(kinds.keys) }
+
+    private mutating func put(_ resource: Resource) {
+        let address = resource.address
+        if kinds[address.kind, default: [:]].updateValue(resource, forKey: address.id) == nil { count += 1 }
+    }
+
+    private mutating func remove(_ address: ResourceAddress) {
+        guard kinds[address.kind]?.removeValue(forKey: address.id) != nil else { return }
+        count -= 1
+        if kinds[address.kind]?.isEmpty == true { kinds[address.kind] = nil }
+    }
+
+    // MARK: Operations. Each validates in the order state.md gives, then applies and returns the event.
+
+    /// Create: version "1", owner from `owner`, created = updated = now, phase running.
+    public mutating func create(_ request: Resource, owner: String, now: Timestamp) throws(StateError) -> StateEvent {
+        guard request.hasMetadata else { throw StateError(.invalidArgument, "resource.metadata is missing") }
+        guard request.hasSpec else { throw StateError(.invalidArgument, "resource.spec is missing") }
+        let m = request.metadata
+        try validateAddress(namespace: m.namespace, type: m.type, id: m.id, field: "resource.metadata")
+        guard m.phase.isEmpty || m.phase == Phase.running || m.phase == Phase.tearingDown else {
+            throw StateError(.invalidArgument, "resource.metadata.phase must be \"running\" or \"tearingDown\", not \"\(m.phase)\"")
+        }
+        guard get(request.address) == nil else {
+            throw StateError(.alreadyExists, "resource \(request.address) already exists")
+        }
+        var stored = request
+        stored.metadata.version = "1"
+        stored.metadata.owner = owner
+        stored.metadata.phase = m.phase.isEmpty ? Phase.running : m.phase
+        stored.metadata.created = now
+        stored.metadata.updated = now
+        stored.metadata.finalizers = deduplicated(m.finalizers)
+        return apply(StateEvent(revision: 0, type: .created, resource: stored))
+    }
+
+    /// Update: the request must carry the stored version; stores version+1.
+    public mutating func update(_ request: Resource, owner: String, expectedPhase: String?, now: Timestamp) throws(StateError) -> StateEvent {
+        guard request.hasMetadata else { throw StateError(.invalidArgument, "new_resource.metadata is missing") }
+        let m = request.metadata
+        try validateAddress(namespace: m.namespace, type: m.type, id: m.id, field: "new_resource.metadata")
+        guard m.phase.isEmpty || m.phase == Phase.running || m.phase == Phase.tearingDown else {
+            throw StateError(.invalidArgument, "new_resource.metadata.phase must be \"running\" or \"tearingDown\", not \"\(m.phase)\"")
+        }
+        guard let current = get(request.address) else {
+            throw StateError(.notFound, "resource \(request.address) does not exist")
+        }
+        guard current.metadata.owner == owner else {
+            throw StateError(.ownerMismatch, ownerMessage(current, owner))
+        }
+        guard current.metadata.version == m.version else {
+            throw StateError(.versionConflict, "resource \(request.address) is at version \(current.metadata.version), the update carries version \(m.version.isEmpty ? "(none)" : m.version)")
+        }
+        if let expectedPhase, current.metadata.phase != expectedPhase {
+            throw StateError(.phaseConflict, "resource \(request.address) is in phase \(current.metadata.phase), the update expects \(expectedPhase)")
+        }
+        var stored = request
+        stored.metadata.version = String((UInt64(current.metadata.version) ?? 0) + 1)
+        stored.metadata.owner = current.metadata.owner
+        stored.metadata.phase = m.phase.isEmpty ? current.metadata.phase : m.phase
+        stored.metadata.created = current.metadata.created
+        stored.metadata.updated = now
+        stored.metadata.finalizers = deduplicated(m.finalizers)
+        if !request.hasSpec { stored.spec = current.spec }
+        return apply(StateEvent(revision: 0, type: .updated, resource: stored, old: current))
+    }
+
+    /// Destroy: removes the resource in either phase, once it has no finalizers.
+    public mutating func destroy(_ address: ResourceAddress, owner: String) throws(StateError) -> StateEvent {
+        try validateAddress(namespace: address.kind.namespace, type: address.kind.type, id: address.id)
+        guard let current = get(address) else {
+            throw StateError(.notFound, "resource \(address) does not exist")
+        }
+        guard current.metadata.owner == owner else {
+            throw StateError(.ownerMismatch, ownerMessage(current, owner))
+        }
+        guard current.metadata.finalizers.isEmpty else {
+            throw StateError(.finalizersPending, "resource \(address) has finalizers pending: \(current.metadata.finalizers.joined(separator: ", "))")
+        }
+        return apply(StateEvent(revision: 0, type: .destroyed, resource: current))
+    }
+
+    /// Teardown: phase tearingDown (an update only the first time). Returns whether the resource
+    /// is ready to destroy (no finalizers) and the event, if the phase changed.
+    public mutating func teardown(_ address: ResourceAddress, owner: String, now: Timestamp) throws(StateError) -> (ready: Bool, event: StateEvent?) {
+        try validateAddress(namespace: address.kind.namespace, type: address.kind.type, id: address.id)
+        guard let current = get(address) else {
+            throw StateError(.notFound, "resource \(address) does not exist")
+        }
+        let ready = current.metadata.finalizers.isEmpty
+        guard current.metadata.phase != Phase.tearingDown else { return (ready, nil) }
+        guard current.metadata.owner == owner else {
+            throw StateError(.ownerMismatch, ownerMessage(current, owner))
+        }
+        var stored = current
+        stored.metadata.phase = Phase.tearingDown
+        stored.metadata.version = String((UInt64(current.metadata.version) ?? 0) + 1)
+        stored.metadata.updated = now
+        return (ready, apply(StateEvent(revision: 0, type: .updated, resource: stored, old: current)))
+    }
+
+    /// Applies an event (from an operation above, or replayed from the log) and assigns the next
+    /// revision to it.
+    @discardableResult
+    public mutating func apply(_ event: StateEvent) -> StateEvent {
+        var event = event
+        revision += 1
+        event.revision = revision
+        if event.type == .destroyed {
+            remove(event.resource.address)
+        } else {
+            put(event.resource)
+        }
+        return event
+    }
+
+    private func ownerMessage(_ resource: Resource, _ owner: String) -> String {
+        let stored = resource.metadata.owner.isEmpty ? "no owner" : "owner \"\(resource.metadata.owner)\""
+        let given = owner.isEmpty ? "no owner" : "owner \"\(owner)\""
+        return "resource \(resource.address) has \(stored); the request gave \(given)"
+    }
+}
+
+private func deduplicated(_ values: [String]) -> [String] {
+    var seen = Set<String>()
+    return values.filter { seen.insert($0).inserted }
+}

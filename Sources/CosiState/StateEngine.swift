@@ -1,0 +1,297 @@
+import CosiMessages
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+
+/// Settings of a ``StateEngine``.
+public struct StateEngineConfiguration: Sendable {
+    /// How much of the event log to keep.
+    public var retention = RetentionPolicy()
+    /// Live events a watcher may have queued before it switches to reading the log.
+    public var watcherQueueCapacity = 1024
+    /// Events read from the log at a time while a watcher catches up.
+    public var catchUpBatch = 1024
+    /// The most writes committed in one transaction.
+    public var maximumCommitGroup = 4096
+    /// Compaction runs after this many commits.
+    public var compactionInterval = 256
+
+    public init() {}
+}
+
+/// What one write produced.
+struct WriteResult: Sendable {
+    var events: [StateEvent] = []
+    var resource: Resource?
+    var ready = false
+}
+
+/// The state engine: resources in memory, every change appended to the event log as one atomic
+/// step, watches served from the log. It knows nothing about the network.
+///
+/// Reads (`get`, `list`) take an O(1) snapshot of the published state. Writes queue for a
+/// single committer thread that applies a group of them to a copy, commits their events to
+/// storage in one transaction, then publishes the copy and the events together; a write returns
+/// only after its commit. If storage fails, nothing of the group is published and the engine
+/// refuses further writes.
+public final class StateEngine: Sendable {
+    struct Shared {
+        var store: ResourceStore
+        var hub = WatchHub()
+        var failure: StateError?
+    }
+
+    let storage: any StateStorage
+    let configuration: StateEngineConfiguration
+    let shared: NIOLockedValueBox<Shared>
+    private let committer: Committer
+    private let logger: Logger
+
+    /// Loads the state from `storage` and starts the committer.
+    public init(storage: any StateStorage, configuration: StateEngineConfiguration = .init(), logger: Logger = Logger(label: "cosi.state")) throws(StateError) {
+        let (resources, revision) = try storage.load()
+        self.storage = storage
+        self.configuration = configuration
+        self.logger = logger
+        self.shared = NIOLockedValueBox(Shared(store: ResourceStore(resources: resources, revision: revision)))
+        self.committer = Committer(maximumGroup: configuration.maximumCommitGroup)
+        committer.start(self)
+    }
+
+    /// Stops the committer after the writes already queued.
+    public func shutdown() {
+        committer.stop()
+    }
+
+    /// The revision of the last committed change.
+    public var revision: UInt64 { shared.withLockedValue { $0.store.revision } }
+
+    /// The number of resources.
+    public var resourceCount: Int { shared.withLockedValue { $0.store.count } }
+
+    /// The number of open watches.
+    public var watcherCount: Int { shared.withLockedValue { $0.hub.watcherCount } }
+
+    // MARK: Reads
+
+    /// The resource at `address`.
+    public func get(_ address: ResourceAddress) throws(StateError) -> Resource {
+        try validateAddress(namespace: address.kind.namespace, type: address.kind.type, id: address.id)
+        guard let resource = shared.withLockedValue({ $0.store.get(address) }) else {
+            throw StateError(.notFound, "resource \(address) does not exist")
+        }
+        return resource
+    }
+
+    /// The resources of a kind that match `query`, sorted by id.
+    public func list(_ kind: ResourceKind, query: ResourceQuery = .all) throws(StateError) -> [Resource] {
+        try validateAddress(namespace: kind.namespace, type: kind.type, id: nil)
+        let store = shared.withLockedValue { $0.store }
+        let resources = store.list(kind)
+        return query.matchesEverything ? resources : resources.filter(query.matches)
+    }
+
+    // MARK: Writes
+
+    /// Creates a resource; returns it as stored (version "1", owner, timestamps).
+    public func create(_ resource: Resource, owner: String) async throws -> Resource {
+        try await write { store, now throws(StateError) in
+            let event = try store.create(resource, owner: owner, now: now)
+            return WriteResult(events: [event], resource: event.resource)
+        }.resource!
+    }
+
+    /// Updates a resource; returns it as stored (version + 1).
+    public func update(_ resource: Resource, owner: String, expectedPhase: String? = nil) async throws -> Resource {
+        try await write { store, now throws(StateError) in
+            let event = try store.update(resource, owner: owner, expectedPhase: expectedPhase, now: now)
+            return WriteResult(events: [event], resource: event.resource)
+        }.resource!
+    }
+
+    /// Destroys a resource that has no finalizers.
+    public func destroy(_ address: ResourceAddress, owner: String) async throws {
+        _ = try await write { store, _ throws(StateError) in
+            WriteResult(events: [try store.destroy(address, owner: owner)])
+        }
+    }
+
+    /// Moves a resource to phase tearingDown; returns whether it is ready to destroy.
+    public func teardown(_ address: ResourceAddress, owner: String) async throws -> Bool {
+        try await write { store, now throws(StateError) in
+            let (ready, event) = try store.teardown(address, owner: owner, now: now)
+            return WriteResult(events: event.map { [$0] } ?? [], ready: ready)
+        }.ready
+    }
+
+    /// Tears a resource down, waits until its finalizers are gone, then destroys it. Succeeds also
+    /// when someone else destroys it meanwhile. Waits until the calling task is cancelled (the
+    /// call's deadline).
+    public func teardownAndDestroy(_ address: ResourceAddress, owner: String) async throws {
+        // Watch first, so a finalizer removed right after the teardown is not missed.
+        var request = WatchRequest(namespace: address.kind.namespace, type: address.kind.type, id: address.id)
+        request.apiVersion = 1
+        let watch = try self.watch(request)
+        var ready = try await teardown(address, owner: owner)
+        var events = watch.makeAsyncIterator()
+        while true {
+            if ready {
+                do {
+                    try await destroy(address, owner: owner)
+                    return
+                } catch let error as StateError where error.code == .notFound {
+                    return
+                } catch let error as StateError where error.code == .finalizersPending {
+                    ready = false
+                }
+            }
+            guard let batch = try await events.next() else {
+                throw StateError(.unavailable, "stopped waiting for \(address)")
+            }
+            for event in batch {
+                if event.type == .destroyed, event.resource?.metadata.version != "undefined" { return }
+                if event.type == .destroyed { throw StateError(.notFound, "resource \(address) does not exist") }
+                ready = event.resource?.metadata.finalizers.isEmpty ?? false
+            }
+        }
+    }
+
+    func write(_ operation: @escaping @Sendable (inout ResourceStore, Timestamp) throws(StateError) -> WriteResult) async throws -> WriteResult {
+        try await withCheckedThrowingContinuation { continuation in
+            committer.submit(PendingWrite(operation: operation, continuation: continuation))
+        }
+    }
+
+    /// Runs on the committer thread: applies a group of writes, commits, publishes.
+    func process(_ batch: [PendingWrite], compact: Bool) {
+        let (base, failure) = shared.withLockedValue { ($0.store, $0.failure) }
+        if let failure {
+            batch.forEach { $0.continuation.resume(throwing: failure) }
+            return
+        }
+        var working = base
+        var events: [StateEvent] = []
+        var results: [Result<WriteResult, StateError>] = []
+        results.reserveCapacity(batch.count)
+        let timestamp = now()
+        for write in batch {
+            do {
+                let result = try write.operation(&working, timestamp)
+                events += result.events
+                results.append(.success(result))
+            } catch {
+                results.append(.failure(error))
+            }
+        }
+        if !events.isEmpty {
+            do {
+                try storage.commit(events)
+            } catch {
+                logger.critical("storage commit failed; refusing further writes", metadata: ["error": "\(error)"])
+                let failure = StateError(.storageFailure, "storage failed, the server refuses writes: \(error.message)")
+                shared.withLockedValue { $0.failure = failure }
+                batch.forEach { $0.continuation.resume(throwing: failure) }
+                return
+            }
+            shared.withLockedValue { shared in
+                shared.store = working
+                shared.hub.publish(events)
+            }
+        }
+        for (write, result) in zip(batch, results) {
+            write.continuation.resume(with: result.mapError { $0 as any Error })
+        }
+        if compact {
+            do {
+                try storage.compact(policy: configuration.retention, now: wallClockSeconds())
+            } catch {
+                logger.error("event log compaction failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    // MARK: Watch support
+
+    /// Registers an inbox and takes a snapshot consistent with it.
+    func register(_ inbox: WatcherInbox) -> ResourceStore {
+        shared.withLockedValue { shared in
+            shared.hub.add(inbox)
+            return shared.store
+        }
+    }
+
+    func unregister(_ inbox: WatcherInbox) {
+        shared.withLockedValue { $0.hub.remove(inbox) }
+        inbox.close()
+    }
+
+    /// Makes a catching-up inbox live if no event was published after `revision`.
+    func rejoin(_ inbox: WatcherInbox, at revision: UInt64) -> Bool {
+        shared.withLockedValue { shared in
+            guard shared.store.revision == revision else { return false }
+            inbox.rejoin()
+            return true
+        }
+    }
+}
+
+/// A write waiting for the committer.
+struct PendingWrite: Sendable {
+    let operation: @Sendable (inout ResourceStore, Timestamp) throws(StateError) -> WriteResult
+    let continuation: CheckedContinuation<WriteResult, any Error>
+}
+
+/// The single writer thread. Writes that arrive while a group is being committed form the next
+/// group, so durability costs one fsync per group, not per write.
+final class Committer: @unchecked Sendable {
+    // @unchecked Sendable: `pending` and `stopped` are guarded by `condition`.
+    private let condition = NSCondition()
+    private var pending: [PendingWrite] = []
+    private var stopped = false
+    private let maximumGroup: Int
+
+    init(maximumGroup: Int) { self.maximumGroup = maximumGroup }
+
+    func start(_ engine: StateEngine) {
+        let thread = Thread { [self] in self.run(engine) }
+        thread.name = "cosi-committer"
+        thread.start()
+    }
+
+    func submit(_ write: PendingWrite) {
+        condition.lock()
+        if stopped {
+            condition.unlock()
+            write.continuation.resume(throwing: StateError(.unavailable, "the state engine is shut down"))
+            return
+        }
+        pending.append(write)
+        condition.signal()
+        condition.unlock()
+    }
+
+    func stop() {
+        condition.lock()
+        stopped = true
+        condition.signal()
+        condition.unlock()
+    }
+
+    private func run(_ engine: StateEngine) {
+        var commits = 0
+        while true {
+            condition.lock()
+            while pending.isEmpty && !stopped { condition.wait() }
+            if pending.isEmpty && stopped {
+                condition.unlock()
+                return
+            }
+            let count = min(pending.count, maximumGroup)
+            let batch = Array(pending.prefix(count))
+            pending.removeFirst(count)
+            condition.unlock()
+            commits += 1
+            engine.process(batch, compact: commits % engine.configuration.compactionInterval == 0)
+        }
+    }
+}

@@ -1,0 +1,45 @@
+/// Why a state operation failed. The service edge maps `code` to a wire status; the engine knows
+/// nothing about status codes.
+public struct StateError: Error, Hashable, Sendable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private let name: String
+        private init(_ name: String) { self.name = name }
+        /// The resource does not exist.
+        public static let notFound = Code("notFound")
+        /// A resource with that address exists already.
+        public static let alreadyExists = Code("alreadyExists")
+        /// The caller's owner does not match the resource's owner.
+        public static let ownerMismatch = Code("ownerMismatch")
+        /// The request's version is not the stored version.
+        public static let versionConflict = Code("versionConflict")
+        /// The resource still has finalizers.
+        public static let finalizersPending = Code("finalizersPending")
+        /// A request field is invalid (the message names it).
+        public static let invalidArgument = Code("invalidArgument")
+        /// The expected phase does not match the stored phase.
+        public static let phaseConflict = Code("phaseConflict")
+        /// A feature or operator this server does not implement.
+        public static let unimplemented = Code("unimplemented")
+        /// A bookmark cannot be used: malformed, in the future, or older than the retained history.
+        public static let bookmarkUnusable = Code("bookmarkUnusable")
+        /// A watcher fell behind the retained history.
+        public static let historyLost = Code("historyLost")
+        /// The call's deadline passed while waiting.
+        public static let deadlineExceeded = Code("deadlineExceeded")
+        /// The engine is shutting down.
+        public static let unavailable = Code("unavailable")
+        /// Storage failed; the engine refuses further writes.
+        public static let storageFailure = Code("storageFailure")
+        public var description: String { name }
+    }
+
+    public var code: Code
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+}

@@ -1,0 +1,199 @@
+import CosiMessages
+
+extension StateEngine {
+    /// Starts a watch (state.md, "Watch"). Setup errors are thrown here, before anything is sent.
+    ///
+    /// The result yields batches of events: first the initial or bootstrap batch (when there is
+    /// one), then each group of events that is ready. A watcher that falls behind reads the log
+    /// and rejoins the live queue, losing nothing; one that falls behind the retained history gets
+    /// an ERRORED event (api_version 1) and then the error `.historyLost`.
+    public func watch(_ request: WatchRequest) throws(StateError) -> StateWatch {
+        try validateAddress(namespace: request.namespace, type: request.type, id: nil)
+        let options = request.options ?? WatchOptions()
+        let kind = ResourceKind(namespace: request.namespace, type: request.type)
+        if let id = request.id {
+            guard !id.isEmpty else { throw StateError(.invalidArgument, "id must not be empty when set") }
+            if options.bootstrapContents { throw StateError(.unimplemented, "options.bootstrap_contents is not supported when watching a single resource (id is set)") }
+            if !options.labelQuery.isEmpty { throw StateError(.unimplemented, "options.label_query is not supported when watching a single resource (id is set)") }
+        }
+        guard options.tailEvents >= 0 else { throw StateError(.invalidArgument, "options.tail_events must not be negative") }
+        let tail = options.tailEvents > 0
+        let bookmark = options.startFromBookmark
+        if tail && bookmark != nil { throw StateError(.invalidArgument, "options.tail_events and options.start_from_bookmark cannot be combined") }
+        if (options.bootstrapContents || options.bootstrapBookmark) && (tail || bookmark != nil) {
+            throw StateError(.invalidArgument, "options.bootstrap_contents and options.bootstrap_bookmark cannot be combined with tail_events or start_from_bookmark")
+        }
+        let query = try ResourceQuery(labelQueries: options.labelQuery, idQuery: options.idQuery)
+
+        let inbox = WatcherInbox(kind: kind, capacity: configuration.watcherQueueCapacity, lagging: tail || bookmark != nil)
+        let snapshot = register(inbox)
+        let current = snapshot.revision
+        let session = WatchSession(engine: self, inbox: inbox, kind: kind, id: request.id, query: query, apiVersion: request.apiVersion, cursor: current, live: !(tail || bookmark != nil))
+
+        do throws(StateError) {
+            if let bookmark {
+                guard let revision = Bookmark.decode(bookmark) else {
+                    throw StateError(.bookmarkUnusable, "options.start_from_bookmark is not a bookmark of this server")
+                }
+                guard revision <= current else {
+                    throw StateError(.bookmarkUnusable, "options.start_from_bookmark points at revision \(revision), beyond the current revision \(current)")
+                }
+                let oldest = storage.oldestRetainedRevision
+                guard revision + 1 >= oldest else {
+                    throw StateError(.bookmarkUnusable, "options.start_from_bookmark points at revision \(revision), older than the retained history (which starts at revision \(oldest))")
+                }
+                session.cursor = revision
+            } else if tail {
+                if let start = try storage.tailStart(kind: kind, id: request.id, count: Int(options.tailEvents), upTo: current) {
+                    session.cursor = start - 1
+                } else {
+                    // Nothing to replay: go live (or catch up the few events published since).
+                    session.cursor = current
+                    session.live = rejoin(inbox, at: current)
+                }
+            } else if let id = request.id {
+                let resource = snapshot.get(ResourceAddress(kind: kind, id: id))
+                session.initial = [resource.map { Event(resource: $0, type: .created) }
+                    ?? Event(resource: .tombstone(namespace: kind.namespace, type: kind.type, id: id), type: .destroyed)]
+            } else if options.bootstrapContents {
+                var initial = snapshot.list(kind).filter(query.matches).map { Event(resource: $0, type: .created) }
+                if request.apiVersion >= 1 {
+                    initial.append(Event(resource: .tombstone(namespace: kind.namespace, type: kind.type, id: ""), type: .bootstrapped, bookmark: Bookmark.encode(current)))
+                }
+                session.initial = initial
+            } else if options.bootstrapBookmark {
+                session.initial = [Event(resource: .tombstone(namespace: kind.namespace, type: kind.type, id: ""), type: .noop, bookmark: Bookmark.encode(current))]
+            }
+        } catch {
+            unregister(inbox)
+            throw error
+        }
+        return StateWatch(session: session)
+    }
+}
+
+/// The events of one watch, in batches. Iterate it from one task.
+public struct StateWatch: AsyncSequence, Sendable {
+    public typealias Element = [Event]
+    let session: WatchSession
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let session: WatchSession
+        public mutating func next() async throws -> [Event]? {
+            try await session.next()
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(session: session) }
+
+    /// Ends the watch now (also happens when the iterating task is cancelled).
+    public func close() { session.close() }
+}
+
+/// The state of one watch. Used by one task at a time (its iterator); the inbox is the only
+/// part shared with the committer.
+final class WatchSession: @unchecked Sendable {
+    // @unchecked Sendable: mutable fields are touched only by the one task iterating the watch.
+    let engine: StateEngine
+    let inbox: WatcherInbox
+    let kind: ResourceKind
+    let id: String?
+    let query: ResourceQuery
+    let apiVersion: Int32
+    /// The last revision handled.
+    var cursor: UInt64
+    var live: Bool
+    var initial: [Event]?
+    private var finished = false
+
+    init(engine: StateEngine, inbox: WatcherInbox, kind: ResourceKind, id: String?, query: ResourceQuery, apiVersion: Int32, cursor: UInt64, live: Bool) {
+        self.engine = engine
+        self.inbox = inbox
+        self.kind = kind
+        self.id = id
+        self.query = query
+        self.apiVersion = apiVersion
+        self.cursor = cursor
+        self.live = live
+    }
+
+    deinit { engine.unregister(inbox) }
+
+    func close() {
+        engine.unregister(inbox)
+    }
+
+    func next() async throws -> [Event]? {
+        if finished { return nil }
+        if let initial {
+            self.initial = nil
+            if !initial.isEmpty { return initial }
+        }
+        while true {
+            try Task.checkCancellation()
+            if live {
+                switch await inbox.next() {
+                case .events(let events):
+                    cursor = events.last!.revision
+                    let out = events.compactMap(translate)
+                    if !out.isEmpty { return out }
+                case .catchUp:
+                    live = false
+                case .closed:
+                    try Task.checkCancellation()
+                    finished = true
+                    return nil
+                }
+            } else {
+                if let pendingError {
+                    finished = true
+                    throw pendingError
+                }
+                let oldest = engine.storage.oldestRetainedRevision
+                if cursor + 1 < oldest {
+                    let error = StateError(.historyLost, "the watcher fell behind the retained event history: revision \(cursor + 1) is gone (the log starts at \(oldest))")
+                    guard apiVersion >= 1 else {
+                        finished = true
+                        throw error
+                    }
+                    pendingError = error
+                    return [Event(resource: nil, type: .errored, error: error.message)]
+                }
+                let target = engine.revision
+                let limit = engine.configuration.catchUpBatch
+                let events = try engine.storage.events(after: cursor, upTo: target, kind: kind, limit: limit)
+                if events.count == limit {
+                    cursor = events.last!.revision
+                } else {
+                    cursor = target
+                    live = engine.rejoin(inbox, at: target)
+                }
+                let out = events.compactMap(translate)
+                if !out.isEmpty { return out }
+            }
+        }
+    }
+
+    private var pendingError: StateError?
+
+    /// An event as this watcher sees it: filtered by id and queries, with match flips.
+    private func translate(_ event: StateEvent) -> Event? {
+        if let id, event.resource.metadata.id != id { return nil }
+        let bookmark = Bookmark.encode(event.revision)
+        switch event.type {
+        case .created:
+            return query.matches(event.resource) ? Event(resource: event.resource, type: .created, bookmark: bookmark) : nil
+        case .destroyed:
+            return query.matches(event.resource) ? Event(resource: event.resource, type: .destroyed, bookmark: bookmark) : nil
+        default:
+            let now = query.matches(event.resource)
+            let before = event.old.map(query.matches) ?? now
+            switch (before, now) {
+            case (true, true): return Event(resource: event.resource, type: .updated, old: event.old, bookmark: bookmark)
+            case (false, true): return Event(resource: event.resource, type: .created, bookmark: bookmark)
+            case (true, false): return Event(resource: event.resource, type: .destroyed, bookmark: bookmark)
+            case (false, false): return nil
+            }
+        }
+    }
+}

@@ -1,0 +1,107 @@
+import CosiMessages
+import CosiRPC
+import CosiState
+
+/// The COSI State service (`/cosi.resource.State/*`) on top of a ``StateEngine``.
+///
+/// This is the service edge: requests are decoded here (a request that does not decode is
+/// INVALID_ARGUMENT), engine errors become wire status codes here and nowhere else.
+public enum StateService {
+    public static let get = "/cosi.resource.State/Get"
+    public static let list = "/cosi.resource.State/List"
+    public static let create = "/cosi.resource.State/Create"
+    public static let update = "/cosi.resource.State/Update"
+    public static let destroy = "/cosi.resource.State/Destroy"
+    public static let watch = "/cosi.resource.State/Watch"
+    public static let teardown = "/cosi.resource.State/Teardown"
+    public static let teardownAndDestroy = "/cosi.resource.State/TeardownAndDestroy"
+
+    /// Every method, ready to register on an RPC server.
+    public static func methods(engine: StateEngine) -> [RPCMethod] {
+        [
+            .unary(get, GetRequest.self, GetResponse.self) { request, _ in
+                try mapped {
+                    GetResponse(resource: try engine.get(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id)))
+                }
+            },
+            .serverStreaming(list, ListRequest.self, ListResponse.self) { request, _, writer in
+                let resources = try mapped {
+                    let query = try ResourceQuery(labelQueries: request.options?.labelQuery ?? [], idQuery: request.options?.idQuery)
+                    return try engine.list(ResourceKind(namespace: request.namespace, type: request.type), query: query)
+                }
+                for resource in resources { try await writer.write(ListResponse(resource: resource)) }
+            },
+            .unary(create, CreateRequest.self, CreateResponse.self) { request, _ in
+                guard let resource = request.resource else { throw RPCError(code: .invalidArgument, message: "resource is missing") }
+                return CreateResponse(resource: try await mapped { try await engine.create(resource, owner: request.options?.owner ?? "") })
+            },
+            .unary(update, UpdateRequest.self, UpdateResponse.self) { request, _ in
+                guard let resource = request.newResource else { throw RPCError(code: .invalidArgument, message: "new_resource is missing") }
+                let stored = try await mapped {
+                    try await engine.update(resource, owner: request.options?.owner ?? "", expectedPhase: request.options?.expectedPhase)
+                }
+                return UpdateResponse(resource: stored)
+            },
+            .unary(destroy, DestroyRequest.self, DestroyResponse.self) { request, _ in
+                try await mapped {
+                    try await engine.destroy(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id), owner: request.options?.owner ?? "")
+                }
+                return DestroyResponse()
+            },
+            .serverStreaming(watch, WatchRequest.self, WatchResponse.self, waitsOnOthers: true) { request, _, writer in
+                let watch = try mapped { try engine.watch(request) }
+                defer { watch.close() }
+                // The empty response says "ready": setup succeeded.
+                try await writer.write(WatchResponse())
+                let aggregated = request.options?.aggregated ?? false
+                do {
+                    for try await batch in watch {
+                        if aggregated {
+                            try await writer.write(WatchResponse(event: batch))
+                        } else {
+                            for event in batch { try await writer.write(WatchResponse(event: [event])) }
+                        }
+                    }
+                } catch let error as StateError {
+                    throw rpcError(error)
+                }
+            },
+            .unary(teardown, TeardownRequest.self, TeardownResponse.self) { request, _ in
+                let ready = try await mapped {
+                    try await engine.teardown(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id), owner: request.options?.owner ?? "")
+                }
+                return TeardownResponse(destroyReady: ready)
+            },
+            RPCMethod.unary(teardownAndDestroy, TeardownAndDestroyRequest.self, TeardownAndDestroyResponse.self) { request, _ in
+                try await mapped {
+                    try await engine.teardownAndDestroy(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id), owner: request.options?.owner ?? "")
+                }
+                return TeardownAndDestroyResponse()
+            }.waitingOnOthers(),
+        ]
+    }
+
+    /// The wire status for an engine error.
+    public static func rpcError(_ error: StateError) -> RPCError {
+        let code: RPCStatus.Code = switch error.code {
+        case .notFound: .notFound
+        case .alreadyExists: .alreadyExists
+        case .ownerMismatch: .permissionDenied
+        case .versionConflict, .finalizersPending, .bookmarkUnusable, .historyLost: .failedPrecondition
+        case .invalidArgument, .phaseConflict: .invalidArgument
+        case .unimplemented: .unimplemented
+        case .deadlineExceeded: .deadlineExceeded
+        case .unavailable, .storageFailure: .unavailable
+        default: .unknown
+        }
+        return RPCError(code: code, message: error.message)
+    }
+
+    private static func mapped<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let error as StateError { throw rpcError(error) }
+    }
+
+    private static func mapped<T>(_ body: () async throws -> T) async throws -> T {
+        do { return try await body() } catch let error as StateError { throw rpcError(error) }
+    }
+}
