@@ -88,6 +88,10 @@ public struct StateWatch: AsyncSequence, Sendable {
 
     /// Ends the watch now (also happens when the iterating task is cancelled).
     public func close() { session.close() }
+
+    /// Live events queued for this watch and not yet taken (bounded by
+    /// ``StateEngineConfiguration/watcherQueueCapacity``; beyond it the watch reads the log).
+    public var queuedEventCount: Int { session.inbox.queuedCount }
 }
 
 /// The state of one watch. Used by one task at a time (its iterator); the inbox is the only

@@ -4,6 +4,10 @@ import CosiServer
 import CosiState
 import Logging
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Builds the conformance backends.
 public enum StateBackends {
     static var quietLogger: Logger {
@@ -15,6 +19,34 @@ public enum StateBackends {
     /// The engine in memory.
     public static func memory(configuration: StateEngineConfiguration = .init()) throws -> EngineBackend {
         EngineBackend(name: "memory", engine: try StateEngine(storage: MemoryStorage(), configuration: configuration, logger: quietLogger))
+    }
+
+    /// The engine on SQLite in a fresh temporary directory.
+    public static func sqlite(directory: String? = nil, configuration: StateEngineConfiguration = .init()) throws -> EngineBackend {
+        let owned = directory == nil
+        let directory = directory ?? temporaryDirectory()
+        return EngineBackend(
+            name: "sqlite",
+            engine: try StateEngine(storage: SQLiteStorage(directory: directory, sync: .normal), configuration: configuration, logger: quietLogger),
+            cleanup: { if owned { removeDirectory(directory) } }
+        )
+    }
+
+    /// A new empty directory under the system's temporary directory.
+    public static func temporaryDirectory() -> String {
+        var template = Array("/tmp/cosi-test-XXXXXX".utf8CString)
+        return template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
+    }
+
+    /// Removes a test directory and its files (one level: what SQLiteStorage writes).
+    public static func removeDirectory(_ path: String) {
+        guard let dir = opendir(path) else { return }
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name != "." && name != ".." { unlink(path + "/" + name) }
+        }
+        closedir(dir)
+        rmdir(path)
     }
 
     /// `cosid`'s server on 127.0.0.1 over mutual TLS, backed by `engine`, with a client.

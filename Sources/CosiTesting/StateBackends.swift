@@ -120,10 +120,12 @@ public struct ConformanceFailure: Error, CustomStringConvertible {
 public struct EngineBackend: StateBackend {
     public let name: String
     public let engine: StateEngine
+    let cleanup: @Sendable () -> Void
 
-    public init(name: String, engine: StateEngine) {
+    public init(name: String, engine: StateEngine, cleanup: @escaping @Sendable () -> Void = {}) {
         self.name = name
         self.engine = engine
+        self.cleanup = cleanup
     }
 
     private func mapped<T>(_ body: () async throws -> T) async throws -> T {
@@ -177,7 +179,10 @@ public struct EngineBackend: StateBackend {
         return probe
     }
 
-    public func close() async { engine.shutdown() }
+    public func close() async {
+        engine.shutdown()
+        cleanup()
+    }
 }
 
 /// Maps engine errors at the end of a watch to their wire status.

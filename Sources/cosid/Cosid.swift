@@ -43,6 +43,21 @@ struct Cosid: AsyncParsableCommand {
     @Option(help: "Server private key, PEM (default: <certs-dir>/server.key).")
     var key: String?
 
+    @Option(help: "Directory of the state database (resources and event log, SQLite).")
+    var dataDir = "data"
+
+    @Option(help: "When commits are made durable: full (fsync every commit group; survives power loss) or normal (at checkpoints; survives a process crash).")
+    var sync: String = "full"
+
+    @Flag(help: "Keep the state in memory only: nothing is written to disk, everything is lost on exit.")
+    var inMemory = false
+
+    @Option(help: "Keep at least this many of the most recent events in the event log.")
+    var retainEvents = 100_000
+
+    @Option(help: "Also keep every event younger than this many seconds.")
+    var retainSeconds: Int64?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -69,6 +84,8 @@ struct Cosid: AsyncParsableCommand {
             throw ValidationError("--max-frame-size must be within \(RPCSettings.frameSizeRange)")
         }
         guard maxConcurrentStreams >= 1 else { throw ValidationError("--max-concurrent-streams must be at least 1") }
+        guard SyncMode(rawValue: sync) != nil else { throw ValidationError("--sync must be full or normal, not \(sync)") }
+        guard retainEvents >= 1 else { throw ValidationError("--retain-events must be at least 1") }
         _ = try parseListen()
     }
 
@@ -121,7 +138,14 @@ struct Cosid: AsyncParsableCommand {
 
         let engine: StateEngine
         do {
-            engine = try StateEngine(storage: MemoryStorage(), logger: logger)
+            var stateConfiguration = StateEngineConfiguration()
+            stateConfiguration.retention = RetentionPolicy(minimumEvents: retainEvents, maximumAgeSeconds: retainSeconds)
+            let storage: any StateStorage = inMemory ? MemoryStorage() : try SQLiteStorage(directory: dataDir, sync: SyncMode(rawValue: sync)!)
+            engine = try StateEngine(storage: storage, configuration: stateConfiguration, logger: logger)
+            logger.info("state loaded", metadata: [
+                "storage": "\(inMemory ? "memory" : dataDir + "/state.db")", "sync": "\(inMemory ? "none" : sync)",
+                "resources": "\(engine.resourceCount)", "revision": "\(engine.revision)",
+            ])
         } catch {
             logger.critical("cannot open the state: \(error.message)")
             throw ExitCode.failure

@@ -5,6 +5,7 @@ import Testing
 /// Where the conformance suite runs.
 enum Backend: String, CaseIterable, CustomTestStringConvertible {
     case memory
+    case sqlite
     case wire
 
     var testDescription: String { rawValue }
@@ -13,6 +14,8 @@ enum Backend: String, CaseIterable, CustomTestStringConvertible {
         switch self {
         case .memory:
             return try StateBackends.memory()
+        case .sqlite:
+            return try StateBackends.sqlite()
         case .wire:
             return try await StateBackends.wire(engine: StateBackends.memory().engine, pki: TestPKI())
         }

@@ -1,0 +1,153 @@
+import CosiMessages
+import CosiState
+import CosiTesting
+import Foundation
+import Testing
+
+@Suite("Durable storage and the event log", .timeLimit(.minutes(2)))
+struct StorageTests {
+    static func resource(_ id: String, _ labels: [String: String] = [:]) -> Resource {
+        StateConformance.resource("Stored.test.dev", id, labels: labels)
+    }
+
+    let kind = ResourceKind(namespace: "default", type: "Stored.test.dev")
+
+    @Test func stateAndBookmarksSurviveARestart() async throws {
+        let directory = StateBackends.temporaryDirectory()
+        defer { StateBackends.removeDirectory(directory) }
+        var bookmark: [UInt8] = []
+        var before: [Resource] = []
+        do {
+            let engine = try StateEngine(storage: SQLiteStorage(directory: directory))
+            var a = try await engine.create(Self.resource("a"), owner: "o")
+            _ = try await engine.create(Self.resource("b"), owner: "")
+            var request = WatchRequest(namespace: kind.namespace, type: kind.type)
+            request.options = WatchOptions(bootstrapBookmark: true)
+            var watch = try engine.watch(request).makeAsyncIterator()
+            bookmark = try #require(try await watch.next()?.first?.bookmark)
+            a.metadata.labels = ["x": "y"]
+            a = try await engine.update(a, owner: "o")
+            try await engine.destroy(ResourceAddress(namespace: "default", type: "Stored.test.dev", id: "b"), owner: "")
+            before = try engine.list(kind)
+            #expect(engine.revision == 4)
+            engine.shutdown()
+        }
+        let engine = try StateEngine(storage: SQLiteStorage(directory: directory))
+        defer { engine.shutdown() }
+        #expect(try engine.list(kind) == before)
+        #expect(engine.revision == 4)
+        // Revisions continue.
+        _ = try await engine.create(Self.resource("c"), owner: "")
+        #expect(engine.revision == 5)
+        // A bookmark from before the restart replays exactly what came after it.
+        var request = WatchRequest(namespace: kind.namespace, type: kind.type)
+        request.options = WatchOptions(startFromBookmark: bookmark)
+        var watch = try engine.watch(request).makeAsyncIterator()
+        var replay: [Event] = []
+        while replay.count < 3, let batch = try await watch.next() { replay += batch }
+        #expect(replay.map(\.type) == [.updated, .destroyed, .created])
+        #expect(replay.map { $0.resource?.metadata.id } == ["a", "b", "c"])
+    }
+
+    @Test func corruptDatabaseIsReportedAndLeftAlone() throws {
+        let directory = StateBackends.temporaryDirectory()
+        defer { StateBackends.removeDirectory(directory) }
+        let garbage = Data((0..<8192).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) })
+        try garbage.write(to: URL(fileURLWithPath: directory + "/state.db"))
+        #expect {
+            _ = try SQLiteStorage(directory: directory)
+        } throws: { error in
+            "\(error)".contains("unusable") && "\(error)".contains("left as it is")
+        }
+        // Never reset: the bytes are untouched.
+        #expect(try Data(contentsOf: URL(fileURLWithPath: directory + "/state.db")) == garbage)
+    }
+
+    @Test func databaseFromANewerSchemaIsRefused() async throws {
+        let directory = StateBackends.temporaryDirectory()
+        defer { StateBackends.removeDirectory(directory) }
+        do {
+            let engine = try StateEngine(storage: SQLiteStorage(directory: directory))
+            _ = try await engine.create(Self.resource("a"), owner: "")
+            engine.shutdown()
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
+        process.arguments = [directory + "/state.db", "UPDATE meta SET value = 99 WHERE key = 'schema_version'"]
+        try process.run()
+        process.waitUntilExit()
+        #expect {
+            _ = try SQLiteStorage(directory: directory)
+        } throws: { "\($0)".contains("newer") }
+    }
+
+    @Test(arguments: ["memory", "sqlite"])
+    func bookmarksOlderThanTheRetainedHistoryFail(_ storage: String) async throws {
+        var configuration = StateEngineConfiguration()
+        configuration.retention = RetentionPolicy(minimumEvents: 10)
+        configuration.compactionInterval = 1
+        let backend = storage == "memory" ? try StateBackends.memory(configuration: configuration) : try StateBackends.sqlite(configuration: configuration)
+        defer { Task { await backend.close() } }
+        let engine = backend.engine
+        var request = WatchRequest(namespace: kind.namespace, type: kind.type)
+        request.options = WatchOptions(bootstrapBookmark: true)
+        var first = try engine.watch(request).makeAsyncIterator()
+        let early = try #require(try await first.next()?.first?.bookmark)
+        for index in 0..<50 { _ = try await engine.create(Self.resource("r\(index)"), owner: "") }
+        request.options = WatchOptions(startFromBookmark: early)
+        #expect {
+            _ = try engine.watch(request)
+        } throws: { error in
+            (error as? StateError)?.code == .bookmarkUnusable && "\(error)".contains("older than the retained history")
+        }
+    }
+}
+
+@Suite("Slow watchers", .timeLimit(.minutes(3)))
+struct SlowWatcherTests {
+    @Test(arguments: ["memory", "sqlite"])
+    func aWatcherThatStopsReadingLosesNothingAndStaysBounded(_ storage: String) async throws {
+        var configuration = StateEngineConfiguration()
+        configuration.watcherQueueCapacity = 1024
+        let backend = storage == "memory" ? try StateBackends.memory(configuration: configuration) : try StateBackends.sqlite(configuration: configuration)
+        defer { Task { await backend.close() } }
+        let engine = backend.engine
+        let watch = try engine.watch(WatchRequest(namespace: "default", type: "Slow.test.dev"))
+        var events = watch.makeAsyncIterator()
+        let total = 100_000
+        // Write while the watcher reads nothing; sample its queue meanwhile.
+        let maximumQueued = try await withThrowingTaskGroup(of: Int.self) { group in
+            for writer in 0..<32 {
+                group.addTask {
+                    for index in stride(from: writer, to: total, by: 32) {
+                        _ = try await engine.create(StateConformance.resource("Slow.test.dev", String(format: "r%06d", index)), owner: "")
+                    }
+                    return 0
+                }
+            }
+            group.addTask {
+                var maximum = 0
+                while engine.revision < UInt64(total) {
+                    maximum = max(maximum, watch.queuedEventCount)
+                    try await Task.sleep(for: .milliseconds(2))
+                }
+                return maximum
+            }
+            var maximum = 0
+            for try await value in group { maximum = max(maximum, value) }
+            return maximum
+        }
+        #expect(maximumQueued <= configuration.watcherQueueCapacity)
+        // Now read: every event, in order, exactly once.
+        var expected: UInt64 = 1
+        var received = 0
+        while received < total, let batch = try await events.next() {
+            for event in batch {
+                #expect(event.bookmark.flatMap(Bookmark.decode) == expected)
+                expected += 1
+                received += 1
+            }
+        }
+        #expect(received == total)
+    }
+}
