@@ -149,7 +149,7 @@ let package = Package(
         .testTarget(name: "CosiTLSTests", dependencies: ["CosiTLS", "CosiTesting", "CosiRPC", "CosiClient"]),
         .testTarget(
             name: "CosidTests",
-            dependencies: ["CosiClient", "cosid"]
+            dependencies: ["CosiClient", "CosiTesting", "CosiState", "cosid"]
         ),
         .testTarget(
             name: "CosiRPCTests",
