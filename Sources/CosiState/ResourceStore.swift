@@ -79,7 +79,7 @@ public struct ResourceStore: Sendable {
         guard get(request.address) == nil else {
             throw StateError(.alreadyExists, "resource \(request.address) already exists")
         }
-        var stored = request
+        var stored = try MetaNamespace.prepare(request, field: "resource")
         stored.metadata.version = "1"
         stored.metadata.owner = owner
         stored.metadata.phase = m.phase.isEmpty ? Phase.running : m.phase
@@ -109,7 +109,7 @@ public struct ResourceStore: Sendable {
         if let expectedPhase, current.metadata.phase != expectedPhase {
             throw StateError(.phaseConflict, "resource \(request.address) is in phase \(current.metadata.phase), the update expects \(expectedPhase)")
         }
-        var stored = request
+        var stored = try MetaNamespace.prepare(request, field: "new_resource")
         stored.metadata.version = String((UInt64(current.metadata.version) ?? 0) + 1)
         stored.metadata.owner = current.metadata.owner
         stored.metadata.phase = m.phase.isEmpty ? current.metadata.phase : m.phase

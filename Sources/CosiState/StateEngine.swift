@@ -50,10 +50,17 @@ public final class StateEngine: Sendable {
     /// Loads the state from `storage` and starts the committer.
     public init(storage: any StateStorage, configuration: StateEngineConfiguration = .init(), logger: Logger = Logger(label: "cosi.state")) throws(StateError) {
         let (resources, revision) = try storage.load()
+        var store = ResourceStore(resources: resources, revision: revision)
+        // Register the meta namespace's own definitions, owned by "meta", when missing.
+        var events: [StateEvent] = []
+        for resource in MetaNamespace.builtIns() where store.get(resource.address) == nil {
+            events.append(try store.create(resource, owner: MetaNamespace.owner, now: now()))
+        }
+        try storage.commit(events)
         self.storage = storage
         self.configuration = configuration
         self.logger = logger
-        self.shared = NIOLockedValueBox(Shared(store: ResourceStore(resources: resources, revision: revision)))
+        self.shared = NIOLockedValueBox(Shared(store: store))
         self.committer = Committer(maximumGroup: configuration.maximumCommitGroup)
         committer.start(self)
     }
