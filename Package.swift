@@ -140,7 +140,13 @@ let package = Package(
             ]
         ),
         .testTarget(name: "CosiWireTests", dependencies: ["CosiWire"]),
-        .testTarget(name: "CosiStateTests", dependencies: ["CosiState", "CosiTesting"]),
+        .testTarget(
+            name: "CosiStateTests",
+            dependencies: [
+                "CosiState", "CosiTesting", "CosiClient", "CosiServer", "CosiRPC",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(
             name: "CosiMessagesTests",
             dependencies: ["CosiMessages"],

@@ -10,6 +10,7 @@ extension CosiClient {
     /// last event it delivered, so no event is missed or repeated. If the server cannot resume
     /// from that bookmark (FAILED_PRECONDITION: the history was compacted), the sequence ends with
     /// that error. Before the first bookmark arrives, a resume repeats the original request.
+    /// The call starts when iteration starts.
     public func watch(_ request: WatchRequest, maximumBackoff: Duration = .seconds(5)) -> ResumingWatch {
         ResumingWatch(client: self, request: request, maximumBackoff: maximumBackoff)
     }

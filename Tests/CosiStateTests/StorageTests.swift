@@ -154,3 +154,25 @@ struct SlowWatcherTests {
         #expect(received == total)
     }
 }
+
+@Suite("Watchers beyond the retained history", .timeLimit(.minutes(1)))
+struct HistoryLostTests {
+    @Test func aWatcherPastRetentionGetsErroredThenFailedPrecondition() async throws {
+        var configuration = StateEngineConfiguration()
+        configuration.watcherQueueCapacity = 8
+        configuration.retention = RetentionPolicy(minimumEvents: 20)
+        configuration.compactionInterval = 1
+        let backend = try StateBackends.memory(configuration: configuration)
+        defer { Task { await backend.close() } }
+        let engine = backend.engine
+        let watch = try engine.watch(WatchRequest(namespace: "default", type: "Lost.test.dev", apiVersion: 1))
+        var events = watch.makeAsyncIterator()
+        // The watcher reads nothing while 200 events pass; only the last 20 are retained.
+        for index in 0..<200 { _ = try await engine.create(StateConformance.resource("Lost.test.dev", "r\(index)"), owner: "") }
+        let batch = try #require(try await events.next())
+        #expect(batch.count == 1)
+        #expect(batch.first?.type == .errored)
+        #expect(batch.first?.error?.contains("fell behind") == true)
+        await #expect { _ = try await events.next() } throws: { ($0 as? StateError)?.code == .historyLost }
+    }
+}
