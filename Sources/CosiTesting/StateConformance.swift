@@ -18,6 +18,16 @@ public enum StateConformance {
         if !condition { throw ConformanceFailure(message()) }
     }
 
+    /// Waits until `condition` holds (polling), failing with `message` after `timeout`.
+    static func eventually(_ message: String, timeout: Duration = .seconds(5), _ condition: () async throws -> Bool) async throws {
+        let clock = ContinuousClock()
+        let end = clock.now + timeout
+        while try await !condition() {
+            guard clock.now < end else { throw ConformanceFailure(message) }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
     /// Runs `body`, which must fail with `code`; returns the error's message.
     @discardableResult
     static func expectCode<T>(_ code: RPCStatus.Code, _ what: String, _ body: () async throws -> T) async throws -> String {
@@ -152,8 +162,9 @@ public enum StateConformance {
         let type = "TAD.test.dev"
         _ = try await b.create(resource(type, "x", finalizers: ["f"]), owner: "")
         let waiter = Task { try await b.teardownAndDestroy(ns, type, "x", owner: "", timeout: .seconds(10)) }
-        try await Task.sleep(for: .milliseconds(200))
-        try check(try await b.get(ns, type, "x").metadata.phase == "tearingDown", "TeardownAndDestroy tears down first")
+        try await eventually("TeardownAndDestroy tears down first") { try await b.get(ns, type, "x").metadata.phase == "tearingDown" }
+        try await Task.sleep(for: .milliseconds(50))
+        try check(try await b.get(ns, type, "x").metadata.phase == "tearingDown", "TeardownAndDestroy waits while a finalizer is pending")
         try await changeFinalizer(b, type, "x", "f", add: false)
         try await waiter.value
         try await expectCode(.notFound, "the resource is gone") { try await b.get(ns, type, "x") }
@@ -161,7 +172,7 @@ public enum StateConformance {
         // Someone else destroys it meanwhile: still success.
         _ = try await b.create(resource(type, "y", finalizers: ["f"]), owner: "")
         let second = Task { try await b.teardownAndDestroy(ns, type, "y", owner: "", timeout: .seconds(10)) }
-        try await Task.sleep(for: .milliseconds(200))
+        try await eventually("TeardownAndDestroy tears y down") { try await b.get(ns, type, "y").metadata.phase == "tearingDown" }
         try await changeFinalizer(b, type, "y", "f", add: false)
         _ = try? await b.destroy(ns, type, "y", owner: "")
         try await second.value
