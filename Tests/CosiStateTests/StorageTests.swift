@@ -1,8 +1,9 @@
 import CosiMessages
-import CosiState
 import CosiTesting
 import Foundation
 import Testing
+
+@testable import CosiState
 
 @Suite("Durable storage and the event log", .timeLimit(.minutes(2)))
 struct StorageTests {
@@ -73,11 +74,8 @@ struct StorageTests {
             _ = try await engine.create(Self.resource("a"), owner: "")
             engine.shutdown()
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
-        process.arguments = [directory + "/state.db", "UPDATE meta SET value = 99 WHERE key = 'schema_version'"]
-        try process.run()
-        process.waitUntilExit()
+        // As a newer cosid would leave it.
+        try SQLiteConnection(path: directory + "/state.db").execute("UPDATE meta SET value = 99 WHERE key = 'schema_version'")
         #expect {
             _ = try SQLiteStorage(directory: directory)
         } throws: { "\($0)".contains("newer") }
