@@ -61,6 +61,7 @@ let package = Package(
             dependencies: [
                 "CCosiProto", "CProtobufC",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
 

@@ -28,6 +28,12 @@ public struct ResponseWriter: Sendable {
     public func write(_ message: ByteBuffer) async throws {
         try await sink.write(message)
     }
+
+    /// Sends several messages with one hop to the connection; returns once the last has been
+    /// handed to it. Flow control still applies message by message.
+    public func write(contentsOf messages: [ByteBuffer]) async throws {
+        try await sink.write(contentsOf: messages)
+    }
 }
 
 /// The bytes-level shape of a method.
@@ -91,6 +97,14 @@ public struct TypedResponseWriter<Response: ProtobufMessage>: Sendable {
     public func write(_ message: Response) async throws {
         try await writer.write(message.serializedBytes())
     }
+
+    /// Sends several messages with one hop to the connection.
+    public func write(contentsOf messages: [Response]) async throws {
+        try await writer.write(contentsOf: messages.map { $0.serializedBytes() })
+    }
+
+    /// The untyped writer, for messages encoded elsewhere.
+    public var raw: ResponseWriter { writer }
 }
 
 private func decodeRequest<Request: ProtobufMessage>(_ type: Request.Type, _ bytes: ByteBuffer) throws -> Request {

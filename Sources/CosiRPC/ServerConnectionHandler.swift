@@ -38,6 +38,18 @@ final class CallSink: Sendable {
         try await promise.futureResult.get()
     }
 
+    /// Queues several messages in one hop; returns when the last has been handed to the
+    /// connection (or fails as soon as one cannot be sent).
+    func write(contentsOf messages: [ByteBuffer]) async throws {
+        guard let last = messages.last else { return }
+        let promise = eventLoop.makePromise(of: Void.self)
+        eventLoop.execute { [handler, streamID] in
+            for message in messages.dropLast() { handler.value.enqueue(streamID, message, completion: nil) }
+            handler.value.enqueue(streamID, last, completion: promise)
+        }
+        try await promise.futureResult.get()
+    }
+
     func finish(response: ByteBuffer?, status: RPCStatus) {
         eventLoop.execute { [handler, streamID] in handler.value.finish(streamID, response: response, status: status) }
     }
@@ -177,7 +189,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     // MARK: Calls
 
-    fileprivate func enqueue(_ streamID: UInt32, _ message: ByteBuffer, completion: EventLoopPromise<Void>) {
+    fileprivate func enqueue(_ streamID: UInt32, _ message: ByteBuffer, completion: EventLoopPromise<Void>?) {
         perform(stateMachine.sendMessage(streamID, message, completion: completion))
     }
 

@@ -2,7 +2,7 @@ import CosiMessages
 import HashTreeCollections
 
 /// One change of the state: what the event log records and watchers receive.
-public struct StateEvent: Hashable, Sendable {
+public struct StateEvent: Sendable {
     /// The position in the event log (1, 2, 3, ...).
     public var revision: UInt64
     /// `.created`, `.updated` or `.destroyed`.
@@ -11,6 +11,10 @@ public struct StateEvent: Hashable, Sendable {
     public var resource: Resource
     /// For `.updated`, the resource before the change.
     public var old: Resource?
+
+    /// Encodings of this change as watchers receive it (as is, as CREATED, as DESTROYED), made
+    /// once and shared by every watcher.
+    public let encodings = EncodingCache(forms: 3)
 
     public init(revision: UInt64, type: EventType, resource: Resource, old: Resource? = nil) {
         self.revision = revision
@@ -27,7 +31,14 @@ public struct StateEvent: Hashable, Sendable {
 /// Persistent hash trees make a copy O(1), so readers take a snapshot while the writer works
 /// on the next version. Get is a lookup by kind then id; List walks one kind only.
 public struct ResourceStore: Sendable {
-    private var kinds: TreeDictionary<ResourceKind, TreeDictionary<String, Resource>> = [:]
+    /// A stored resource behind one reference: tree nodes are copied on write, and copying a
+    /// pointer is far cheaper than copying a Resource's many strings and maps.
+    final class Box: Sendable {
+        let resource: Resource
+        init(_ resource: Resource) { self.resource = resource }
+    }
+
+    private var kinds: TreeDictionary<ResourceKind, TreeDictionary<String, Box>> = [:]
     /// The revision of the last change applied.
     public private(set) var revision: UInt64 = 0
     /// How many resources there are.
@@ -42,13 +53,13 @@ public struct ResourceStore: Sendable {
     }
 
     public func get(_ address: ResourceAddress) -> Resource? {
-        kinds[address.kind]?[address.id]
+        kinds[address.kind]?[address.id]?.resource
     }
 
     /// The resources of a kind, sorted by id (byte-wise).
     public func list(_ kind: ResourceKind) -> [Resource] {
         guard let resources = kinds[kind] else { return [] }
-        return resources.values.sorted { $0.metadata.id.utf8.lexicographicallyPrecedes($1.metadata.id.utf8) }
+        return resources.sorted { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }.map(\.value.resource)
     }
 
     /// Every kind that has resources.
@@ -56,7 +67,7 @@ public struct ResourceStore: Sendable {
 
     private mutating func put(_ resource: Resource) {
         let address = resource.address
-        if kinds[address.kind, default: [:]].updateValue(resource, forKey: address.id) == nil { count += 1 }
+        if kinds[address.kind, default: [:]].updateValue(Box(resource), forKey: address.id) == nil { count += 1 }
     }
 
     private mutating func remove(_ address: ResourceAddress) {

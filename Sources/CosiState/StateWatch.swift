@@ -184,18 +184,24 @@ final class WatchSession: @unchecked Sendable {
     private func translate(_ event: StateEvent) -> Event? {
         if let id, event.resource.metadata.id != id { return nil }
         let bookmark = Bookmark.encode(event.revision)
+        // Every watcher that receives this change in the same form gets the same bytes.
+        func shared(_ form: Int, _ made: Event) -> Event {
+            var made = made
+            made.encodingCache = event.encodings.slot(form)
+            return made
+        }
         switch event.type {
         case .created:
-            return query.matches(event.resource) ? Event(resource: event.resource, type: .created, bookmark: bookmark) : nil
+            return query.matches(event.resource) ? shared(0, Event(resource: event.resource, type: .created, bookmark: bookmark)) : nil
         case .destroyed:
-            return query.matches(event.resource) ? Event(resource: event.resource, type: .destroyed, bookmark: bookmark) : nil
+            return query.matches(event.resource) ? shared(0, Event(resource: event.resource, type: .destroyed, bookmark: bookmark)) : nil
         default:
             let now = query.matches(event.resource)
             let before = event.old.map(query.matches) ?? now
             switch (before, now) {
-            case (true, true): return Event(resource: event.resource, type: .updated, old: event.old, bookmark: bookmark)
-            case (false, true): return Event(resource: event.resource, type: .created, bookmark: bookmark)
-            case (true, false): return Event(resource: event.resource, type: .destroyed, bookmark: bookmark)
+            case (true, true): return shared(0, Event(resource: event.resource, type: .updated, old: event.old, bookmark: bookmark))
+            case (false, true): return shared(1, Event(resource: event.resource, type: .created, bookmark: bookmark))
+            case (true, false): return shared(2, Event(resource: event.resource, type: .destroyed, bookmark: bookmark))
             case (false, false): return nil
             }
         }

@@ -29,7 +29,13 @@ public enum StateService {
                     let query = try ResourceQuery(labelQueries: request.options?.labelQuery ?? [], idQuery: request.options?.idQuery)
                     return try engine.list(ResourceKind(namespace: request.namespace, type: request.type), query: query)
                 }
-                for resource in resources { try await writer.write(ListResponse(resource: resource)) }
+                // Batches of 256 per hop to the connection; flow control still paces the stream.
+                var start = 0
+                while start < resources.count {
+                    let end = min(start + 256, resources.count)
+                    try await writer.write(contentsOf: resources[start..<end].map { ListResponse(resource: $0) })
+                    start = end
+                }
             },
             .unary(create, CreateRequest.self, CreateResponse.self) { request, _ in
                 guard let resource = request.resource else { throw RPCError(code: .invalidArgument, message: "resource is missing") }
@@ -55,11 +61,13 @@ public enum StateService {
                 try await writer.write(WatchResponse())
                 let aggregated = request.options?.aggregated ?? false
                 do {
+                    // Events carry encodings shared by all watchers of a change: responses are
+                    // assembled from them rather than encoded per watcher.
                     for try await batch in watch {
                         if aggregated {
-                            try await writer.write(WatchResponse(event: batch))
+                            try await writer.raw.write(encodeWatchResponse(batch))
                         } else {
-                            for event in batch { try await writer.write(WatchResponse(event: [event])) }
+                            try await writer.raw.write(contentsOf: batch.map { encodeWatchResponse([$0]) })
                         }
                     }
                 } catch let error as StateError {

@@ -27,7 +27,7 @@ struct CosiBench: AsyncParsableCommand {
           .build/release/cosi-bench idle --connections 1000
           .build/release/cosi-bench all
         """,
-        subcommands: [Unary.self, Handshakes.self, Idle.self, All.self],
+        subcommands: [Unary.self, Handshakes.self, Idle.self, All.self, StateWrites.self, StateReads.self, WatchDelivery.self, IdleWatches.self, StateAll.self],
         defaultSubcommand: All.self
     )
 }
@@ -38,6 +38,9 @@ struct ServerOptions: ParsableArguments {
 
     @Option(help: "Directory of the certificates for --port (admin.crt, admin.key, ca.crt).")
     var certsDir: String?
+
+    @Option(help: "Storage of the cosid started by the benchmark: full, normal (SQLite --sync modes) or memory.")
+    var storage: String = "memory"
 }
 
 /// A cosid child process, or an external server.
@@ -60,6 +63,7 @@ final class BenchServer: @unchecked Sendable {
         let process = Process()
         process.executableURL = executable
         process.arguments = ["--listen", "127.0.0.1:\(port)", "--certs-dir", dir, "--log-level", "warning"]
+            + (options.storage == "memory" ? ["--in-memory"] : ["--data-dir", dir + "/data", "--sync", options.storage])
         try process.run()
         self.port = port
         self.certsDir = dir
@@ -87,7 +91,7 @@ final class BenchServer: @unchecked Sendable {
 
     /// The server's resident memory in KiB (VmRSS), when it is our child.
     func residentKiB() -> Int? {
-        guard let pid = process?.processIdentifier,
+        guard let pid = process?.processIdentifier, process?.isRunning == true,
               let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
         for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
             return Int(line.split(separator: " ").dropFirst().first ?? "")
@@ -100,6 +104,16 @@ final class BenchServer: @unchecked Sendable {
         process.terminate()
         process.waitUntilExit()
         try? FileManager.default.removeItem(atPath: certsDir)
+    }
+
+    /// Runs `body` on a fresh server with the given storage.
+    static func with<R>(_ options: ServerOptions, storage: String? = nil, _ body: (BenchServer) async throws -> R) async throws -> R {
+        var options = options
+        if let storage { options.storage = storage }
+        let bench = try BenchServer(options)
+        defer { bench.stop() }
+        try await bench.waitReady()
+        return try await body(bench)
     }
 }
 

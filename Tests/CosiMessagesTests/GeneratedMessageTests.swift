@@ -65,6 +65,18 @@ struct GeneratedMessageTests {
         #expect(try roundTrip(Runtime.Options()).owner == nil)
     }
 
+    @Test func watchResponsesAssembledFromCachedEventsEqualTheEncoder() throws {
+        let cache = EncodingCache(forms: 1)
+        var big = Event(resource: Resource(metadata: Metadata(namespace: "n", type: "t", id: String(repeating: "x", count: 300))), type: .updated, bookmark: [1, 2, 3])
+        big.encodingCache = cache.slot(0)
+        let small = Event(resource: nil, type: .noop, bookmark: [9])
+        let events = [big, small, big]
+        #expect(encodeWatchResponse(events) == WatchResponse(event: events).serializedBytes())
+        #expect(encodeWatchResponse([]) == WatchResponse().serializedBytes())
+        // The cached bytes are reused: a second assembly gives the same bytes.
+        #expect(encodeWatchResponse([big]) == WatchResponse(event: [big]).serializedBytes())
+    }
+
     @Test func eventTypeAndUnknownEnumValuesSurvive() throws {
         let response = WatchResponse(event: [
             Event(resource: nil, type: .bootstrapped),

@@ -1,5 +1,7 @@
 import CCosiProto
 import CProtobufC
+import NIOConcurrencyHelpers
+import NIOCore
 
 /// `google.protobuf.Timestamp`: seconds and nanoseconds since the Unix epoch, UTC.
 public struct Timestamp: Hashable, Sendable, Comparable {
@@ -105,6 +107,9 @@ public struct Event: Hashable, Sendable {
     public var old: Resource?
     public var error: String?
     public var bookmark: [UInt8]?
+    /// Where the encoding of this exact event is kept once made, shared by every copy (a server
+    /// sends the same event to many watchers). Not part of the value.
+    public var encodingCache: EncodingCache.Slot?
 
     public init(resource: Resource?, type: EventType, old: Resource? = nil, error: String? = nil, bookmark: [UInt8]? = nil) {
         self.resource = resource
@@ -113,6 +118,67 @@ public struct Event: Hashable, Sendable {
         self.error = error
         self.bookmark = bookmark
     }
+
+    public static func == (lhs: Event, rhs: Event) -> Bool {
+        lhs.resource == rhs.resource && lhs.type == rhs.type && lhs.old == rhs.old && lhs.error == rhs.error && lhs.bookmark == rhs.bookmark
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(resource)
+        hasher.combine(type)
+        hasher.combine(old)
+        hasher.combine(error)
+        hasher.combine(bookmark)
+    }
+
+    /// The event's encoding, made once per cache slot. Only events whose content is fixed for
+    /// the slot may share one (the state engine makes one slot per event and delivery form).
+    public func cachedSerializedBytes() -> ByteBuffer {
+        guard let encodingCache else { return serializedBytes() }
+        return encodingCache.cache.bytes(encodingCache.index) { serializedBytes() }
+    }
+}
+
+/// Encodings of one change in its few delivery forms, computed at most once each.
+public final class EncodingCache: @unchecked Sendable {
+    // @unchecked Sendable: `slots` is guarded by `lock`.
+    private let lock = NIOLock()
+    private var slots: [ByteBuffer?]
+
+    /// One form in a cache.
+    public struct Slot: Sendable {
+        public let cache: EncodingCache
+        public let index: Int
+    }
+
+    public init(forms: Int) { slots = Array(repeating: nil, count: forms) }
+
+    public func slot(_ index: Int) -> Slot { Slot(cache: self, index: index) }
+
+    func bytes(_ index: Int, _ make: () -> ByteBuffer) -> ByteBuffer {
+        if let cached = lock.withLock({ slots[index] }) { return cached }
+        let made = make()
+        lock.withLock { slots[index] = made }
+        return made
+    }
+}
+
+/// Builds `WatchResponse` bytes from events, reusing their cached encodings (field 1, repeated
+/// Event, is the response's only field).
+public func encodeWatchResponse(_ events: [Event]) -> ByteBuffer {
+    var buffer = ByteBuffer()
+    for event in events {
+        let encoded = event.cachedSerializedBytes()
+        buffer.writeInteger(UInt8(0x0a))
+        var length = UInt64(encoded.readableBytes)
+        while length >= 0x80 {
+            buffer.writeInteger(UInt8(truncatingIfNeeded: length) | 0x80)
+            length >>= 7
+        }
+        buffer.writeInteger(UInt8(length))
+        buffer.writeImmutableBuffer(encoded)
+    }
+    return buffer
 }
 
 /// `cosi.resource.LabelTerm`: one condition of a label query.
