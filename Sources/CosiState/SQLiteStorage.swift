@@ -55,6 +55,9 @@ public final class SQLiteStorage: StateStorage, @unchecked Sendable {
         }
         try writer.execute("PRAGMA journal_mode=WAL")
         try writer.execute("PRAGMA synchronous=\(sync == .full ? "FULL" : "NORMAL")")
+        // A page cache big enough for the resource table's working set. (A larger
+        // wal_autocheckpoint gained ~5% throughput but doubled p99 latency: left at the default.)
+        try writer.execute("PRAGMA cache_size=-65536")
         try writer.execute("""
             CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
             CREATE TABLE IF NOT EXISTS resources(
