@@ -102,7 +102,7 @@ struct CallTests {
             let task = Task {
                 for try await _ in client.serverStream(TestMethods.hang, request: ByteBuffer(), metadata: ["key": "cancel-me"]) {}
             }
-            try await Task.sleep(for: .milliseconds(200))
+            try await eventually { observations.wasStarted("cancel-me") }
             #expect(!observations.wasCancelled("cancel-me"))
             task.cancel()
             try await eventually { observations.wasCancelled("cancel-me") }
@@ -121,9 +121,14 @@ struct CallTests {
             _ = try await iterator.next()
             // The server's writer stops once the 1 MiB stream window is spent...
             try await eventually { observations.written("stalled") >= 1000 }
-            try await Task.sleep(for: .milliseconds(300))
-            let blockedAt = observations.written("stalled")
-            try await Task.sleep(for: .milliseconds(300))
+            var blockedAt = observations.written("stalled")
+            for _ in 0..<50 {
+                try await Task.sleep(for: .milliseconds(100))
+                let now = observations.written("stalled")
+                if now == blockedAt { break }
+                blockedAt = now
+            }
+            try await Task.sleep(for: .milliseconds(200))
             #expect(observations.written("stalled") == blockedAt)
             #expect(blockedAt < 1100)
             // ...while unary calls on the same connection go on.
@@ -168,12 +173,13 @@ struct CallTests {
         try await withTestServer(pki: pki, methods: TestMethods.table(observations), configure: { $0.gracePeriod = .seconds(5) }) { server, port in
             let client = try await connectTestClient(pki: pki, port: port)
             var request = ByteBuffer()
-            request.writeInteger(UInt32(600))
-            let inFlight = Task { try await client.unary(TestMethods.sleep, request: request) }
+            request.writeInteger(UInt32(1_000))
+            let inFlight = Task { try await client.unary(TestMethods.sleep, request: request, metadata: ["key": "in-flight"]) }
             let watch = Task {
                 for try await _ in client.serverStream(TestMethods.hang, request: ByteBuffer(), metadata: ["key": "watch"]) {}
             }
-            try await Task.sleep(for: .milliseconds(150))
+            // Both calls are running on the server before it is asked to shut down.
+            try await eventually { observations.wasStarted("in-flight") && observations.wasStarted("watch") }
             let shutdown = Task { await server.shutdownGracefully() }
             try await Task.sleep(for: .milliseconds(100))
             // The waiting call ends at once with UNAVAILABLE.

@@ -5,7 +5,10 @@ import NIOCore
 
 /// Methods for transport tests: they work on raw bytes and record what they observed.
 final class Observations: Sendable {
-    private let state = NIOLockedValueBox((cancelled: Set<String>(), written: [String: Int]()))
+    private let state = NIOLockedValueBox((cancelled: Set<String>(), written: [String: Int](), started: Set<String>()))
+
+    func markStarted(_ key: String) { _ = state.withLockedValue { $0.started.insert(key) } }
+    func wasStarted(_ key: String) -> Bool { state.withLockedValue { $0.started.contains(key) } }
 
     func markCancelled(_ key: String) { _ = state.withLockedValue { $0.cancelled.insert(key) } }
     func wasCancelled(_ key: String) -> Bool { state.withLockedValue { $0.cancelled.contains(key) } }
@@ -39,6 +42,7 @@ enum TestMethods {
             }),
             // Sleeps N ms, then echoes.
             RPCMethod(name: sleep, handler: .unary { request, context in
+                observations.markStarted(context.metadata["key"] ?? "")
                 do {
                     try await Task.sleep(for: .milliseconds(number(request)))
                 } catch {
@@ -49,6 +53,7 @@ enum TestMethods {
             }),
             // Waits until cancelled (a watch-like call).
             RPCMethod(name: hang, handler: .serverStreaming { _, context, _ in
+                observations.markStarted(context.metadata["key"] ?? "")
                 do {
                     try await Task.sleep(for: .seconds(3600))
                 } catch {
