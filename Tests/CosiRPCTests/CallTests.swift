@@ -137,8 +137,8 @@ struct CallTests {
                 #expect(String(buffer: reply) == "u\(index)")
             }
             // Reading resumes the stream.
-            for _ in 0..<2000 { _ = try await iterator.next() }
-            try await eventually { observations.written("stalled") > blockedAt + 500 }
+            for _ in 0..<1000 { _ = try await iterator.next() }
+            try await eventually { observations.written("stalled") > blockedAt + 200 }
             await client.close()
         }
     }
@@ -200,7 +200,7 @@ struct CallTests {
 }
 
 /// Polls `condition` until it holds, failing after `timeout`.
-func eventually(timeout: Duration = .seconds(5), _ condition: () -> Bool) async throws {
+func eventually(timeout: Duration = .seconds(20), _ condition: () -> Bool) async throws {
     let clock = ContinuousClock()
     let end = clock.now + timeout
     while !condition() {
