@@ -42,6 +42,9 @@ public enum RPCHandler: Sendable {
     case unary(@Sendable (ByteBuffer, CallContext) async throws -> ByteBuffer)
     /// One request, a stream of responses written through the writer.
     case serverStreaming(@Sendable (ByteBuffer, CallContext, ResponseWriter) async throws -> Void)
+    /// One request, one response, computed synchronously on the connection's event loop: no
+    /// task, no hops. Only for handlers that never block and finish in microseconds (a lookup).
+    case unaryInline(@Sendable (ByteBuffer, CallContext) throws -> ByteBuffer)
 }
 
 /// A method the server serves.
@@ -68,6 +71,17 @@ public struct RPCMethod: Sendable {
         RPCMethod(name: name, handler: .unary { bytes, context in
             let request = try decodeRequest(Request.self, bytes)
             return try await body(request, context).serializedBytes()
+        })
+    }
+
+    /// A unary method with typed messages whose body runs on the connection's event loop (see
+    /// ``RPCHandler/unaryInline(_:)``): for quick, non-blocking handlers.
+    public static func unaryInline<Request: ProtobufMessage, Response: ProtobufMessage>(
+        _ name: String, _ request: Request.Type = Request.self, _ response: Response.Type = Response.self,
+        body: @escaping @Sendable (Request, CallContext) throws -> Response
+    ) -> RPCMethod {
+        RPCMethod(name: name, handler: .unaryInline { bytes, context in
+            try body(try decodeRequest(Request.self, bytes), context).serializedBytes()
         })
     }
 

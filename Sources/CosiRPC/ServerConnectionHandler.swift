@@ -207,6 +207,26 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             return
         }
         let deadline = headers.timeoutMS > 0 ? NIODeadline.now() + .milliseconds(Int64(clamping: headers.timeoutMS)) : nil
+        let callContext = CallContext(
+            method: headers.method, metadata: headers.metadata, deadline: deadline,
+            peer: peer ?? PeerIdentity(commonName: "", organizations: [], fingerprint: ""),
+            remoteAddress: remoteAddress
+        )
+        if case .unaryInline(let body) = method.handler {
+            // Quick handlers answer on the event loop itself: no task, no deadline timer.
+            let status: RPCStatus
+            var response: ByteBuffer?
+            do {
+                response = try body(request, callContext)
+                status = .ok
+            } catch let error as RPCError {
+                status = error.status
+            } catch {
+                status = RPCStatus(code: .unknown, message: "\(error)")
+            }
+            perform(stateMachine.finishCall(streamID, response: response, status: status), flush: false)
+            return
+        }
         var call = RunningCall(task: nil, deadline: nil, waitsOnOthers: method.waitsOnOthers)
         if let deadline {
             call.deadline = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
@@ -215,11 +235,6 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                 self.perform(self.stateMachine.abortCall(streamID, status: RPCStatus(code: .deadlineExceeded, message: "the call's deadline passed")))
             }
         }
-        let callContext = CallContext(
-            method: headers.method, metadata: headers.metadata, deadline: deadline,
-            peer: peer ?? PeerIdentity(commonName: "", organizations: [], fingerprint: ""),
-            remoteAddress: remoteAddress
-        )
         let sink = CallSink(handler: self, eventLoop: context.eventLoop, streamID: streamID)
         let handler = method.handler
         call.task = Self.spawn(handler, request: request, context: callContext, sink: sink)
@@ -239,6 +254,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             case .serverStreaming(let body):
                 try await body(request, context, ResponseWriter(sink: sink))
                 sink.finish(response: nil, status: .ok)
+            case .unaryInline(let body):
+                sink.finish(response: try body(request, context), status: .ok)
             }
         } catch let error as RPCError {
             sink.finish(response: nil, status: error.status)

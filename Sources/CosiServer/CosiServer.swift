@@ -53,7 +53,7 @@ public enum InfoService {
     public static let method = "/cosi.rpc.v1.Server/Info"
 
     static func rpcMethod(methods: [String]) -> RPCMethod {
-        .unary(method, Envelope.InfoRequest.self, Envelope.InfoResponse.self) { _, context in
+        .unaryInline(method, Envelope.InfoRequest.self, Envelope.InfoResponse.self) { _, context in
             Envelope.InfoResponse(
                 version: cosiVersion, methods: methods.sorted(),
                 identity: context.peer.commonName, roles: context.peer.organizations

@@ -19,7 +19,8 @@ public enum StateService {
     /// Every method, ready to register on an RPC server.
     public static func methods(engine: StateEngine) -> [RPCMethod] {
         [
-            .unary(get, GetRequest.self, GetResponse.self) { request, _ in
+            // Get is a lookup in memory: answered on the event loop, without a task.
+            .unaryInline(get, GetRequest.self, GetResponse.self) { request, _ in
                 try mapped {
                     GetResponse(resource: try engine.get(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id)))
                 }

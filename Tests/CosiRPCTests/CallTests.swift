@@ -72,6 +72,22 @@ struct CallTests {
         }
     }
 
+    @Test func inlineUnaryHandlersAnswerAndFailLikeOthers() async throws {
+        try await withTestServer(pki: pki, methods: TestMethods.table(observations)) { _, port in
+            let client = try await connectTestClient(pki: pki, port: port)
+            let reply = try Envelope.InfoResponse(serializedBytes: try await client.unary(TestMethods.typedInline, request: ByteBuffer()))
+            #expect(reply.version == "inline")
+            #expect(reply.identity == "tester")
+            await #expect {
+                _ = try await client.unary(TestMethods.typedInline, request: ByteBuffer(bytes: [0xff, 0xff, 0xff]))
+            } throws: { ($0 as? RPCError)?.code == .invalidArgument }
+            await #expect {
+                _ = try await client.unary(TestMethods.typedInline, request: ByteBuffer(), metadata: ["fail": "1"])
+            } throws: { ($0 as? RPCError)?.code == .notFound }
+            await client.close()
+        }
+    }
+
     @Test func garbageRequestBodyIsInvalidArgument() async throws {
         try await withTestServer(pki: pki, methods: TestMethods.table(observations)) { _, port in
             let client = try await connectTestClient(pki: pki, port: port)

@@ -23,6 +23,7 @@ enum TestMethods {
     static let hang = "/test.Echo/Hang"
     static let infinite = "/test.Echo/Infinite"
     static let typed = "/test.Echo/Typed"
+    static let typedInline = "/test.Echo/TypedInline"
 
     /// Reads a big-endian UInt32 from the request (the count, or milliseconds to sleep).
     static func number(_ request: ByteBuffer) -> Int {
@@ -74,6 +75,10 @@ enum TestMethods {
             }),
             .unary(typed, Envelope.InfoRequest.self, Envelope.InfoResponse.self) { _, context in
                 Envelope.InfoResponse(version: "typed", identity: context.peer.commonName, roles: context.peer.organizations)
+            },
+            .unaryInline(typedInline, Envelope.InfoRequest.self, Envelope.InfoResponse.self) { _, context in
+                guard context.metadata["fail"] == nil else { throw RPCError(code: .notFound, message: "asked to fail") }
+                return Envelope.InfoResponse(version: "inline", identity: context.peer.commonName)
             },
         ])
     }
