@@ -155,6 +155,13 @@ let package = Package(
         ),
         .testTarget(name: "CosiTLSTests", dependencies: ["CosiTLS", "CosiTesting", "CosiRPC", "CosiClient"]),
         .testTarget(
+            name: "CosiServerTests",
+            dependencies: [
+                "CosiServer", "CosiClient", "CosiTesting", "CosiState", "CosiRPC",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
             name: "CosidTests",
             dependencies: ["CosiClient", "CosiTesting", "CosiState", "cosid"]
         ),

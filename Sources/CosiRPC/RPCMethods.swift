@@ -105,6 +105,73 @@ public struct RPCMethod: Sendable {
     }
 }
 
+/// Code that runs around every call of a method, before its handler and after it ends: the one
+/// place for cross-cutting checks such as authorization and auditing.
+public struct RPCInterceptor: Sendable {
+    /// Runs before the handler with the raw request; throwing ends the call with that error and
+    /// the handler never runs.
+    public var before: @Sendable (ByteBuffer, CallContext) throws -> Void
+    /// Runs after the handler with the call's outcome (not for calls refused by `before`).
+    public var after: @Sendable (ByteBuffer, CallContext, RPCStatus) -> Void
+
+    public init(
+        before: @escaping @Sendable (ByteBuffer, CallContext) throws -> Void,
+        after: @escaping @Sendable (ByteBuffer, CallContext, RPCStatus) -> Void = { _, _, _ in }
+    ) {
+        self.before = before
+        self.after = after
+    }
+}
+
+extension RPCMethod {
+    /// This method with `interceptor` around its handler.
+    public func intercepted(by interceptor: RPCInterceptor) -> RPCMethod {
+        @Sendable func outcome(_ error: any Error) -> RPCStatus {
+            if error is CancellationError { return RPCStatus(code: .cancelled, message: "the call was cancelled") }
+            return (error as? RPCError)?.status ?? RPCStatus(code: .unknown, message: "\(error)")
+        }
+        var method = self
+        switch handler {
+        case .unary(let body):
+            method.handler = .unary { request, context in
+                try interceptor.before(request, context)
+                do {
+                    let response = try await body(request, context)
+                    interceptor.after(request, context, .ok)
+                    return response
+                } catch {
+                    interceptor.after(request, context, outcome(error))
+                    throw error
+                }
+            }
+        case .unaryInline(let body):
+            method.handler = .unaryInline { request, context in
+                try interceptor.before(request, context)
+                do {
+                    let response = try body(request, context)
+                    interceptor.after(request, context, .ok)
+                    return response
+                } catch {
+                    interceptor.after(request, context, outcome(error))
+                    throw error
+                }
+            }
+        case .serverStreaming(let body):
+            method.handler = .serverStreaming { request, context, writer in
+                try interceptor.before(request, context)
+                do {
+                    try await body(request, context, writer)
+                    interceptor.after(request, context, .ok)
+                } catch {
+                    interceptor.after(request, context, outcome(error))
+                    throw error
+                }
+            }
+        }
+        return method
+    }
+}
+
 /// A ``ResponseWriter`` that encodes typed messages.
 public struct TypedResponseWriter<Response: ProtobufMessage>: Sendable {
     let writer: ResponseWriter

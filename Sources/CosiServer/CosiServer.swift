@@ -22,7 +22,9 @@ public final class CosiServer: Service, Sendable {
     ///   - configuration: transport settings; the services are added here.
     ///   - engine: the state the State service serves.
     public init(configuration: RPCServerConfiguration, engine: StateEngine, logger: Logger, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
-        let services = StateService.methods(engine: engine)
+        // Every State call passes the access policy first (and writes are audited).
+        let policy = AccessPolicy.over(engine, audit: Logger(label: "cosid.audit"))
+        let services = policy.guardedStateMethods(StateService.methods(engine: engine))
         // Info lists every method, itself included.
         let names = [InfoService.method] + services.map(\.name)
         var table = RPCMethodTable(services)

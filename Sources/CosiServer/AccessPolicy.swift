@@ -1,0 +1,140 @@
+import CosiMessages
+import CosiRPC
+import CosiState
+import Logging
+import NIOCore
+
+/// A role, from a client certificate's Organization values.
+public struct Role: RawRepresentable, Hashable, Sendable {
+    public var rawValue: String
+    public init(rawValue: String) { self.rawValue = rawValue }
+
+    public static let admin = Role(rawValue: "os:admin")
+    public static let `operator` = Role(rawValue: "os:operator")
+    public static let reader = Role(rawValue: "os:reader")
+    public static let controller = Role(rawValue: "os:controller")
+}
+
+/// Who may call what (spec: access.md). Checked in one place, before any handler runs: every
+/// COSI method is registered through ``AccessPolicy/guarded(_:)``.
+///
+/// - `os:admin`: everything.
+/// - `os:operator`: State reads and writes of non-sensitive types outside `meta`, reads of `meta`.
+/// - `os:reader`: State reads of non-sensitive types, `meta` included.
+/// - `os:controller`: the controller services only.
+/// - anyone authenticated: Info. Unknown roles are ignored; roles add up.
+public struct AccessPolicy: Sendable {
+    /// What a call does.
+    public enum Operation: Sendable, Equatable {
+        case info
+        case stateRead(namespace: String, type: String)
+        case stateWrite(namespace: String, type: String)
+        case controller
+    }
+
+    /// Whether a type is sensitive (its ResourceDefinition says SENSITIVE).
+    let isSensitive: @Sendable (String) -> Bool
+    let audit: Logger
+
+    public init(isSensitive: @escaping @Sendable (String) -> Bool, audit: Logger) {
+        self.isSensitive = isSensitive
+        self.audit = audit
+    }
+
+    /// nil when `roles` may perform `operation`; otherwise why not, naming the role needed.
+    public func refusal(_ operation: Operation, roles: Set<Role>) -> String? {
+        if roles.contains(.admin) { return nil }
+        switch operation {
+        case .info:
+            return nil
+        case .controller:
+            return roles.contains(.controller) ? nil : "needs role os:controller or os:admin"
+        case .stateRead(let namespace, let type), .stateWrite(let namespace, let type):
+            let write: Bool = if case .stateWrite = operation { true } else { false }
+            if isSensitive(type) {
+                return "\(type) is a sensitive type: needs role os:admin"
+            }
+            if write {
+                if namespace == MetaNamespace.namespace { return "writes to the meta namespace need role os:admin" }
+                return roles.contains(.operator) ? nil : "writes need role os:operator or os:admin"
+            }
+            return roles.contains(.operator) || roles.contains(.reader) ? nil : "reads need role os:reader, os:operator or os:admin"
+        }
+    }
+
+    /// `method` with the policy in front of it and the audit log behind it. `operation` reads
+    /// what the call does from its request; a request that does not decode is left to the
+    /// handler (INVALID_ARGUMENT), after a check that the caller has any State role at all.
+    public func guarded(_ method: RPCMethod, operation: @escaping @Sendable (ByteBuffer) -> Operation?, isWrite: Bool) -> RPCMethod {
+        let name = method.name
+        return method.intercepted(by: RPCInterceptor(
+            before: { request, context in
+                let roles = Set(context.peer.organizations.map(Role.init(rawValue:)))
+                let decided = operation(request) ?? .stateRead(namespace: "", type: "")
+                if let reason = refusal(decided, roles: roles) {
+                    audit.notice("refused", metadata: [
+                        "method": "\(name)", "identity": "\(context.peer.commonName)",
+                        "roles": "\(context.peer.organizations.joined(separator: ","))", "reason": "\(reason)",
+                        "sha256": "\(context.peer.fingerprint.prefix(16))",
+                    ])
+                    throw RPCError(code: .permissionDenied, message: "\(name): \(reason)")
+                }
+            },
+            after: { request, context, status in
+                guard isWrite, status.code == .ok else { return }
+                var metadata: Logger.Metadata = [
+                    "method": "\(name)", "identity": "\(context.peer.commonName)",
+                    "roles": "\(context.peer.organizations.joined(separator: ","))",
+                ]
+                if case .stateWrite(let namespace, let type)? = operation(request) {
+                    metadata["kind"] = "\(namespace)/\(type)"
+                }
+                audit.info("write", metadata: metadata)
+            }
+        ))
+    }
+}
+
+extension AccessPolicy {
+    /// The policy over a state engine: a type is sensitive when its ResourceDefinition says so.
+    public static func over(_ engine: StateEngine, audit: Logger) -> AccessPolicy {
+        AccessPolicy(isSensitive: { type in
+            guard !type.isEmpty, let definition = try? engine.get(ResourceAddress(
+                namespace: MetaNamespace.namespace, type: MetaNamespace.resourceDefinitionType, id: type.lowercased()
+            )) else { return false }
+            let spec = try? Meta.ResourceDefinitionSpec(serializedBytes: definition.spec.protoSpec)
+            return spec?.sensitivity == .sensitive
+        }, audit: audit)
+    }
+
+    /// Every State method, guarded.
+    public func guardedStateMethods(_ methods: [RPCMethod]) -> [RPCMethod] {
+        methods.map { method in
+            let (operation, write) = Self.stateOperation(method.name)
+            return guarded(method, operation: operation, isWrite: write)
+        }
+    }
+
+    /// How to read what a State call does from its request.
+    static func stateOperation(_ method: String) -> (@Sendable (ByteBuffer) -> Operation?, Bool) {
+        func read<M: ProtobufMessage>(_: M.Type, _ address: @escaping @Sendable (M) -> (String, String)?) -> @Sendable (ByteBuffer) -> Operation? {
+            { bytes in (try? M(serializedBytes: bytes)).flatMap(address).map { .stateRead(namespace: $0.0, type: $0.1) } }
+        }
+        func write<M: ProtobufMessage>(_: M.Type, _ address: @escaping @Sendable (M) -> (String, String)?) -> @Sendable (ByteBuffer) -> Operation? {
+            { bytes in (try? M(serializedBytes: bytes)).flatMap(address).map { .stateWrite(namespace: $0.0, type: $0.1) } }
+        }
+        switch method {
+        case "/cosi.resource.State/Get": return (read(GetRequest.self) { ($0.namespace, $0.type) }, false)
+        case "/cosi.resource.State/List": return (read(ListRequest.self) { ($0.namespace, $0.type) }, false)
+        case "/cosi.resource.State/Watch": return (read(WatchRequest.self) { ($0.namespace, $0.type) }, false)
+        case "/cosi.resource.State/Create":
+            return (write(CreateRequest.self) { $0.resource.map { ($0.metadata.namespace, $0.metadata.type) } }, true)
+        case "/cosi.resource.State/Update":
+            return (write(UpdateRequest.self) { $0.newResource.map { ($0.metadata.namespace, $0.metadata.type) } }, true)
+        case "/cosi.resource.State/Destroy": return (write(DestroyRequest.self) { ($0.namespace, $0.type) }, true)
+        case "/cosi.resource.State/Teardown": return (write(TeardownRequest.self) { ($0.namespace, $0.type) }, true)
+        case "/cosi.resource.State/TeardownAndDestroy": return (write(TeardownAndDestroyRequest.self) { ($0.namespace, $0.type) }, true)
+        default: return ({ _ in .controller }, true)
+        }
+    }
+}
