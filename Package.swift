@@ -163,7 +163,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CosidTests",
-            dependencies: ["CosiClient", "CosiTesting", "CosiState", "cosid"]
+            dependencies: ["CosiClient", "CosiTesting", "CosiState", "CosiServer", "CosiTLS", "CosiRPC", "cosid"]
         ),
         .testTarget(
             name: "CosiRPCTests",

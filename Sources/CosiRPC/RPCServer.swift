@@ -41,9 +41,10 @@ public final class RPCServer: Sendable {
     private let methods: RPCMethodTable
     private let group: any EventLoopGroup
     private let logger: Logger
-    private let state = NIOLockedValueBox(State())
+    private let state: NIOLockedValueBox<State>
 
     private struct State {
+        var tls: TLSContext
         var listener: (any Channel)?
         var connections: [ObjectIdentifier: any Channel] = [:]
         var shuttingDown = false
@@ -54,7 +55,17 @@ public final class RPCServer: Sendable {
         self.methods = methods
         self.group = group
         self.logger = logger
+        self.state = NIOLockedValueBox(State(tls: configuration.tls))
     }
+
+    /// Replaces the TLS context (server certificate, key, trusted client CAs). New handshakes use
+    /// it; established connections keep going undisturbed.
+    public func reloadTLS(_ context: TLSContext) {
+        state.withLockedValue { $0.tls = context }
+    }
+
+    /// The TLS context new handshakes use.
+    public var tls: TLSContext { state.withLockedValue { $0.tls } }
 
     /// The bound address, once started.
     public var localAddress: SocketAddress? {
@@ -81,7 +92,7 @@ public final class RPCServer: Sendable {
                     guard let self, self.track(channel) else {
                         throw ChannelError.ioOnClosedChannel
                     }
-                    let tls = try TLSHandler(context: configuration.tls, handshakeTimeout: configuration.handshakeTimeout)
+                    let tls = try TLSHandler(context: self.tls, handshakeTimeout: configuration.handshakeTimeout)
                     try channel.pipeline.syncOperations.addHandler(tls)
                     try channel.pipeline.syncOperations.addHandler(
                         ServerConnectionHandler(methods: methods, options: configuration.connection, logger: logger)

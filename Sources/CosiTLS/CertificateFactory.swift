@@ -80,6 +80,27 @@ public final class Certificate: @unchecked Sendable {
 
     /// The identity this certificate presents (common name, organizations, fingerprint).
     public var identity: PeerIdentity { PeerIdentity(certificate: pointer) }
+
+    /// Seconds from now until the certificate expires (negative once it has), or nil when its
+    /// date cannot be read.
+    public func secondsUntilExpiry() -> Int64? {
+        var days: Int32 = 0
+        var seconds: Int32 = 0
+        guard let notAfter = X509_get0_notAfter(pointer), ASN1_TIME_diff(&days, &seconds, nil, notAfter) == 1 else { return nil }
+        return Int64(days) * 86_400 + Int64(seconds)
+    }
+
+    /// Every certificate in a PEM file or text (a chain or a CA bundle).
+    public static func load(_ source: PEMSource) throws(TLSError) -> [Certificate] {
+        let bio = try TLSContext.openBIO(source, what: "certificate")
+        defer { BIO_free(bio) }
+        var certificates: [Certificate] = []
+        while let certificate = PEM_read_bio_X509(bio, nil, nil, nil) {
+            certificates.append(Certificate(owning: certificate))
+        }
+        _ = drainOpenSSLErrors()
+        return certificates
+    }
 }
 
 /// What to put in a certificate.

@@ -116,17 +116,19 @@ struct Cosid: AsyncParsableCommand {
                 ])
             }
         }
+        let material = TLSConfiguration(
+            certificateChain: .file(cert ?? certificates.serverCertificate),
+            privateKey: .file(key ?? certificates.serverKey),
+            trustRoots: .file(ca ?? certificates.caCertificate)
+        )
         let tls: TLSContext
         do {
-            tls = try TLSContext(role: .server, configuration: TLSConfiguration(
-                certificateChain: .file(cert ?? certificates.serverCertificate),
-                privateKey: .file(key ?? certificates.serverKey),
-                trustRoots: .file(ca ?? certificates.caCertificate)
-            ))
+            tls = try TLSContext(role: .server, configuration: material)
         } catch {
             logger.critical("cannot load TLS material: \(error.message)")
             throw ExitCode.failure
         }
+        warnAboutExpiry(material, logger: logger)
 
         let (host, port) = try parseListen()
         var configuration = RPCServerConfiguration(host: host, port: port, tls: tls)
@@ -162,12 +164,63 @@ struct Cosid: AsyncParsableCommand {
                 // Services shut down in reverse order: the server first. When it has drained,
                 // nothing else needs to run.
                 .init(service: SecondSignalExit(logger: logger)),
+                .init(service: CertificateWatcher(server: server.rpc, material: material, logger: logger)),
                 .init(service: server, successTerminationBehavior: .cancelGroup, failureTerminationBehavior: .cancelGroup),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))
         try await group.run()
+    }
+}
+
+/// Reloads the TLS material on SIGHUP (new handshakes use it; open connections are untouched; a
+/// broken file is reported and the previous material kept), and checks expiry once a day.
+struct CertificateWatcher: Service {
+    let server: RPCServer
+    let material: TLSConfiguration
+    let logger: Logger
+
+    func run() async throws {
+        let material = self.material, logger = self.logger, server = self.server
+        await cancelWhenGracefulShutdown {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                        do {
+                            server.reloadTLS(try TLSContext(role: .server, configuration: material))
+                            logger.notice("SIGHUP: reloaded the server certificate, key and trusted client CAs")
+                            warnAboutExpiry(material, logger: logger)
+                        } catch {
+                            logger.error("SIGHUP: cannot reload TLS material, keeping the previous one: \(error)")
+                        }
+                    }
+                }
+                group.addTask {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: .seconds(86_400))
+                        if !Task.isCancelled { warnAboutExpiry(material, logger: logger) }
+                    }
+                }
+                await group.waitForAll()
+            }
+        }
+    }
+}
+
+/// Warns about certificates (the server's chain and the trusted CAs) that expire within 30 days.
+func warnAboutExpiry(_ material: TLSConfiguration, logger: Logger) {
+    for (what, source) in [("server certificate", material.certificateChain), ("trusted CA", material.trustRoots)] {
+        guard let certificates = try? Certificate.load(source) else { continue }
+        for certificate in certificates {
+            guard let seconds = certificate.secondsUntilExpiry() else { continue }
+            let name = certificate.identity.commonName
+            if seconds <= 0 {
+                logger.error("\(what) \"\(name)\" has expired", metadata: ["source": "\(source)"])
+            } else if seconds < 30 * 86_400 {
+                logger.warning("\(what) \"\(name)\" expires in \(seconds / 86_400) days", metadata: ["source": "\(source)"])
+            }
+        }
     }
 }
 

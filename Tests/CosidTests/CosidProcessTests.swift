@@ -15,6 +15,27 @@ struct CosidProcessTests {
         return directory.appendingPathComponent("cosid")
     }
 
+    /// The port cosid logged it listens on.
+    static func port(from output: Output) async throws -> Int {
+        for _ in 0..<400 {
+            if let line = output.value.split(separator: "\n").first(where: { $0.contains("listening") }),
+               let digits = line.split(separator: ":").last?.prefix(while: \.isNumber), let port = Int(digits) {
+                return port
+            }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        throw CancellationError()
+    }
+
+    /// Waits until cosid logs `text`.
+    static func waitFor(_ text: String, in output: Output) async throws {
+        for _ in 0..<400 {
+            if output.value.contains(text) { return }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        Issue.record("cosid did not log \"\(text)\": \(output.value)")
+    }
+
     final class Output: @unchecked Sendable {
         private let lock = NSLock()
         private var text = ""

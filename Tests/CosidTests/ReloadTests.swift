@@ -1,0 +1,84 @@
+import CosiClient
+import CosiMessages
+import CosiRPC
+import CosiServer
+import CosiTLS
+import CosiTesting
+import Foundation
+import Testing
+
+/// SIGHUP reloads the server certificate and the trusted client CAs without dropping connections.
+@Suite("Certificate reload", .timeLimit(.minutes(1)))
+struct ReloadTests {
+    static func pem(_ source: PEMSource) -> String {
+        if case .pem(let text) = source { return text }
+        return ""
+    }
+
+    static func install(_ pki: TestPKI, in dir: String) throws {
+        try writeFile(pki.caPEM, to: dir + "/ca.crt", mode: 0o644)
+        try writeFile(pem(pki.server.certificateChain), to: dir + "/server.crt", mode: 0o644)
+        try writeFile(pem(pki.server.privateKey), to: dir + "/server.key", mode: 0o600)
+    }
+
+    static func connect(_ port: Int, _ tls: TLSConfiguration) async throws -> CosiClient {
+        try await CosiClient.connect(CosiClientConfiguration(host: "127.0.0.1", port: port, tls: tls))
+    }
+
+    @Test func rotateTheServerCertificateAndClientCAWhileAWatchStaysOpen() async throws {
+        let dir = StateBackends.temporaryDirectory()
+        defer { StateBackends.removeDirectory(dir) }
+        let old = try TestPKI(caName: "old CA")
+        try Self.install(old, in: dir)
+
+        let process = Process()
+        process.executableURL = CosidProcessTests.executable
+        process.arguments = ["--listen", "127.0.0.1:0", "--in-memory", "--ca", dir + "/ca.crt", "--cert", dir + "/server.crt", "--key", dir + "/server.key"]
+        let pipe = Pipe()
+        let output = CosidProcessTests.Output()
+        process.standardError = pipe
+        pipe.fileHandleForReading.readabilityHandler = { output.append($0.availableData) }
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+        let port = try await CosidProcessTests.port(from: output)
+        // The test certificates are valid for 30 days: cosid warns at start.
+        try await CosidProcessTests.waitFor("expires in 29 days", in: output)
+
+        // An old client with an open watch.
+        let oldClient = try await Self.connect(port, try old.client(name: "old"))
+        var watch = oldClient.watchCall(WatchRequest(namespace: "default", type: "Reload.test.dev")).makeAsyncIterator()
+        _ = try await watch.next() // ready
+
+        // Rotate: a new CA replaces the old one, and a new server certificate from it.
+        let new = try TestPKI(caName: "new CA")
+        try Self.install(new, in: dir)
+        kill(process.processIdentifier, SIGHUP)
+        try await CosidProcessTests.waitFor("reloaded", in: output)
+
+        // The open watch keeps receiving events over its established connection.
+        _ = try await oldClient.create(StateConformance.resource("Reload.test.dev", "after-rotation"), owner: "")
+        let event = try #require(try await watch.next()?.event.first)
+        #expect(event.resource?.metadata.id == "after-rotation")
+
+        // A new client of the new CA connects (and sees the new server certificate).
+        let newClient = try await Self.connect(port, try new.client(name: "new"))
+        #expect(try await newClient.info().identity == "new")
+        #expect(newClient.connection.serverIdentity?.commonName == "test server")
+
+        // A client of the removed CA is refused.
+        var stale = try old.client(name: "stale")
+        stale.trustRoots = .pem(new.caPEM)
+        await #expect(throws: (any Error).self) { _ = try await Self.connect(port, stale).info() }
+
+        // A broken file is reported; the previous material stays in use.
+        try writeFile("not a certificate", to: dir + "/server.crt", mode: 0o644)
+        kill(process.processIdentifier, SIGHUP)
+        try await CosidProcessTests.waitFor("keeping the previous", in: output)
+        let another = try await Self.connect(port, try new.client(name: "another"))
+        #expect(try await another.info().identity == "another")
+
+        await oldClient.close()
+        await newClient.close()
+        await another.close()
+    }
+}
