@@ -217,7 +217,7 @@ func warnAboutExpiry(_ material: TLSConfiguration, logger: Logger) {
             let name = certificate.identity.commonName
             if seconds <= 0 {
                 logger.error("\(what) \"\(name)\" has expired", metadata: ["source": "\(source)"])
-            } else if seconds < 30 * 86_400 {
+            } else if seconds <= 30 * 86_400 {
                 logger.warning("\(what) \"\(name)\" expires in \(seconds / 86_400) days", metadata: ["source": "\(source)"])
             }
         }
