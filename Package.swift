@@ -10,6 +10,7 @@ let package = Package(
     products: [
         .executable(name: "cosid", targets: ["cosid"]),
         .executable(name: "cosi-bench", targets: ["cosi-bench"]),
+        .executable(name: "cosictl", targets: ["cosictl"]),
         .library(name: "CosiClient", targets: ["CosiClient"]),
         .library(name: "CosiRPC", targets: ["CosiRPC"]),
         .library(name: "CosiMessages", targets: ["CosiMessages"]),
@@ -21,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
     targets: [
         // MARK: C libraries, each behind one thin Swift module.
@@ -111,7 +113,21 @@ let package = Package(
             ]
         ),
 
+        // MARK: The command-line client: its logic is a library, so it can be tested.
+        .target(
+            name: "CosiCLI",
+            dependencies: [
+                "CosiClient", "CosiMessages", "CosiTLS", "CosiRPC", "CosiState", "CosiServer",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
         // MARK: Executables.
+        .executableTarget(
+            name: "cosictl",
+            dependencies: ["CosiCLI", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         .executableTarget(
             name: "cosid",
             dependencies: [
@@ -154,6 +170,7 @@ let package = Package(
             resources: [.copy("Golden")]
         ),
         .testTarget(name: "CosiTLSTests", dependencies: ["CosiTLS", "CosiTesting", "CosiRPC", "CosiClient"]),
+        .testTarget(name: "CosiCLITests", dependencies: ["CosiCLI", "CosiMessages"]),
         .testTarget(
             name: "CosiServerTests",
             dependencies: [
@@ -163,7 +180,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CosidTests",
-            dependencies: ["CosiClient", "CosiTesting", "CosiState", "CosiServer", "CosiTLS", "CosiRPC", "cosid"]
+            dependencies: ["CosiClient", "CosiTesting", "CosiState", "CosiServer", "CosiTLS", "CosiRPC", "cosid", "cosictl"]
         ),
         .testTarget(
             name: "CosiRPCTests",

@@ -57,6 +57,21 @@ public final class PrivateKey: @unchecked Sendable {
         self.algorithm = algorithm
     }
 
+    /// Reads a PEM private key.
+    public init(pem source: PEMSource) throws(TLSError) {
+        let bio = try TLSContext.openBIO(source, what: "private key")
+        defer { BIO_free(bio) }
+        guard let key = PEM_read_bio_PrivateKey(bio, nil, nil, nil) else {
+            throw TLSError.drainingQueue(.invalidMaterial, "no usable PEM private key in \(source)")
+        }
+        self.pointer = key
+        self.algorithm = switch EVP_PKEY_get_base_id(key) {
+        case EVP_PKEY_ED25519: .ed25519
+        case EVP_PKEY_EC: .ecdsaP256
+        default: .rsa2048
+        }
+    }
+
     deinit { EVP_PKEY_free(pointer) }
 
     /// The key in PKCS#8 PEM form (unencrypted).

@@ -1,0 +1,119 @@
+import ArgumentParser
+import CosiClient
+import CosiRPC
+import CosiTLS
+import Foundation
+import Yams
+
+/// Where cosictl connects: a context from the config file, overridden by flags.
+public struct ConnectionOptions: ParsableArguments {
+    @Option(help: "Context of the config file to use (default: the file's current context).")
+    var context: String?
+
+    @Option(help: "Server address, host:port (default: the context's first endpoint, or 127.0.0.1:50000).")
+    var endpoint: String?
+
+    @Option(help: "CA bundle the server certificate must chain to (path or inline PEM).")
+    var ca: String?
+
+    @Option(help: "Client certificate (path or inline PEM).")
+    var cert: String?
+
+    @Option(help: "Client private key (path or inline PEM).")
+    var key: String?
+
+    public init() {}
+
+    /// The config file: `$COSICONFIG` or `~/.config/cosi/config.yaml`.
+    static var configPath: String {
+        if let path = ProcessInfo.processInfo.environment["COSICONFIG"], !path.isEmpty { return path }
+        return NSHomeDirectory() + "/.config/cosi/config.yaml"
+    }
+
+    /// A context of the config file.
+    struct Context: Codable {
+        var endpoints: [String]?
+        var ca: String?
+        var crt: String?
+        var key: String?
+    }
+
+    struct ConfigFile: Codable {
+        var context: String?
+        var contexts: [String: Context]
+    }
+
+    /// Resolves the settings, with one clear sentence for each thing that is wrong.
+    func configuration() throws -> CosiClientConfiguration {
+        var chosen = Context()
+        var origin = "flags"
+        let path = Self.configPath
+        if FileManager.default.fileExists(atPath: path) {
+            let text: String
+            do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+                throw ValidationError("cannot read the config file \(path): \(error.localizedDescription)")
+            }
+            let file: ConfigFile
+            do { file = try YAMLDecoder().decode(ConfigFile.self, from: text) } catch {
+                throw ValidationError("the config file \(path) is not valid: \(error). Write it with `cosictl gen config`.")
+            }
+            let name = context ?? file.context ?? file.contexts.keys.sorted().first ?? ""
+            guard let found = file.contexts[name] else {
+                throw ValidationError("the config file \(path) has no context \"\(name)\" (it has: \(file.contexts.keys.sorted().joined(separator: ", ")))")
+            }
+            chosen = found
+            origin = "context \"\(name)\" of \(path)"
+        } else if context != nil {
+            throw ValidationError("--context needs a config file, and \(path) does not exist. Write one with `cosictl gen config`.")
+        } else if FileManager.default.fileExists(atPath: "Certs/admin.crt") {
+            // A newcomer next to a development cosid: use its certificates.
+            chosen = Context(endpoints: nil, ca: "Certs/ca.crt", crt: "Certs/admin.crt", key: "Certs/admin.key")
+            origin = "the development certificates in ./Certs"
+        }
+        let endpoint = self.endpoint ?? chosen.endpoints?.first ?? "127.0.0.1:50000"
+        guard let colon = endpoint.lastIndex(of: ":"), let port = Int(endpoint[endpoint.index(after: colon)...]) else {
+            throw ValidationError("the endpoint \"\(endpoint)\" must be host:port")
+        }
+        var host = String(endpoint[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        func source(_ flag: String?, _ value: String?, _ what: String, _ option: String) throws -> PEMSource {
+            guard let value = flag ?? value else {
+                throw ValidationError("no \(what) is set: pass \(option) or add it to a context of \(path) (`cosictl gen config`)")
+            }
+            if value.hasPrefix("-----BEGIN") { return .pem(value) }
+            guard FileManager.default.isReadableFile(atPath: value) else {
+                throw ValidationError("cannot read the \(what) file \(value) (from \(flag != nil ? option : origin)): check the path")
+            }
+            return .file(value)
+        }
+        let tls = TLSConfiguration(
+            certificateChain: try source(cert, chosen.crt, "client certificate", "--cert"),
+            privateKey: try source(key, chosen.key, "client key", "--key"),
+            trustRoots: try source(ca, chosen.ca, "CA", "--ca")
+        )
+        if let certificate = try? Certificate.load(tls.certificateChain).first, let seconds = certificate.secondsUntilExpiry(), seconds <= 0 {
+            throw ValidationError("your client certificate (\(certificate.identity.commonName)) has expired: issue a new one with `cosictl gen client`")
+        }
+        return CosiClientConfiguration(host: host, port: port, tls: tls)
+    }
+
+    /// Connects, turning transport failures into one sentence.
+    func connect() async throws -> CosiClient {
+        let configuration = try configuration()
+        do {
+            return try await CosiClient.connect(configuration)
+        } catch let error as TLSError {
+            throw ValidationError("cannot use the certificates: \(error.message)")
+        } catch let error as RPCError {
+            let text = error.message
+            let address = "\(configuration.host):\(configuration.port)"
+            if text.contains("certificate verify failed") || text.contains("verification") {
+                throw ValidationError("the server at \(address) did not present a certificate this CA trusts, or its name does not match \(configuration.host): check --ca and --endpoint")
+            }
+            if text.contains("alert") || text.contains("closed the connection") {
+                throw ValidationError("the server at \(address) refused this client's certificate (unknown CA, expired, or not for client use): \(text)")
+            }
+            throw ValidationError("cannot connect to \(address): \(text)")
+        }
+    }
+}

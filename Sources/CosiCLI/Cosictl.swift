@@ -1,0 +1,324 @@
+import ArgumentParser
+import CosiClient
+import CosiMessages
+import CosiRPC
+import CosiState
+import CosiTLS
+import Foundation
+import Yams
+
+/// `cosictl`: manage a machine's resources from a shell.
+@available(macOS 10.15, macCatalyst 13, iOS 13, tvOS 13, watchOS 6, *)
+public struct Cosictl: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "cosictl",
+        abstract: "The COSI command-line client.",
+        discussion: """
+        Connection settings come from $COSICONFIG or ~/.config/cosi/config.yaml (a named context),
+        overridden by --endpoint, --ca, --cert and --key. Next to a development cosid, the
+        certificates in ./Certs are used.
+
+        Example:
+          cosictl get rd
+          cosictl get Hostnames.net.talos.dev -o yaml --watch
+        """,
+        version: "0.1.0",
+        subcommands: [Get.self, Apply.self, Create.self, Delete.self, Teardown.self, Info.self, Gen.self]
+    )
+
+    public init() {}
+}
+
+/// Resolves a type name or alias through the ResourceDefinitions, case-insensitively.
+func resolveType(_ name: String, client: CosiClient) async throws -> (type: String, definition: Meta.ResourceDefinitionSpec?) {
+    let definitions = try await client.list(namespace: MetaNamespace.namespace, type: MetaNamespace.resourceDefinitionType)
+    let wanted = name.lowercased()
+    for resource in definitions {
+        guard let spec = try? Meta.ResourceDefinitionSpec(serializedBytes: resource.spec.protoSpec) else { continue }
+        let names = [spec.resourceType.lowercased()] + spec.allAliases.map { $0.lowercased() } + spec.aliases.map { $0.lowercased() }
+        if names.contains(wanted) { return (spec.resourceType, spec) }
+    }
+    return (name, nil)
+}
+
+func fail(_ error: any Error) -> ValidationError {
+    if let error = error as? RPCError { return ValidationError("\(error.code): \(error.message)") }
+    return ValidationError("\(error)")
+}
+
+struct Get: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show resources of a type (or one resource), optionally watching for changes.",
+        discussion: """
+        Examples:
+          cosictl get rd                                  # every resource definition
+          cosictl get HostnameSpecs.net.talos.dev -n network -o yaml
+          cosictl get ns meta -o json
+          cosictl get Links -l 'kind=physical,mtu<=1500' --watch
+        """
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "Type, or an alias of one (rd, ns, ...).") var type: String
+    @Argument(help: "One resource's id.") var id: String?
+    @Option(name: .shortAndLong, help: "Namespace (default: the type's default namespace, or \"default\").") var namespace: String?
+    @Option(name: .shortAndLong, help: "Output: table, yaml or json.") var output: String = "table"
+    @Option(name: [.customShort("l"), .customLong("selector")], help: "Label selector: k=v, k!=v, k, !k, k in (a,b), k<v, k<=v; comma for AND.") var selector: String?
+    @Option(help: "Regular expression the id must match.") var idRegexp: String?
+    @Flag(name: .shortAndLong, help: "Print the current resources, then every change as it happens.") var watch = false
+
+    func validate() throws {
+        guard ["table", "yaml", "json"].contains(output) else { throw ValidationError("-o must be table, yaml or json") }
+    }
+
+    func run() async throws {
+        let client = try await connection.connect()
+        defer { Task { await client.close() } }
+        let (resolved, definition) = try await resolveType(type, client: client)
+        let ns = namespace ?? definition.map { $0.defaultNamespace.isEmpty ? "default" : $0.defaultNamespace } ?? "default"
+        let labelQueries = try selector.map { [try LabelSelector.parse($0)] } ?? []
+        let printer = Printer(format: output, definition: definition)
+        do {
+            if watch {
+                var request = WatchRequest(namespace: ns, type: resolved, id: id, apiVersion: 1)
+                request.options = WatchOptions(bootstrapContents: id == nil, labelQuery: labelQueries, idQuery: idRegexp.map { IDQuery(regexp: $0) })
+                if id != nil { request.options = WatchOptions() }
+                var bootstrapped = id != nil
+                var pending: [Resource] = []
+                for try await event in client.watch(request) {
+                    if !bootstrapped {
+                        if event.type == .bootstrapped {
+                            bootstrapped = true
+                            try printer.printList(pending)
+                            fflush(nil)
+                        } else if let resource = event.resource {
+                            pending.append(resource)
+                        }
+                        continue
+                    }
+                    try printer.printEvent(event)
+                }
+            } else if let id {
+                try printer.printList([try await client.get(namespace: ns, type: resolved, id: id)])
+            } else {
+                let resources = try await client.list(namespace: ns, type: resolved, labelQueries: labelQueries, idQuery: idRegexp.map { IDQuery(regexp: $0) })
+                try printer.printList(resources)
+            }
+        } catch let error as RPCError {
+            throw fail(error)
+        }
+    }
+}
+
+/// Prints resources as a table, YAML documents or JSON.
+struct Printer {
+    let format: String
+    let definition: Meta.ResourceDefinitionSpec?
+
+    var columns: [Meta.ResourceDefinitionSpec.PrintColumn] { definition?.printColumns ?? [] }
+
+    func row(_ resource: Resource, marker: String?) -> [String] {
+        let m = resource.metadata
+        var cells = [m.namespace, m.type, m.id, m.version]
+        cells += columns.map { ResourceYAML.lookup($0.jsonPath, in: resource.spec.yamlSpec) }
+        if let marker { cells.insert(marker, at: 0) }
+        return cells
+    }
+
+    func header(watching: Bool) -> [String] {
+        (watching ? [" "] : []) + ["NAMESPACE", "TYPE", "ID", "VERSION"] + columns.map { $0.name.uppercased() }
+    }
+
+    func printTable(_ rows: [[String]]) {
+        guard let first = rows.first else { return }
+        var widths = first.map(\.count)
+        for row in rows { for (index, cell) in row.enumerated() where index < widths.count { widths[index] = max(widths[index], cell.count) } }
+        for row in rows {
+            let line = row.enumerated().map { index, cell in
+                index == row.count - 1 ? cell : cell.padding(toLength: widths[index] + 3, withPad: " ", startingAt: 0)
+            }.joined()
+            print(line)
+        }
+    }
+
+    func printList(_ resources: [Resource]) throws {
+        switch format {
+        case "yaml":
+            for (index, resource) in resources.enumerated() {
+                if index > 0 { print("---") }
+                print(try ResourceYAML.encode(resource), terminator: "")
+            }
+        case "json":
+            for resource in resources { print(try json(resource, event: nil)) }
+        default:
+            printTable([header(watching: false)] + resources.map { row($0, marker: nil) })
+        }
+    }
+
+    func printEvent(_ event: Event) throws {
+        guard let resource = event.resource else { return }
+        let name: String
+        switch event.type {
+        case .created: name = "created"
+        case .destroyed: name = "destroyed"
+        case .updated: name = "updated"
+        default: return
+        }
+        switch format {
+        case "yaml":
+            print("---")
+            print(try ResourceYAML.encode(resource, event: name), terminator: "")
+        case "json":
+            print(try json(resource, event: name))
+        default:
+            let marker = event.type == .created ? "+" : event.type == .destroyed ? "-" : " "
+            printTable([row(resource, marker: marker)])
+        }
+        fflush(nil)
+    }
+
+    func json(_ resource: Resource, event: String?) throws -> String {
+        let object = try ResourceYAML.jsonObject(resource, event: event)
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// Reads YAML documents from a file or standard input.
+func readDocuments(_ file: String) throws -> [Resource] {
+    let text: String
+    if file == "-" {
+        text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+    } else {
+        guard let contents = try? String(contentsOfFile: file, encoding: .utf8) else { throw ValidationError("cannot read \(file)") }
+        text = contents
+    }
+    do { return try ResourceYAML.decode(text) } catch { throw ValidationError("\(file): \(error)") }
+}
+
+struct Apply: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create or update resources from YAML (several documents allowed).",
+        discussion: "Example:\n  cosictl apply -f hostname.yaml\n  cat *.yaml | cosictl apply -f -"
+    )
+    @OptionGroup var connection: ConnectionOptions
+    @Option(name: .shortAndLong, help: "A YAML file, or - for standard input.") var file: String
+
+    func run() async throws {
+        let resources = try readDocuments(file)
+        let client = try await connection.connect()
+        defer { Task { await client.close() } }
+        for var resource in resources {
+            if resource.metadata.namespace.isEmpty { resource.metadata.namespace = "default" }
+            do {
+                if let current = try? await client.get(namespace: resource.metadata.namespace, type: resource.metadata.type, id: resource.metadata.id) {
+                    resource.metadata.version = current.metadata.version
+                    if resource.spec.yamlSpec.isEmpty { resource.spec.protoSpec = current.spec.protoSpec }
+                    let stored = try await client.update(resource, owner: current.metadata.owner)
+                    print("\(stored.address) updated (version \(stored.metadata.version))")
+                } else {
+                    let stored = try await client.create(resource)
+                    print("\(stored.address) created")
+                }
+            } catch {
+                throw fail(error)
+            }
+        }
+    }
+}
+
+struct Create: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Create resources from YAML; existing ones are an error.", discussion: "Example:\n  cosictl create -f hostname.yaml")
+    @OptionGroup var connection: ConnectionOptions
+    @Option(name: .shortAndLong, help: "A YAML file, or - for standard input.") var file: String
+
+    func run() async throws {
+        let resources = try readDocuments(file)
+        let client = try await connection.connect()
+        defer { Task { await client.close() } }
+        for var resource in resources {
+            if resource.metadata.namespace.isEmpty { resource.metadata.namespace = "default" }
+            do {
+                let stored = try await client.create(resource)
+                print("\(stored.address) created")
+            } catch {
+                throw fail(error)
+            }
+        }
+    }
+}
+
+struct Delete: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Tear a resource down and destroy it once its finalizers are gone.",
+        discussion: "Example:\n  cosictl delete HostnameSpecs.net.talos.dev hostname -n network\n  cosictl delete ns staging --no-wait"
+    )
+    @OptionGroup var connection: ConnectionOptions
+    @Argument var type: String
+    @Argument var id: String
+    @Option(name: .shortAndLong) var namespace: String?
+    @Flag(help: "Only tear down; do not wait for the finalizers.") var noWait = false
+    @Option(help: "Seconds to wait for the finalizers.") var timeout = 300
+
+    func run() async throws {
+        let client = try await connection.connect()
+        defer { Task { await client.close() } }
+        let (resolved, definition) = try await resolveType(type, client: client)
+        let ns = namespace ?? definition.map { $0.defaultNamespace.isEmpty ? "default" : $0.defaultNamespace } ?? "default"
+        do {
+            let current = try await client.get(namespace: ns, type: resolved, id: id)
+            if noWait {
+                let ready = try await client.teardown(namespace: ns, type: resolved, id: id, owner: current.metadata.owner)
+                print(ready ? "\(ns)/\(resolved)/\(id) torn down, ready to destroy" : "\(ns)/\(resolved)/\(id) torn down; waiting on finalizers: \(current.metadata.finalizers.joined(separator: ", "))")
+                return
+            }
+            if !current.metadata.finalizers.isEmpty {
+                FileHandle.standardError.write(Data("waiting for finalizers \(current.metadata.finalizers.joined(separator: ", ")) ...\n".utf8))
+            }
+            try await client.teardownAndDestroy(namespace: ns, type: resolved, id: id, owner: current.metadata.owner, timeout: .seconds(timeout))
+            print("\(ns)/\(resolved)/\(id) destroyed")
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+struct Teardown: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Move a resource to phase tearingDown.", discussion: "Example:\n  cosictl teardown HostnameSpecs.net.talos.dev hostname -n network")
+    @OptionGroup var connection: ConnectionOptions
+    @Argument var type: String
+    @Argument var id: String
+    @Option(name: .shortAndLong) var namespace: String?
+
+    func run() async throws {
+        let client = try await connection.connect()
+        defer { Task { await client.close() } }
+        let (resolved, definition) = try await resolveType(type, client: client)
+        let ns = namespace ?? definition.map { $0.defaultNamespace.isEmpty ? "default" : $0.defaultNamespace } ?? "default"
+        do {
+            let current = try await client.get(namespace: ns, type: resolved, id: id)
+            let ready = try await client.teardown(namespace: ns, type: resolved, id: id, owner: current.metadata.owner)
+            print(ready ? "ready to destroy" : "waiting on finalizers: \(try await client.get(namespace: ns, type: resolved, id: id).metadata.finalizers.joined(separator: ", "))")
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+struct Info: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show the server's version and who it thinks you are.",
+        discussion: "Example:\n  cosictl info",
+        aliases: ["whoami"]
+    )
+    @OptionGroup var connection: ConnectionOptions
+
+    func run() async throws {
+        let client = try await connection.connect()
+        defer { Task { await client.close() } }
+        let info = try await client.info()
+        print("server:   cosid \(info.version) at \(client.configuration.host):\(client.configuration.port)")
+        print("identity: \(info.identity)")
+        print("roles:    \(info.roles.isEmpty ? "(none)" : info.roles.joined(separator: ", "))")
+    }
+}

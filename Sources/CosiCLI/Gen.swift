@@ -1,0 +1,125 @@
+import ArgumentParser
+import CosiServer
+import CosiTLS
+import Foundation
+import Yams
+
+/// `cosictl gen`: certificates and config contexts.
+struct Gen: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Issue certificates (OpenSSL, Ed25519 by default) and write config contexts.",
+        discussion: """
+        Example:
+          cosictl gen ca --out pki/ca
+          cosictl gen server --ca pki/ca --host localhost --host 10.0.0.5 --out pki/server
+          cosictl gen client --ca pki/ca --name alice --role os:reader --days 90 --out pki/alice
+          cosictl gen config --ca-cert pki/ca.crt --cert pki/alice.crt --key pki/alice.key --endpoint 10.0.0.5:50000
+        """,
+        subcommands: [GenCA.self, GenServer.self, GenClient.self, GenConfig.self]
+    )
+}
+
+struct KeyOptions: ParsableArguments {
+    @Option(help: "Key algorithm: ed25519, ecdsa-p256 or rsa-2048.") var algorithm: String = "ed25519"
+    @Option(help: "Days of validity.") var days: Int = 365
+    @Option(help: "Output path prefix: writes PREFIX.crt and PREFIX.key (mode 0600).") var out: String
+
+    func validate() throws {
+        guard KeyAlgorithm(rawValue: algorithm) != nil else { throw ValidationError("--algorithm must be ed25519, ecdsa-p256 or rsa-2048") }
+        guard days >= 1 else { throw ValidationError("--days must be at least 1") }
+    }
+
+    var keyAlgorithm: KeyAlgorithm { KeyAlgorithm(rawValue: algorithm)! }
+
+    func write(_ certificate: Certificate, _ key: PrivateKey) throws {
+        for path in [out + ".crt", out + ".key"] where FileManager.default.fileExists(atPath: path) {
+            throw ValidationError("\(path) exists already: remove it or choose another --out")
+        }
+        try writeFile(key.pemEncoded(), to: out + ".key", mode: 0o600)
+        try writeFile(certificate.pemEncoded(), to: out + ".crt", mode: 0o644)
+        print("wrote \(out).crt and \(out).key")
+    }
+}
+
+/// Loads the issuing CA from PREFIX.crt and PREFIX.key.
+func loadIssuer(_ prefix: String) throws -> (Certificate, PrivateKey) {
+    guard let certificate = try Certificate.load(.file(prefix + ".crt")).first else { throw ValidationError("no certificate in \(prefix).crt") }
+    let key = try PrivateKey(pem: .file(prefix + ".key"))
+    return (certificate, key)
+}
+
+struct GenCA: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ca", abstract: "A new certificate authority.", discussion: "Example:\n  cosictl gen ca --out pki/ca --days 3650")
+    @OptionGroup var key: KeyOptions
+    @Option(help: "The CA's common name.") var name = "cosi CA"
+
+    func run() throws {
+        let privateKey = try PrivateKey(generating: key.keyAlgorithm)
+        let certificate = try CertificateFactory.issue(CertificateProfile(commonName: name, usage: .certificateAuthority, validDays: key.days), key: privateKey)
+        try key.write(certificate, privateKey)
+    }
+}
+
+struct GenServer: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "server", abstract: "A server certificate for cosid.", discussion: "Example:\n  cosictl gen server --ca pki/ca --host localhost --host 127.0.0.1 --out pki/server")
+    @OptionGroup var key: KeyOptions
+    @Option(help: "The issuing CA's path prefix (PREFIX.crt, PREFIX.key).") var ca: String
+    @Option(help: "A host name or IP address the certificate is for (repeat for several).") var host: [String]
+
+    func validate() throws { guard !host.isEmpty else { throw ValidationError("give at least one --host") } }
+
+    func run() throws {
+        let issuer = try loadIssuer(ca)
+        let privateKey = try PrivateKey(generating: key.keyAlgorithm)
+        let ips = host.filter { $0.contains(":") || $0.allSatisfy { $0.isNumber || $0 == "." } }
+        let names = host.filter { !ips.contains($0) }
+        let certificate = try CertificateFactory.issue(
+            CertificateProfile(commonName: host[0], usage: .server, dnsNames: names, ipAddresses: ips, validDays: key.days),
+            key: privateKey, issuer: issuer
+        )
+        try key.write(certificate, privateKey)
+    }
+}
+
+struct GenClient: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "client", abstract: "A client certificate: the name is the identity, the roles are Organization values.", discussion: "Example:\n  cosictl gen client --ca pki/ca --name alice --role os:reader --out pki/alice")
+    @OptionGroup var key: KeyOptions
+    @Option(help: "The issuing CA's path prefix (PREFIX.crt, PREFIX.key).") var ca: String
+    @Option(help: "The identity (common name).") var name: String
+    @Option(help: "A role: os:admin, os:operator, os:reader, os:controller (repeat for several).") var role: [String] = []
+
+    func run() throws {
+        let issuer = try loadIssuer(ca)
+        let privateKey = try PrivateKey(generating: key.keyAlgorithm)
+        let certificate = try CertificateFactory.issue(
+            CertificateProfile(commonName: name, organizations: role, usage: .client, validDays: key.days),
+            key: privateKey, issuer: issuer
+        )
+        try key.write(certificate, privateKey)
+    }
+}
+
+struct GenConfig: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "config", abstract: "Add a context for a client certificate to the config file.", discussion: "Example:\n  cosictl gen config --name prod --ca-cert pki/ca.crt --cert pki/alice.crt --key pki/alice.key --endpoint 10.0.0.5:50000")
+    @Option(help: "The context's name.") var name = "default"
+    @Option(help: "The CA certificate file the server must chain to.") var caCert: String
+    @Option(help: "The client certificate file.") var cert: String
+    @Option(help: "The client key file.") var key: String
+    @Option(help: "Server endpoint host:port (repeat for several).") var endpoint: [String] = ["127.0.0.1:50000"]
+
+    func run() throws {
+        let path = ConnectionOptions.configPath
+        var file = ConnectionOptions.ConfigFile(context: name, contexts: [:])
+        if let text = try? String(contentsOfFile: path, encoding: .utf8), let existing = try? YAMLDecoder().decode(ConnectionOptions.ConfigFile.self, from: text) {
+            file = existing
+        }
+        func absolute(_ path: String) -> String {
+            path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        }
+        file.contexts[name] = ConnectionOptions.Context(endpoints: endpoint, ca: absolute(caCert), crt: absolute(cert), key: absolute(key))
+        file.context = name
+        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try writeFile(try YAMLEncoder().encode(file), to: path, mode: 0o600)
+        print("wrote context \"\(name)\" to \(path)")
+    }
+}
