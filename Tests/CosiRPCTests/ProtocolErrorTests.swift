@@ -203,11 +203,12 @@ struct ProtocolErrorTests {
 
     @Test func idleConnectionIsPingedAndClosedWithoutAck() async throws {
         try await withTestServer(pki: pki, methods: TestMethods.table(observations), configure: {
-            $0.connection.keepaliveInterval = .milliseconds(200)
-            $0.connection.keepaliveTimeout = .milliseconds(300)
+            $0.connection.keepaliveInterval = .milliseconds(300)
+            $0.connection.keepaliveTimeout = .milliseconds(500)
         }) { _, port in
             let connection = try await raw(port)
-            try await connection.send([.settings()])
+            // Under load the server may already have given up on us by now: that is fine too.
+            try? await connection.send([.settings()])
             let ping = try await connection.waitForFrame { $0.type == .ping && !$0.flags.contains(.ack) }
             #expect(ping?.payload.readableBytes == 8)
             // We never acknowledge it: the server gives up on us.
