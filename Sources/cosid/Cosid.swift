@@ -28,6 +28,15 @@ struct Cosid: AsyncParsableCommand {
         version: cosiVersion
     )
 
+    @Option(help: "A YAML file of settings (keys are the flag names, e.g. data-dir: /var/lib/cosi); flags given on the command line win.")
+    var config: String?
+
+    @Flag(help: "Print the effective configuration (after the config file and flags) as YAML, and exit.")
+    var printConfig = false
+
+    @Option(help: "Log format: text or json (one JSON object per line).")
+    var logFormat: String = "text"
+
     @Option(help: "Address to listen on, host:port.")
     var listen = "127.0.0.1:50000"
 
@@ -77,6 +86,7 @@ struct Cosid: AsyncParsableCommand {
     var maxConcurrentStreams: UInt32 = RPCSettings.defaultMaxConcurrentStreams
 
     func validate() throws {
+        guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format must be text or json") }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("unknown --log-level \(logLevel); use trace, debug, info, notice, warning, error or critical")
         }
@@ -98,9 +108,17 @@ struct Cosid: AsyncParsableCommand {
         return (host, port)
     }
 
-    func run() async throws {
+    mutating func run() async throws {
+        if let config { try applyConfigFile(config) }
+        try validate()
+        if printConfig {
+            print(effectiveConfiguration(), terminator: "")
+            return
+        }
         let level = Logger.Level(rawValue: logLevel)!
+        let json = logFormat == "json"
         LoggingSystem.bootstrap { label in
+            if json { return JSONLogHandler(label: label, level: level) }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler

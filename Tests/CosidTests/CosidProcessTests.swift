@@ -106,3 +106,46 @@ struct CosidProcessTests {
         #expect(log.contains("cannot read certificate file /nonexistent/s.crt"), "\(log)")
     }
 }
+
+@Suite("cosid configuration file")
+struct CosidConfigTests {
+    func run(_ arguments: [String]) throws -> (Int32, String, String) {
+        let process = Process()
+        process.executableURL = CosidProcessTests.executable
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let outText = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let errText = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, outText, errText)
+    }
+
+    @Test func settingsComeFromTheFileAndFlagsWin() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("cosid-\(UUID().uuidString).yaml").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try "listen: 0.0.0.0:6000\nsync: normal\nretain-events: 500\nin-memory: true\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let (status, out, _) = try run(["--config", path, "--print-config", "--retain-events", "7"])
+        #expect(status == 0)
+        #expect(out.contains("listen: 0.0.0.0:6000\n"))
+        #expect(out.contains("sync: normal\n"))
+        #expect(out.contains("in-memory: true\n"))
+        #expect(out.contains("retain-events: 7\n"), "the flag wins over the file")
+        #expect(out.contains("data-dir: data\n"), "defaults fill the rest")
+    }
+
+    @Test func unknownSettingsAndBadValuesAreClearErrors() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("cosid-\(UUID().uuidString).yaml").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try "lisen: 1\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let (status, _, err) = try run(["--config", path, "--print-config"])
+        #expect(status != 0)
+        #expect(err.contains("unknown setting \"lisen\""))
+        try "sync: sometimes\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let (status2, _, err2) = try run(["--config", path, "--print-config"])
+        #expect(status2 != 0)
+        #expect(err2.contains("--sync must be full or normal"))
+    }
+}
