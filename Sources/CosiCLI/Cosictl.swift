@@ -23,7 +23,7 @@ public struct Cosictl: AsyncParsableCommand {
           cosictl get Hostnames.net.talos.dev -o yaml --watch
         """,
         version: "0.1.0",
-        subcommands: [Get.self, Apply.self, Create.self, Delete.self, Teardown.self, Info.self, Gen.self]
+        subcommands: [Get.self, Apply.self, Create.self, Edit.self, Delete.self, Teardown.self, Info.self, Gen.self]
     )
 
     public init() {}
@@ -320,5 +320,56 @@ struct Info: AsyncParsableCommand {
         print("server:   cosid \(info.version) at \(client.configuration.host):\(client.configuration.port)")
         print("identity: \(info.identity)")
         print("roles:    \(info.roles.isEmpty ? "(none)" : info.roles.joined(separator: ", "))")
+    }
+}
+
+struct Edit: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Edit a resource in $EDITOR; the change is saved with Update (retried on a version conflict).",
+        discussion: "Example:\n  EDITOR=vi cosictl edit HostnameSpecs.net.talos.dev hostname -n network"
+    )
+    @OptionGroup var connection: ConnectionOptions
+    @Argument var type: String
+    @Argument var id: String
+    @Option(name: .shortAndLong) var namespace: String?
+
+    func run() async throws {
+        let client = try await connection.connect()
+        defer { Task { await client.close() } }
+        let (resolved, definition) = try await resolveType(type, client: client)
+        let ns = namespace ?? definition.map { $0.defaultNamespace.isEmpty ? "default" : $0.defaultNamespace } ?? "default"
+        let editor = ProcessInfo.processInfo.environment["EDITOR"] ?? "vi"
+        let path = NSTemporaryDirectory() + "cosictl-edit-\(getpid()).yaml"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        for attempt in 1...5 {
+            let current: Resource
+            do { current = try await client.get(namespace: ns, type: resolved, id: id) } catch { throw fail(error) }
+            let original = try ResourceYAML.encode(current)
+            try original.write(toFile: path, atomically: true, encoding: .utf8)
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", "\(editor) \"$0\"", path]
+            try process.run()
+            process.waitUntilExit()
+            guard process.terminationStatus == 0 else { throw ValidationError("the editor (\(editor)) failed; nothing was changed") }
+            let edited = try String(contentsOfFile: path, encoding: .utf8)
+            if edited == original {
+                print("no changes")
+                return
+            }
+            guard var resource = try ResourceYAML.decode(edited).first else { throw ValidationError("the edited file holds no resource") }
+            guard resource.address == current.address else { throw ValidationError("namespace, type and id cannot be changed by edit") }
+            resource.metadata.version = current.metadata.version
+            if resource.spec.yamlSpec.isEmpty { resource.spec.protoSpec = current.spec.protoSpec }
+            do {
+                let stored = try await client.update(resource, owner: current.metadata.owner)
+                print("\(stored.address) updated (version \(stored.metadata.version))")
+                return
+            } catch let error as RPCError where error.code == .failedPrecondition && attempt < 5 {
+                FileHandle.standardError.write(Data("the resource changed while you edited it: editing the new version (\(error.message))\n".utf8))
+            } catch {
+                throw fail(error)
+            }
+        }
     }
 }

@@ -207,3 +207,23 @@ struct CosictlTests {
         #expect(stale.err.contains("has expired"), "\(stale.err)")
     }
 }
+
+@Suite("cosictl edit", .timeLimit(.minutes(1)))
+struct CosictlEditTests {
+    @Test func aScriptedEditorChangesTheSpec() async throws {
+        let setup = try await CosictlTests.Setup()
+        _ = try setup.run(["apply", "-f", "-"], input: "metadata:\n  type: Things.test.dev\n  id: e\nspec:\n  color: red\n")
+        // The "editor" is a sed script that changes the spec in place.
+        let editor = setup.dir + "/editor.sh"
+        try "#!/bin/sh\nsed -i 's/color: red/color: blue/' \"$1\"\n".write(toFile: editor, atomically: true, encoding: .utf8)
+        chmod(editor, 0o755)
+        let edited = try setup.run(["edit", "Things.test.dev", "e"], environment: ["EDITOR": editor])
+        #expect(edited.status == 0, "\(edited.err)")
+        #expect(edited.out.contains("updated (version 2)"))
+        let yaml = try setup.run(["get", "Things.test.dev", "e", "-o", "yaml"])
+        #expect(yaml.out.contains("color: blue"))
+        // An editor that changes nothing changes nothing.
+        let unchanged = try setup.run(["edit", "Things.test.dev", "e"], environment: ["EDITOR": "true"])
+        #expect(unchanged.out.contains("no changes"))
+    }
+}
