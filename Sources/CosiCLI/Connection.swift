@@ -10,7 +10,7 @@ public struct ConnectionOptions: ParsableArguments {
     @Option(help: "Context of the config file to use (default: the file's current context).")
     var context: String?
 
-    @Option(help: "Server address, host:port (default: the context's first endpoint, or 127.0.0.1:50000).")
+    @Option(help: "Server address, host:port or unix:/path/to/socket (default: the context's first endpoint, or 127.0.0.1:50000).")
     var endpoint: String?
 
     @Option(help: "CA bundle the server certificate must chain to (path or inline PEM).")
@@ -71,6 +71,13 @@ public struct ConnectionOptions: ParsableArguments {
             origin = "the development certificates in ./Certs"
         }
         let endpoint = self.endpoint ?? chosen.endpoints?.first ?? "127.0.0.1:50000"
+        if endpoint.hasPrefix("unix:") {
+            // The local admin socket: no certificates; the server knows us by our uid.
+            let placeholder = TLSConfiguration(certificateChain: .pem(""), privateKey: .pem(""), trustRoots: .pem(""))
+            var configuration = CosiClientConfiguration(host: "localhost", port: 0, tls: placeholder)
+            configuration.unixSocketPath = String(endpoint.dropFirst(5))
+            return configuration
+        }
         guard let colon = endpoint.lastIndex(of: ":"), let port = Int(endpoint[endpoint.index(after: colon)...]) else {
             throw ValidationError("the endpoint \"\(endpoint)\" must be host:port")
         }
@@ -106,7 +113,7 @@ public struct ConnectionOptions: ParsableArguments {
             throw ValidationError("cannot use the certificates: \(error.message)")
         } catch let error as RPCError {
             let text = error.message
-            let address = "\(configuration.host):\(configuration.port)"
+            let address = configuration.unixSocketPath.map { "unix:\($0)" } ?? "\(configuration.host):\(configuration.port)"
             if text.contains("certificate verify failed") || text.contains("verification") {
                 throw ValidationError("the server at \(address) did not present a certificate this CA trusts, or its name does not match \(configuration.host): check --ca and --endpoint")
             }

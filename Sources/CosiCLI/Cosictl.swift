@@ -317,7 +317,8 @@ struct Info: AsyncParsableCommand {
         let client = try await connection.connect()
         defer { Task { await client.close() } }
         let info = try await client.info()
-        print("server:   cosid \(info.version) at \(client.configuration.host):\(client.configuration.port)")
+        let address = client.configuration.unixSocketPath.map { "unix:\($0)" } ?? "\(client.configuration.host):\(client.configuration.port)"
+        print("server:   cosid \(info.version) at \(address)")
         print("identity: \(info.identity)")
         print("roles:    \(info.roles.isEmpty ? "(none)" : info.roles.joined(separator: ", "))")
     }

@@ -15,6 +15,8 @@ public struct CosiClientConfiguration: Sendable {
     public var serverName: String?
     /// Default deadline of unary calls; nil means none.
     public var defaultTimeout: Duration? = .seconds(30)
+    /// When set, connect to this Unix domain socket instead (no TLS; `tls` is not used).
+    public var unixSocketPath: String?
 
     public init(host: String = "127.0.0.1", port: Int = 50000, tls: TLSConfiguration, serverName: String? = nil) {
         self.host = host
@@ -45,10 +47,10 @@ public struct CosiClientConfiguration: Sendable {
 /// One client holds one connection; calls from many tasks share it concurrently.
 public final class CosiClient: Sendable {
     public let configuration: CosiClientConfiguration
-    private let tls: TLSContext
+    private let tls: TLSContext?
     private let current: NIOLockedValueBox<RPCClientConnection>
 
-    private init(connection: RPCClientConnection, tls: TLSContext, configuration: CosiClientConfiguration) {
+    private init(connection: RPCClientConnection, tls: TLSContext?, configuration: CosiClientConfiguration) {
         self.current = NIOLockedValueBox(connection)
         self.tls = tls
         self.configuration = configuration
@@ -56,14 +58,17 @@ public final class CosiClient: Sendable {
 
     /// Connects and authenticates.
     public static func connect(_ configuration: CosiClientConfiguration) async throws -> CosiClient {
-        let context = try TLSContext(role: .client, configuration: configuration.tls)
+        let context = configuration.unixSocketPath == nil ? try TLSContext(role: .client, configuration: configuration.tls) : nil
         let connection = try await open(configuration, context)
         return CosiClient(connection: connection, tls: context, configuration: configuration)
     }
 
-    private static func open(_ configuration: CosiClientConfiguration, _ tls: TLSContext) async throws -> RPCClientConnection {
-        try await RPCClientConnection.connect(
-            host: configuration.host, port: configuration.port, tls: tls, serverName: configuration.serverName
+    private static func open(_ configuration: CosiClientConfiguration, _ tls: TLSContext?) async throws -> RPCClientConnection {
+        if let path = configuration.unixSocketPath {
+            return try await RPCClientConnection.connect(unixDomainSocketPath: path)
+        }
+        return try await RPCClientConnection.connect(
+            host: configuration.host, port: configuration.port, tls: tls!, serverName: configuration.serverName
         )
     }
 

@@ -66,6 +66,36 @@ public final class RPCClientConnection: Sendable {
         return RPCClientConnection(channel: channel, handler: handler, serverIdentity: serverIdentity)
     }
 
+    /// Connects to a server's local Unix domain socket (no TLS: the server identifies this
+    /// process by its credentials).
+    public static func connect(
+        unixDomainSocketPath path: String, settings: RPCSettings = .defaults,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> RPCClientConnection {
+        let eventLoop = group.next()
+        let ready = eventLoop.makePromise(of: PeerIdentity?.self)
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: eventLoop)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(PlaintextStartHandler())
+                        try channel.pipeline.syncOperations.addHandler(ClientConnectionHandler(settings: settings, ready: ready))
+                    }
+                }
+                .connect(unixDomainSocketPath: path)
+                .get()
+        } catch {
+            ready.fail(error)
+            throw RPCError(code: .unavailable, message: "cannot connect to unix:\(path): \(error)")
+        }
+        let serverIdentity = try await ready.futureResult.get()
+        let handler = try await channel.eventLoop.submit {
+            NIOLoopBound(try channel.pipeline.syncOperations.handler(type: ClientConnectionHandler.self), eventLoop: channel.eventLoop)
+        }.get()
+        return RPCClientConnection(channel: channel, handler: handler, serverIdentity: serverIdentity)
+    }
+
     /// Makes a unary call and returns the response message's bytes.
     ///
     /// - Throws: ``RPCError`` with the server's status, or UNAVAILABLE when the connection is
@@ -149,5 +179,16 @@ public struct RPCResponseStream: AsyncSequence, Sendable {
 
     public func makeAsyncIterator() -> AsyncIterator {
         AsyncIterator(base: base.makeAsyncIterator(), consumed: consumed)
+    }
+}
+
+/// Starts the protocol on a connection without TLS (a Unix domain socket).
+final class PlaintextStartHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.fireChannelActive()
+        context.fireUserInboundEventTriggered(TLSHandshakeCompleted(peer: nil, alpn: nil))
     }
 }

@@ -4,6 +4,27 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An address an ``RPCServer`` listens on.
+public enum ListenAddress: Sendable, Hashable, CustomStringConvertible {
+    /// TCP with mutual TLS.
+    case tcp(host: String, port: Int)
+    /// A Unix domain socket for local administration: no TLS; the peer's identity comes from
+    /// its process credentials (uid 0 is `root` with role `os:admin`, anyone else `uid:N` with
+    /// no role). The socket file is created with mode 0600.
+    case unix(path: String)
+
+    public var description: String {
+        switch self {
+        case .tcp(let host, let port): host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        case .unix(let path): "unix:\(path)"
+        }
+    }
+}
+
 /// How an ``RPCServer`` listens and treats its connections.
 public struct RPCServerConfiguration: Sendable {
     /// The address to listen on, e.g. `127.0.0.1`.
@@ -18,6 +39,8 @@ public struct RPCServerConfiguration: Sendable {
     public var handshakeTimeout: TimeAmount = .seconds(10)
     /// How long graceful shutdown lets calls in flight finish.
     public var gracePeriod: TimeAmount = .seconds(10)
+    /// More addresses to listen on, besides `host`:`port`.
+    public var additionalListeners: [ListenAddress] = []
 
     public init(host: String, port: Int, tls: TLSContext) {
         self.host = host
@@ -45,7 +68,7 @@ public final class RPCServer: Sendable {
 
     private struct State {
         var tls: TLSContext
-        var listener: (any Channel)?
+        var listeners: [any Channel] = []
         var connections: [ObjectIdentifier: any Channel] = [:]
         var shuttingDown = false
     }
@@ -69,7 +92,7 @@ public final class RPCServer: Sendable {
 
     /// The bound address, once started.
     public var localAddress: SocketAddress? {
-        state.withLockedValue { $0.listener?.localAddress }
+        state.withLockedValue { $0.listeners.first?.localAddress }
     }
 
     /// The number of open connections.
@@ -77,34 +100,51 @@ public final class RPCServer: Sendable {
         state.withLockedValue { $0.connections.count }
     }
 
-    /// Binds the listening socket and starts accepting connections.
+    /// Binds the listening sockets and starts accepting connections; returns the first address.
     @discardableResult
     public func start() async throws -> SocketAddress {
+        let first = try await bind(.tcp(host: configuration.host, port: configuration.port))
+        for address in configuration.additionalListeners {
+            _ = try await bind(address)
+        }
+        return first
+    }
+
+    private func bind(_ address: ListenAddress) async throws -> SocketAddress {
         let configuration = self.configuration
         let methods = self.methods
         let logger = self.logger
-        let listener = try await ServerBootstrap(group: group)
+        let unix: Bool = if case .unix = address { true } else { false }
+        let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { [weak self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     guard let self, self.track(channel) else {
                         throw ChannelError.ioOnClosedChannel
                     }
-                    let tls = try TLSHandler(context: self.tls, handshakeTimeout: configuration.handshakeTimeout)
-                    try channel.pipeline.syncOperations.addHandler(tls)
+                    if unix {
+                        try channel.pipeline.syncOperations.addHandler(PeerCredentialsHandler())
+                    } else {
+                        _ = channel.setOption(.socketOption(.tcp_nodelay), value: 1)
+                        try channel.pipeline.syncOperations.addHandler(TLSHandler(context: self.tls, handshakeTimeout: configuration.handshakeTimeout))
+                    }
                     try channel.pipeline.syncOperations.addHandler(
                         ServerConnectionHandler(methods: methods, options: configuration.connection, logger: logger)
                     )
                 }
             }
-            .bind(host: configuration.host, port: configuration.port)
-            .get()
-        state.withLockedValue { $0.listener = listener }
-        let address = listener.localAddress!
-        logger.info("listening", metadata: ["address": "\(address)"])
-        return address
+        let listener: any Channel
+        switch address {
+        case .tcp(let host, let port):
+            listener = try await bootstrap.bind(host: host, port: port).get()
+        case .unix(let path):
+            listener = try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
+            chmod(path, 0o600)
+        }
+        state.withLockedValue { $0.listeners.append(listener) }
+        logger.info("listening", metadata: ["address": "\(listener.localAddress.map { "\($0)" } ?? "\(address)")"])
+        return listener.localAddress!
     }
 
     private func track(_ channel: any Channel) -> Bool {
@@ -125,11 +165,11 @@ public final class RPCServer: Sendable {
     /// Graceful shutdown: stop accepting, GOAWAY on every connection, end waiting calls with
     /// UNAVAILABLE, let other calls finish within the grace period, then close everything.
     public func shutdownGracefully() async {
-        let (listener, connections) = state.withLockedValue { state -> ((any Channel)?, [any Channel]) in
+        let (listeners, connections) = state.withLockedValue { state -> ([any Channel], [any Channel]) in
             state.shuttingDown = true
-            return (state.listener, Array(state.connections.values))
+            return (state.listeners, Array(state.connections.values))
         }
-        try? await listener?.close()
+        for listener in listeners { try? await listener.close() }
         logger.info("shutting down", metadata: ["connections": "\(connections.count)", "grace": "\(configuration.gracePeriod)"])
         let event = GracefulShutdownEvent(gracePeriod: configuration.gracePeriod)
         for channel in connections {
@@ -143,11 +183,11 @@ public final class RPCServer: Sendable {
 
     /// Closes the listener and every connection at once.
     public func close() async {
-        let (listener, connections) = state.withLockedValue { state -> ((any Channel)?, [any Channel]) in
+        let (listeners, connections) = state.withLockedValue { state -> ([any Channel], [any Channel]) in
             state.shuttingDown = true
-            return (state.listener, Array(state.connections.values))
+            return (state.listeners, Array(state.connections.values))
         }
-        try? await listener?.close()
+        for listener in listeners { try? await listener.close() }
         for channel in connections { try? await channel.close() }
     }
 }

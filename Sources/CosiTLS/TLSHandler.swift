@@ -7,6 +7,11 @@ public struct TLSHandshakeCompleted: Sendable {
     public var peer: PeerIdentity?
     /// The protocol agreed through ALPN, or nil when the client offered none.
     public var alpn: String?
+
+    public init(peer: PeerIdentity?, alpn: String?) {
+        self.peer = peer
+        self.alpn = alpn
+    }
 }
 
 /// A SwiftNIO handler that runs TLS over OpenSSL memory BIOs.

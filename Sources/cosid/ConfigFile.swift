@@ -12,7 +12,7 @@ extension Cosid {
             return value
         }
         return [
-            ("listen", { $0.listen = $1 }, listen),
+            ("listen", { $0.listen = $1.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }, listen.joined(separator: ",")),
             ("certs-dir", { $0.certsDir = $1 }, certsDir),
             ("ca", { $0.ca = $1 }, ca),
             ("cert", { $0.cert = $1 }, cert),
@@ -50,7 +50,8 @@ extension Cosid {
                 throw ValidationError("the config file \(path) has an unknown setting \"\(key)\" (known: \(settings.map(\.key).joined(separator: ", ")))")
             }
             if given.contains(key) { continue } // flags win
-            try apply(&self, "\(value)")
+            let text = (value as? [Any]).map { $0.map { "\($0)" }.joined(separator: ",") } ?? "\(value)"
+            try apply(&self, text)
         }
     }
 

@@ -37,8 +37,8 @@ struct Cosid: AsyncParsableCommand {
     @Option(help: "Log format: text or json (one JSON object per line).")
     var logFormat: String = "text"
 
-    @Option(help: "Address to listen on, host:port.")
-    var listen = "127.0.0.1:50000"
+    @Option(help: "Address to listen on: host:port (mutual TLS), or unix:/path for a local admin socket (peer credentials; root is os:admin). Repeat for several; the first must be host:port.")
+    var listen: [String] = ["127.0.0.1:50000"]
 
     @Option(help: "Directory of the development certificates (created on first run when --ca/--cert/--key are not given).")
     var certsDir = "Certs"
@@ -99,13 +99,27 @@ struct Cosid: AsyncParsableCommand {
         _ = try parseListen()
     }
 
-    private func parseListen() throws -> (String, Int) {
-        guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port) else {
-            throw ValidationError("--listen must be host:port, e.g. 127.0.0.1:50000")
+    /// The listen addresses: the first is TCP (the TLS listener), the rest TCP or Unix sockets.
+    private func parseListen() throws -> (String, Int, [ListenAddress]) {
+        var addresses: [ListenAddress] = []
+        for entry in listen.flatMap({ $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }) {
+            if entry.hasPrefix("unix:") {
+                let path = String(entry.dropFirst(5))
+                guard path.hasPrefix("/") else { throw ValidationError("--listen \(entry): give an absolute socket path, e.g. unix:/run/cosi/cosid.sock") }
+                addresses.append(.unix(path: path))
+                continue
+            }
+            guard let colon = entry.lastIndex(of: ":"), let port = Int(entry[entry.index(after: colon)...]), (0...65535).contains(port) else {
+                throw ValidationError("--listen \(entry) must be host:port (e.g. 127.0.0.1:50000) or unix:/path")
+            }
+            var host = String(entry[..<colon])
+            if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            addresses.append(.tcp(host: host, port: port))
         }
-        var host = String(listen[..<colon])
-        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        return (host, port)
+        guard case .tcp(let host, let port)? = addresses.first else {
+            throw ValidationError("the first --listen address must be host:port (the mutual-TLS listener)")
+        }
+        return (host, port, Array(addresses.dropFirst()))
     }
 
     mutating func run() async throws {
@@ -148,8 +162,9 @@ struct Cosid: AsyncParsableCommand {
         }
         warnAboutExpiry(material, logger: logger)
 
-        let (host, port) = try parseListen()
+        let (host, port, additional) = try parseListen()
         var configuration = RPCServerConfiguration(host: host, port: port, tls: tls)
+        configuration.additionalListeners = additional
         configuration.gracePeriod = .seconds(Int64(gracePeriod))
         configuration.handshakeTimeout = .seconds(Int64(handshakeTimeout))
         configuration.connection.keepaliveInterval = .seconds(Int64(keepalive))
@@ -174,7 +189,7 @@ struct Cosid: AsyncParsableCommand {
         do {
             try await server.start()
         } catch {
-            logger.critical("cannot listen on \(listen): \(error)")
+            logger.critical("cannot listen on \(listen.joined(separator: ", ")): \(error)")
             throw ExitCode.failure
         }
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(

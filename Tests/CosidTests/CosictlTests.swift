@@ -17,7 +17,7 @@ struct CosictlTests {
 
         init() async throws {
             process.executableURL = CosidProcessTests.executable
-            process.arguments = ["--listen", "127.0.0.1:0", "--in-memory", "--certs-dir", dir + "/Certs"]
+            process.arguments = ["--listen", "127.0.0.1:0", "--listen", "unix:" + dir + "/admin.sock", "--in-memory", "--certs-dir", dir + "/Certs"]
             let pipe = Pipe()
             process.standardError = pipe
             let output = self.output
@@ -181,6 +181,23 @@ struct CosictlTests {
         let refused = try setup.run(["apply", "-f", "-"], input: "metadata:\n  type: Things.test.dev\n  id: x\nspec:\n  v: 1\n", environment: env, endpoint: false)
         #expect(refused.status != 0)
         #expect(refused.err.contains("PERMISSION_DENIED") && refused.err.contains("os:operator"), "\(refused.err)")
+    }
+
+    @Test func theLocalAdminSocketKnowsRootByItsCredentials() async throws {
+        let setup = try await Setup()
+        let socket = setup.dir + "/admin.sock"
+        try await CosidProcessTests.waitFor("[UDS]", in: setup.output)
+        let attributes = try FileManager.default.attributesOfItem(atPath: socket)
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+        let whoami = try setup.run(["whoami", "--endpoint", "unix:" + socket], endpoint: false)
+        #expect(whoami.status == 0, "\(whoami.err)")
+        #expect(whoami.out.contains("unix:" + socket))
+        if getuid() == 0 {
+            #expect(whoami.out.contains("identity: root"))
+            #expect(whoami.out.contains("os:admin"))
+        } else {
+            #expect(whoami.out.contains("identity: uid:\(getuid())"))
+        }
     }
 
     @Test func errorsAreOneClearSentence() async throws {
