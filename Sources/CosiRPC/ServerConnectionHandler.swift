@@ -69,6 +69,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         var task: Task<Void, Never>?
         var deadline: Scheduled<Void>?
         var waitsOnOthers: Bool
+        var method = ""
+        var started = ContinuousClock.now
     }
 
     private let methods: RPCMethodTable
@@ -116,6 +118,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                 "roles": "\(handshake.peer?.organizations.joined(separator: ",") ?? "")",
                 "sha256": "\(handshake.peer?.fingerprint ?? "")",
             ])
+            RPCMetrics.connections.increment()
             perform(stateMachine.start())
             startKeepalive(context: context)
         }
@@ -169,6 +172,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         graceTimer?.cancel()
         perform(stateMachine.channelClosed(), flush: false)
         if peer != nil {
+            RPCMetrics.connections.decrement()
             logger.info("connection closed", metadata: [
                 "remote": "\(remoteAddress)", "calls": "\(callCount)",
                 "reason": "\(closeReason ?? "peer closed")",
@@ -179,6 +183,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         if let error = error as? TLSError {
+            RPCMetrics.handshakeFailure("\(error.code)")
             logger.notice("TLS handshake refused", metadata: ["remote": "\(remoteAddress)", "error": "\(error.message)"])
         } else {
             logger.debug("connection error", metadata: ["remote": "\(remoteAddress)", "error": "\(error)"])
@@ -196,14 +201,18 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     fileprivate func finish(_ streamID: UInt32, response: ByteBuffer?, status: RPCStatus) {
         guard let call = calls.removeValue(forKey: streamID) else { return }
         call.deadline?.cancel()
+        RPCMetrics.call(call.method, status, started: call.started)
         perform(stateMachine.finishCall(streamID, response: response, status: status))
     }
 
     private func startCall(_ streamID: UInt32, headers: Envelope.CallHeaders, request: ByteBuffer) {
         guard let context else { return }
         callCount += 1
+        let started = ContinuousClock.now
         guard let method = methods[headers.method] else {
-            perform(stateMachine.finishCall(streamID, status: RPCStatus(code: .unimplemented, message: "unknown method \(headers.method)")), flush: false)
+            let status = RPCStatus(code: .unimplemented, message: "unknown method \(headers.method)")
+            RPCMetrics.call(headers.method, status, started: started)
+            perform(stateMachine.finishCall(streamID, status: status), flush: false)
             return
         }
         let deadline = headers.timeoutMS > 0 ? NIODeadline.now() + .milliseconds(Int64(clamping: headers.timeoutMS)) : nil
@@ -224,13 +233,15 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             } catch {
                 status = RPCStatus(code: .unknown, message: "\(error)")
             }
+            RPCMetrics.call(headers.method, status, started: started)
             perform(stateMachine.finishCall(streamID, response: response, status: status), flush: false)
             return
         }
-        var call = RunningCall(task: nil, deadline: nil, waitsOnOthers: method.waitsOnOthers)
+        var call = RunningCall(task: nil, deadline: nil, waitsOnOthers: method.waitsOnOthers, method: headers.method, started: started)
         if let deadline {
             call.deadline = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
-                guard self.calls[streamID] != nil else { return }
+                guard let running = self.calls[streamID] else { return }
+                RPCMetrics.call(running.method, RPCStatus(code: .deadlineExceeded), started: running.started)
                 // abortCall's cancelCall action stops the handler task.
                 self.perform(self.stateMachine.abortCall(streamID, status: RPCStatus(code: .deadlineExceeded, message: "the call's deadline passed")))
             }

@@ -1,6 +1,7 @@
 import CosiMessages
 import Foundation
 import Logging
+import Metrics
 import NIOConcurrencyHelpers
 
 /// Settings of a ``StateEngine``.
@@ -191,8 +192,12 @@ public final class StateEngine: Sendable {
             }
         }
         if !events.isEmpty {
+            let started = ContinuousClock.now
             do {
                 try storage.commit(events)
+                let elapsed = ContinuousClock.now - started
+                StateMetrics.commitDuration.recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+                StateMetrics.commitGroupSize.record(batch.count)
             } catch {
                 logger.critical("storage commit failed; refusing further writes", metadata: ["error": "\(error)"])
                 let failure = StateError(.storageFailure, "storage failed, the server refuses writes: \(error.message)")
@@ -200,10 +205,15 @@ public final class StateEngine: Sendable {
                 batch.forEach { $0.continuation.resume(throwing: failure) }
                 return
             }
-            shared.withLockedValue { shared in
+            let watchers = shared.withLockedValue { shared in
                 shared.store = working
                 shared.hub.publish(events)
+                return shared.hub.watcherCount
             }
+            StateMetrics.revision.record(Int64(working.revision))
+            StateMetrics.resources.record(working.count)
+            StateMetrics.watchers.record(watchers)
+            StateMetrics.eventLogSize.record(Int64(working.revision) - Int64(storage.oldestRetainedRevision) + 1)
         }
         for (write, result) in zip(batch, results) {
             write.continuation.resume(with: result.mapError { $0 as any Error })
@@ -240,6 +250,17 @@ public final class StateEngine: Sendable {
             return true
         }
     }
+}
+
+/// The state engine's metrics (swift-metrics).
+enum StateMetrics {
+    static let commitDuration = Metrics.Timer(label: "cosi_commit_duration_seconds")
+    static let commitGroupSize = Recorder(label: "cosi_commit_group_size", aggregate: true)
+    static let revision = Gauge(label: "cosi_state_revision")
+    static let resources = Gauge(label: "cosi_state_resources")
+    static let watchers = Gauge(label: "cosi_watches")
+    static let eventLogSize = Gauge(label: "cosi_event_log_events")
+    static let watcherLag = Recorder(label: "cosi_watcher_lag_revisions", aggregate: true)
 }
 
 /// A write waiting for the committer.

@@ -164,6 +164,7 @@ final class WatchSession: @unchecked Sendable {
                     return [Event(resource: nil, type: .errored, error: error.message)]
                 }
                 let target = engine.revision
+                StateMetrics.watcherLag.record(Int64(target) - Int64(cursor))
                 let limit = engine.configuration.catchUpBatch
                 let events = try engine.storage.events(after: cursor, upTo: target, kind: kind, limit: limit)
                 if events.count == limit {

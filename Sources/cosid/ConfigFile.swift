@@ -24,6 +24,7 @@ extension Cosid {
             ("retain-seconds", { $0.retainSeconds = try int($1, "retain-seconds") }, retainSeconds.map { "\($0)" }),
             ("log-level", { $0.logLevel = $1 }, logLevel),
             ("log-format", { $0.logFormat = $1 }, logFormat),
+            ("metrics-listen", { $0.metricsListen = $1 }, metricsListen),
             ("grace-period", { $0.gracePeriod = try int($1, "grace-period") }, "\(gracePeriod)"),
             ("handshake-timeout", { $0.handshakeTimeout = try int($1, "handshake-timeout") }, "\(handshakeTimeout)"),
             ("keepalive", { $0.keepalive = try int($1, "keepalive") }, "\(keepalive)"),

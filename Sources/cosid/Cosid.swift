@@ -3,8 +3,11 @@ import CosiRPC
 import CosiServer
 import CosiState
 import CosiTLS
+import Foundation
 import Logging
+import Metrics
 import NIOCore
+import Prometheus
 import ServiceLifecycle
 import UnixSignals
 
@@ -33,6 +36,9 @@ struct Cosid: AsyncParsableCommand {
 
     @Flag(help: "Print the effective configuration (after the config file and flags) as YAML, and exit.")
     var printConfig = false
+
+    @Option(help: "Serve metrics in the Prometheus text format at http://ADDRESS/metrics (host:port; off by default; use a loopback address).")
+    var metricsListen: String?
 
     @Option(help: "Log format: text or json (one JSON object per line).")
     var logFormat: String = "text"
@@ -139,6 +145,19 @@ struct Cosid: AsyncParsableCommand {
         }
         let logger = Logger(label: "cosid")
         raiseOpenFileLimit(logger: logger)
+        var metricsEndpoint: MetricsEndpoint?
+        if let metricsListen {
+            guard let colon = metricsListen.lastIndex(of: ":"), let metricsPort = Int(metricsListen[metricsListen.index(after: colon)...]) else {
+                throw ValidationError("--metrics-listen must be host:port, e.g. 127.0.0.1:9100")
+            }
+            let metricsHost = String(metricsListen[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+            if !["127.0.0.1", "::1", "localhost"].contains(metricsHost) {
+                logger.warning("the metrics endpoint is plain HTTP without authentication; \(metricsHost) is not a loopback address")
+            }
+            let registry = PrometheusCollectorRegistry()
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+            metricsEndpoint = MetricsEndpoint(host: metricsHost, port: metricsPort, registry: registry, logger: logger)
+        }
 
         let certificates = DevelopmentCertificates(directory: certsDir)
         if ca == nil || cert == nil || key == nil {
@@ -198,6 +217,7 @@ struct Cosid: AsyncParsableCommand {
                 // nothing else needs to run.
                 .init(service: SecondSignalExit(logger: logger)),
                 .init(service: CertificateWatcher(server: server.rpc, material: material, logger: logger)),
+            ] + (metricsEndpoint.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? []) + [
                 .init(service: server, successTerminationBehavior: .cancelGroup, failureTerminationBehavior: .cancelGroup),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],

@@ -149,3 +149,37 @@ struct CosidConfigTests {
         #expect(err2.contains("--sync must be full or normal"))
     }
 }
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+@Suite("cosid metrics", .timeLimit(.minutes(1)))
+struct CosidMetricsTests {
+    @Test func metricsAreExportedInThePrometheusFormat() async throws {
+        let certs = FileManager.default.temporaryDirectory.appendingPathComponent("cosid-metrics-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: certs) }
+        let metricsPort = Int.random(in: 20_000...60_000)
+        let process = Process()
+        process.executableURL = CosidProcessTests.executable
+        process.arguments = ["--listen", "127.0.0.1:0", "--in-memory", "--certs-dir", certs, "--metrics-listen", "127.0.0.1:\(metricsPort)"]
+        let pipe = Pipe()
+        let output = CosidProcessTests.Output()
+        process.standardError = pipe
+        pipe.fileHandleForReading.readabilityHandler = { output.append($0.availableData) }
+        try process.run()
+        defer { process.terminate() }
+        let port = try await CosidProcessTests.port(from: output)
+        try await CosidProcessTests.waitFor("metrics endpoint listening", in: output)
+        let client = try await CosiClient.connect(.development(directory: certs, port: port))
+        _ = try await client.info()
+        _ = try? await client.get(namespace: "default", type: "Missing.test.dev", id: "x")
+        let (data, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(metricsPort)/metrics")!)
+        #expect((response as? HTTPURLResponse)?.statusCode == 200)
+        let text = String(decoding: data, as: UTF8.self)
+        #expect(text.contains("cosi_connections 1"), "\(text.prefix(2000))")
+        #expect(text.contains(#"cosi_calls_total{method="/cosi.resource.State/Get",code="NOT_FOUND"} 1"#))
+        #expect(text.contains("cosi_state_revision") || text.contains("cosi_call_duration_seconds"))
+        await client.close()
+    }
+}
