@@ -23,7 +23,7 @@ public struct Cosictl: AsyncParsableCommand {
           cosictl get Hostnames.net.talos.dev -o yaml --watch
         """,
         version: "0.1.0",
-        subcommands: [Get.self, Apply.self, Create.self, Edit.self, Delete.self, Teardown.self, Info.self, Gen.self]
+        subcommands: [Get.self, Apply.self, Create.self, Edit.self, Delete.self, Teardown.self, Info.self, Version.self, Gen.self]
     )
 
     public init() {}
@@ -371,6 +371,21 @@ struct Edit: AsyncParsableCommand {
             } catch {
                 throw fail(error)
             }
+        }
+    }
+}
+
+struct Version: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show cosictl's version, and the server's when it can be reached.", discussion: "Example:\n  cosictl version")
+    @OptionGroup var connection: ConnectionOptions
+
+    func run() async throws {
+        print("client: cosictl \(Cosictl.configuration.version)")
+        if let client = try? await connection.connect() {
+            if let info = try? await client.info() { print("server: cosid \(info.version)") }
+            await client.close()
+        } else {
+            print("server: (not reachable)")
         }
     }
 }

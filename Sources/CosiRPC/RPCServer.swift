@@ -41,6 +41,8 @@ public struct RPCServerConfiguration: Sendable {
     public var gracePeriod: TimeAmount = .seconds(10)
     /// More addresses to listen on, besides `host`:`port`.
     public var additionalListeners: [ListenAddress] = []
+    /// The most connections open at once; further ones are closed on accept (and logged).
+    public var maximumConnections = 10_000
 
     public init(host: String, port: Int, tls: TLSContext) {
         self.host = host
@@ -149,10 +151,17 @@ public final class RPCServer: Sendable {
 
     private func track(_ channel: any Channel) -> Bool {
         let id = ObjectIdentifier(channel)
-        let accepted = state.withLockedValue { state in
-            guard !state.shuttingDown else { return false }
+        let limit = configuration.maximumConnections
+        let (accepted, full) = state.withLockedValue { state -> (Bool, Bool) in
+            guard !state.shuttingDown else { return (false, false) }
+            guard state.connections.count < limit else { return (false, true) }
             state.connections[id] = channel
-            return true
+            return (true, false)
+        }
+        if full {
+            logger.warning("connection refused: the server has \(limit) connections open (--max-connections)", metadata: [
+                "remote": "\(channel.remoteAddress.map { "\($0)" } ?? "?")",
+            ])
         }
         if accepted {
             channel.closeFuture.whenComplete { [weak self] _ in

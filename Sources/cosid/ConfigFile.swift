@@ -29,6 +29,7 @@ extension Cosid {
             ("handshake-timeout", { $0.handshakeTimeout = try int($1, "handshake-timeout") }, "\(handshakeTimeout)"),
             ("keepalive", { $0.keepalive = try int($1, "keepalive") }, "\(keepalive)"),
             ("max-frame-size", { $0.maxFrameSize = try int($1, "max-frame-size") }, "\(maxFrameSize)"),
+            ("max-connections", { $0.maxConnections = try int($1, "max-connections") }, "\(maxConnections)"),
             ("max-concurrent-streams", { $0.maxConcurrentStreams = try int($1, "max-concurrent-streams") }, "\(maxConcurrentStreams)"),
         ]
     }

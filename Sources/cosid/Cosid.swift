@@ -88,6 +88,9 @@ struct Cosid: AsyncParsableCommand {
     @Option(help: "Largest frame payload accepted, in bytes (16384 to 67108864).")
     var maxFrameSize: UInt32 = RPCSettings.defaultMaxFrameSize
 
+    @Option(help: "The most connections open at once; further ones are closed on accept.")
+    var maxConnections = 10_000
+
     @Option(help: "Concurrent calls allowed on one connection.")
     var maxConcurrentStreams: UInt32 = RPCSettings.defaultMaxConcurrentStreams
 
@@ -99,6 +102,7 @@ struct Cosid: AsyncParsableCommand {
         guard RPCSettings.frameSizeRange.contains(maxFrameSize) else {
             throw ValidationError("--max-frame-size must be within \(RPCSettings.frameSizeRange)")
         }
+        guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
         guard maxConcurrentStreams >= 1 else { throw ValidationError("--max-concurrent-streams must be at least 1") }
         guard SyncMode(rawValue: sync) != nil else { throw ValidationError("--sync must be full or normal, not \(sync)") }
         guard retainEvents >= 1 else { throw ValidationError("--retain-events must be at least 1") }
@@ -184,6 +188,7 @@ struct Cosid: AsyncParsableCommand {
         let (host, port, additional) = try parseListen()
         var configuration = RPCServerConfiguration(host: host, port: port, tls: tls)
         configuration.additionalListeners = additional
+        configuration.maximumConnections = maxConnections
         configuration.gracePeriod = .seconds(Int64(gracePeriod))
         configuration.handshakeTimeout = .seconds(Int64(handshakeTimeout))
         configuration.connection.keepaliveInterval = .seconds(Int64(keepalive))

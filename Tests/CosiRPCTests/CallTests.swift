@@ -185,6 +185,23 @@ struct CallTests {
         }
     }
 
+    @Test func connectionsBeyondTheLimitAreRefused() async throws {
+        try await withTestServer(pki: pki, methods: TestMethods.table(observations), configure: { $0.maximumConnections = 2 }) { server, port in
+            let first = try await connectTestClient(pki: pki, port: port)
+            let second = try await connectTestClient(pki: pki, port: port)
+            await #expect(throws: (any Error).self) { _ = try await connectTestClient(pki: pki, port: port) }
+            #expect(server.connectionCount == 2)
+            // The first two still work; a slot frees when one closes.
+            _ = try await first.unary(TestMethods.echo, request: ByteBuffer(string: "a"))
+            await second.close()
+            try await eventually { server.connectionCount == 1 }
+            let third = try await connectTestClient(pki: pki, port: port)
+            _ = try await third.unary(TestMethods.echo, request: ByteBuffer(string: "b"))
+            await first.close()
+            await third.close()
+        }
+    }
+
     @Test func gracefulShutdownLetsInFlightCallsFinishAndRefusesNewOnes() async throws {
         try await withTestServer(pki: pki, methods: TestMethods.table(observations), configure: { $0.gracePeriod = .seconds(5) }) { server, port in
             let client = try await connectTestClient(pki: pki, port: port)

@@ -244,3 +244,59 @@ struct CosictlEditTests {
         #expect(unchanged.out.contains("no changes"))
     }
 }
+
+/// cosictl's output formats, compared with golden files (timestamps normalised). Regenerate
+/// with COSI_UPDATE_GOLDEN=1 swift test --filter CosictlGoldenTests.
+@Suite("cosictl output (golden files)", .timeLimit(.minutes(1)))
+struct CosictlGoldenTests {
+    static let resources = """
+        metadata:
+          namespace: network
+          type: Links.net.test.dev
+          id: eth0
+          labels:
+            kind: physical
+            zone: a
+          annotations:
+            note: uplink
+          finalizers: [network.LinkController]
+        spec:
+          mtu: 1500
+          up: true
+          addresses:
+            - 10.0.0.2/24
+        ---
+        metadata:
+          namespace: network
+          type: Links.net.test.dev
+          id: lo
+        spec:
+          mtu: 65536
+          up: true
+        """
+
+    static func normalise(_ text: String) -> String {
+        text.replacingOccurrences(of: #"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"#, with: "<time>", options: .regularExpression)
+    }
+
+    static func compare(_ name: String, _ actual: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let golden = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Golden/\(name)")
+        let text = normalise(actual)
+        if ProcessInfo.processInfo.environment["COSI_UPDATE_GOLDEN"] == "1" {
+            try text.write(to: golden, atomically: true, encoding: .utf8)
+            return
+        }
+        let expected = try String(contentsOf: golden, encoding: .utf8)
+        #expect(text == expected, "\(name) differs from its golden file:\n\(text)", sourceLocation: sourceLocation)
+    }
+
+    @Test func tableYAMLAndJSON() async throws {
+        let setup = try await CosictlTests.Setup()
+        let applied = try setup.run(["apply", "-f", "-"], input: Self.resources)
+        #expect(applied.status == 0, "\(applied.err)")
+        try Self.compare("get-table.txt", try setup.run(["get", "Links.net.test.dev", "-n", "network"]).out)
+        try Self.compare("get-yaml.txt", try setup.run(["get", "Links.net.test.dev", "-n", "network", "-o", "yaml"]).out)
+        try Self.compare("get-json.txt", try setup.run(["get", "Links.net.test.dev", "eth0", "-n", "network", "-o", "json"]).out)
+        try Self.compare("get-rd-yaml.txt", try setup.run(["get", "rd", "namespaces.meta.cosi.dev", "-o", "yaml"]).out)
+    }
+}
