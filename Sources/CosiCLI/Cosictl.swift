@@ -101,7 +101,17 @@ struct Get: AsyncParsableCommand {
             } else if let id {
                 try printer.printList([try await client.get(namespace: ns, type: resolved, id: id)])
             } else {
-                let resources = try await client.list(namespace: ns, type: resolved, labelQueries: labelQueries, idQuery: idRegexp.map { IDQuery(regexp: $0) })
+                // Stream the list, showing progress on a terminal when it is long.
+                let request = ListRequest(namespace: ns, type: resolved, options: ListOptions(labelQuery: labelQueries, idQuery: idRegexp.map { IDQuery(regexp: $0) }))
+                let showProgress = isatty(2) != 0
+                var resources: [Resource] = []
+                for try await response in client.serverStream("/cosi.resource.State/List", request, as: ListResponse.self, timeout: .seconds(300)) {
+                    if let resource = response.resource { resources.append(resource) }
+                    if showProgress, resources.count % 5000 == 0 {
+                        FileHandle.standardError.write(Data("\rreceived \(resources.count) resources...".utf8))
+                    }
+                }
+                if showProgress, resources.count >= 5000 { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
                 try printer.printList(resources)
             }
         } catch let error as RPCError {
