@@ -41,6 +41,13 @@ func resolveType(_ name: String, client: CosiClient) async throws -> (type: Stri
     return (name, nil)
 }
 
+/// Resolves a type argument and picks the namespace: the flag, else the type's default, else "default".
+func resolveKind(_ type: String, namespace: String?, client: CosiClient) async throws -> (namespace: String, type: String, definition: Meta.ResourceDefinitionSpec?) {
+    let (resolved, definition) = try await resolveType(type, client: client)
+    let defaultNamespace = definition.map { $0.defaultNamespace.isEmpty ? "default" : $0.defaultNamespace } ?? "default"
+    return (namespace ?? defaultNamespace, resolved, definition)
+}
+
 func fail(_ error: any Error) -> ValidationError {
     if let error = error as? RPCError { return ValidationError("\(error.code): \(error.message)") }
     return ValidationError("\(error)")
@@ -74,8 +81,7 @@ struct Get: AsyncParsableCommand {
     func run() async throws {
         let client = try await connection.connect()
         defer { Task { await client.close() } }
-        let (resolved, definition) = try await resolveType(type, client: client)
-        let ns = namespace ?? definition.map { $0.defaultNamespace.isEmpty ? "default" : $0.defaultNamespace } ?? "default"
+        let (ns, resolved, definition) = try await resolveKind(type, namespace: namespace, client: client)
         let labelQueries = try selector.map { [try LabelSelector.parse($0)] } ?? []
         let printer = Printer(format: output, definition: definition)
         do {
@@ -194,6 +200,16 @@ struct Printer {
     }
 }
 
+/// Reads YAML documents from a file or standard input; a document without a namespace goes to
+/// "default".
+func readResources(_ file: String) throws -> [Resource] {
+    try readDocuments(file).map { resource in
+        var resource = resource
+        if resource.metadata.namespace.isEmpty { resource.metadata.namespace = "default" }
+        return resource
+    }
+}
+
 /// Reads YAML documents from a file or standard input.
 func readDocuments(_ file: String) throws -> [Resource] {
     let text: String
@@ -215,11 +231,10 @@ struct Apply: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: "A YAML file, or - for standard input.") var file: String
 
     func run() async throws {
-        let resources = try readDocuments(file)
+        let resources = try readResources(file)
         let client = try await connection.connect()
         defer { Task { await client.close() } }
         for var resource in resources {
-            if resource.metadata.namespace.isEmpty { resource.metadata.namespace = "default" }
             do {
                 if let current = try? await client.get(namespace: resource.metadata.namespace, type: resource.metadata.type, id: resource.metadata.id) {
                     resource.metadata.version = current.metadata.version
@@ -243,11 +258,10 @@ struct Create: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: "A YAML file, or - for standard input.") var file: String
 
     func run() async throws {
-        let resources = try readDocuments(file)
+        let resources = try readResources(file)
         let client = try await connection.connect()
         defer { Task { await client.close() } }
-        for var resource in resources {
-            if resource.metadata.namespace.isEmpty { resource.metadata.namespace = "default" }
+        for resource in resources {
             do {
                 let stored = try await client.create(resource)
                 print("\(stored.address) created")
@@ -273,8 +287,7 @@ struct Delete: AsyncParsableCommand {
     func run() async throws {
         let client = try await connection.connect()
         defer { Task { await client.close() } }
-        let (resolved, definition) = try await resolveType(type, client: client)
-        let ns = namespace ?? definition.map { $0.defaultNamespace.isEmpty ? "default" : $0.defaultNamespace } ?? "default"
+        let (ns, resolved, _) = try await resolveKind(type, namespace: namespace, client: client)
         do {
             let current = try await client.get(namespace: ns, type: resolved, id: id)
             if noWait {
@@ -303,8 +316,7 @@ struct Teardown: AsyncParsableCommand {
     func run() async throws {
         let client = try await connection.connect()
         defer { Task { await client.close() } }
-        let (resolved, definition) = try await resolveType(type, client: client)
-        let ns = namespace ?? definition.map { $0.defaultNamespace.isEmpty ? "default" : $0.defaultNamespace } ?? "default"
+        let (ns, resolved, _) = try await resolveKind(type, namespace: namespace, client: client)
         do {
             let current = try await client.get(namespace: ns, type: resolved, id: id)
             let ready = try await client.teardown(namespace: ns, type: resolved, id: id, owner: current.metadata.owner)
@@ -347,8 +359,7 @@ struct Edit: AsyncParsableCommand {
     func run() async throws {
         let client = try await connection.connect()
         defer { Task { await client.close() } }
-        let (resolved, definition) = try await resolveType(type, client: client)
-        let ns = namespace ?? definition.map { $0.defaultNamespace.isEmpty ? "default" : $0.defaultNamespace } ?? "default"
+        let (ns, resolved, _) = try await resolveKind(type, namespace: namespace, client: client)
         let editor = ProcessInfo.processInfo.environment["EDITOR"] ?? "vi"
         let path = NSTemporaryDirectory() + "cosictl-edit-\(getpid()).yaml"
         defer { try? FileManager.default.removeItem(atPath: path) }
