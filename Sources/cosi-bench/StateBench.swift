@@ -87,13 +87,18 @@ struct StateReads: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Get per second (64 in flight) and List of 10,000 resources.")
     @OptionGroup var server: ServerOptions
     @Option var seconds = 5
+    @Option(help: "Client connections the 64 Gets in flight are spread over.") var connections = 1
 
     func run() async throws {
-        try await BenchServer.with(server) { print(try await Self.measure($0, seconds: seconds)) }
+        try await BenchServer.with(server) { print(try await Self.measure($0, seconds: seconds, connections: connections)) }
     }
 
-    static func measure(_ bench: BenchServer, seconds: Int) async throws -> String {
+    static func measure(_ bench: BenchServer, seconds: Int, connections: Int = 1) async throws -> String {
         let client = try await CosiClient.connect(bench.client())
+        var extra: [CosiClient] = []
+        for _ in 1..<max(connections, 1) { extra.append(try await CosiClient.connect(bench.client())) }
+        let getters = [client] + extra
+        defer { for other in extra { Task { await other.close() } } }
         defer { Task { await client.close() } }
         let type = "Reads.bench.dev"
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -107,7 +112,7 @@ struct StateReads: AsyncParsableCommand {
             try await group.waitForAll()
         }
         let (getRate, getHistogram) = try await drive(inFlight: 64, duration: .seconds(seconds)) { worker, iteration in
-            _ = try await client.get(namespace: "bench", type: type, id: String(format: "r%05d", (iteration * 64 + worker) % 10_000))
+            _ = try await getters[worker % getters.count].get(namespace: "bench", type: type, id: String(format: "r%05d", (iteration * 64 + worker) % 10_000))
         }
         let clock = ContinuousClock()
         var listTimes: [Duration] = []
@@ -118,7 +123,7 @@ struct StateReads: AsyncParsableCommand {
             guard listed.count == 10_000 else { throw ValidationError("List returned \(listed.count)") }
         }
         let best = listTimes.min()!
-        return describe("get", getRate, getHistogram) + "\n" + String(format: "list of 10,000 resources: %.1f ms (best of 5; %.0f resources/s)", Double(microseconds(best)) / 1000, perSecond(10_000, best))
+        return describe("get (\(getters.count) connection\(getters.count == 1 ? "" : "s"))", getRate, getHistogram) + "\n" + String(format: "list of 10,000 resources: %.1f ms (best of 5; %.0f resources/s)", Double(microseconds(best)) / 1000, perSecond(10_000, best))
     }
 }
 
