@@ -124,53 +124,25 @@ struct Unary: AsyncParsableCommand {
     @Option(help: "Seconds to measure (after 1 s of warm-up).") var seconds = 10
 
     func run() async throws {
-        let bench = try BenchServer(server)
-        defer { bench.stop() }
-        try await bench.waitReady()
-        print(try await Self.measure(bench, inFlight: inFlight, seconds: seconds))
+        try await BenchServer.with(server) { print(try await Self.measure($0, inFlight: inFlight, seconds: seconds)) }
     }
 
     static func measure(_ bench: BenchServer, inFlight: Int, seconds: Int) async throws -> String {
         let client = try await CosiClient.connect(bench.client())
         let request = Envelope.InfoRequest().serializedBytes()
         let method = "/cosi.rpc.v1.Server/Info"
-        // Warm-up.
-        try await run(client, request, method, inFlight, .seconds(1))
-        let clock = ContinuousClock()
-        let start = clock.now
-        let histogram = try await run(client, request, method, inFlight, .seconds(seconds))
-        let elapsed = clock.now - start
+        let work: @Sendable (Int, Int) async throws -> Void = { _, _ in
+            _ = try await client.connection.unary(method, request: request)
+        }
+        _ = try await drive(inFlight: inFlight, duration: .seconds(1), work) // warm-up
+        let (rate, histogram) = try await drive(inFlight: inFlight, duration: .seconds(seconds), work)
         await client.close()
-        let rate = perSecond(Int(histogram.totalCount), elapsed)
         return String(
             format: "unary Info, %d in flight: %.0f calls/s, latency p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms (%llu calls)",
             inFlight, rate,
             Double(histogram.valueAtPercentile(50)) / 1000, Double(histogram.valueAtPercentile(99)) / 1000,
             Double(histogram.valueAtPercentile(99.9)) / 1000, histogram.totalCount
         )
-    }
-
-    @discardableResult
-    static func run(_ client: CosiClient, _ request: ByteBuffer, _ method: String, _ inFlight: Int, _ duration: Duration) async throws -> Histogram<UInt64> {
-        let clock = ContinuousClock()
-        let end = clock.now + duration
-        return try await withThrowingTaskGroup(of: Histogram<UInt64>.self) { group in
-            for _ in 0..<inFlight {
-                group.addTask {
-                    var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000)
-                    while clock.now < end {
-                        let started = clock.now
-                        _ = try await client.connection.unary(method, request: request)
-                        let micros = (clock.now - started).components
-                        histogram.record(UInt64(micros.seconds * 1_000_000 + micros.attoseconds / 1_000_000_000_000))
-                    }
-                    return histogram
-                }
-            }
-            var total = Histogram<UInt64>(highestTrackableValue: 60_000_000)
-            for try await histogram in group { total.add(histogram) }
-            return total
-        }
     }
 }
 
@@ -181,10 +153,7 @@ struct Handshakes: AsyncParsableCommand {
     @Option(help: "Seconds to measure.") var seconds = 5
 
     func run() async throws {
-        let bench = try BenchServer(server)
-        defer { bench.stop() }
-        try await bench.waitReady()
-        print(try await Self.measure(bench, concurrency: concurrency, seconds: seconds))
+        try await BenchServer.with(server) { print(try await Self.measure($0, concurrency: concurrency, seconds: seconds)) }
     }
 
     static func measure(_ bench: BenchServer, concurrency: Int, seconds: Int) async throws -> String {
@@ -219,10 +188,7 @@ struct Idle: AsyncParsableCommand {
     @Option(help: "Idle connections to open.") var connections = 1000
 
     func run() async throws {
-        let bench = try BenchServer(server)
-        defer { bench.stop() }
-        try await bench.waitReady()
-        print(try await Self.measure(bench, connections: connections))
+        try await BenchServer.with(server) { print(try await Self.measure($0, connections: connections)) }
     }
 
     static func measure(_ bench: BenchServer, connections count: Int) async throws -> String {
@@ -250,13 +216,13 @@ struct All: AsyncParsableCommand {
     @Option(help: "Seconds per throughput measurement.") var seconds = 10
 
     func run() async throws {
-        let bench = try BenchServer(server)
-        defer { bench.stop() }
-        try await bench.waitReady()
-        print(try await Unary.measure(bench, inFlight: 1, seconds: seconds))
-        print(try await Unary.measure(bench, inFlight: 64, seconds: seconds))
-        print(try await Handshakes.measure(bench, concurrency: 4, seconds: min(seconds, 5)))
-        print(try await Idle.measure(bench, connections: 1000))
+        let seconds = self.seconds
+        try await BenchServer.with(server) { bench in
+            print(try await Unary.measure(bench, inFlight: 1, seconds: seconds))
+            print(try await Unary.measure(bench, inFlight: 64, seconds: seconds))
+            print(try await Handshakes.measure(bench, concurrency: 4, seconds: min(seconds, 5)))
+            print(try await Idle.measure(bench, connections: 1000))
+        }
     }
 }
 
