@@ -1,31 +1,37 @@
 #!/usr/bin/env python3
 """Generates Swift value types and their protobuf-c bridges for Protos/ (called by scripts/gen-protos).
 
-Writes one file per .proto into the directory given as the first argument. Messages that
-Sources/CosiMessages writes by hand (the resource model and the RPC envelope) are skipped and
-referred to by their hand-written names. The parser understands the subset of proto3 that
-Protos/ uses: messages (nested), enums, scalar/message/enum fields, repeated fields,
-map<string, string>, one-field oneofs standing for proto3 `optional`, and `reserved`.
+Usage: gen-swift-messages.py MESSAGES_DIR RPC_DIR. Writes one file per .proto: the RPC envelope
+(cosi/rpc/v1/rpc.proto) into RPC_DIR (Sources/CosiRPC/Generated), everything else, with
+google/protobuf/timestamp.proto, into MESSAGES_DIR (Sources/CosiMessages/Generated). Comments
+written directly above a message, enum or field become its doc comment.
+
+Two messages are written by hand in Sources/CosiMessages/Resource/Resource.swift, because
+generation cannot express them, and are referred to by their names:
+- `cosi.resource.Resource` keeps non-optional `metadata` and `spec` and records whether the bytes
+  carried them (presence outside the value);
+- `cosi.resource.Event` names its `event_type` field `type` and carries a shared encoding cache
+  that is not part of its value.
+
+The parser understands the subset of proto3 that Protos/ uses: messages (nested), enums,
+scalar/message/enum fields, repeated fields, map<string, string>, one-field oneofs standing for
+proto3 `optional`, and `reserved`.
 """
 import os
 import re
 import sys
 
 HANDWRITTEN = {
-    "google.protobuf.Timestamp": "Timestamp",
-    "cosi.resource.Metadata": "Metadata",
-    "cosi.resource.Spec": "Spec",
     "cosi.resource.Resource": "Resource",
-    "cosi.resource.LabelTerm": "LabelTerm",
-    "cosi.resource.LabelTerm.Operation": "LabelTerm.Operation",
-    "cosi.resource.LabelQuery": "LabelQuery",
-    "cosi.resource.IDQuery": "IDQuery",
     "cosi.resource.Event": "Event",
-    "cosi.resource.EventType": "EventType",
 }
-SKIP_FILES = {"cosi/rpc/v1/rpc.proto", "cosi/resource/resource.proto"}
+# Protos read from the system (Debian: libprotobuf-dev), generated like ours.
+SYSTEM_PROTOS = ["google/protobuf/timestamp.proto"]
+SYSTEM_ROOT = "/usr/include"
+# Where each file's Swift goes ("rpc" or "messages") and the C module of its protoc-c output.
+RPC_FILES = {"cosi/rpc/v1/rpc.proto"}
 # Swift namespaces per package (empty: top level).
-NAMESPACE = {"cosi.resource": "", "cosi.resource.meta": "Meta", "cosi.runtime": "Runtime"}
+NAMESPACE = {"cosi.resource": "", "cosi.resource.meta": "Meta", "cosi.runtime": "Runtime", "cosi.rpc.v1": "Envelope", "google.protobuf": ""}
 SCALARS = {
     "string": ("String", '""'), "bytes": ("[UInt8]", "[]"), "bool": ("Bool", "false"),
     "int32": ("Int32", "0"), "uint32": ("UInt32", "0"), "int64": ("Int64", "0"), "uint64": ("UInt64", "0"),
@@ -33,13 +39,16 @@ SCALARS = {
 C_KEYWORDS = {"namespace", "class", "default", "register", "auto", "char", "const", "delete", "new", "operator", "template", "this", "union"}
 
 
+ACRONYMS = {"id": "ID", "ids": "IDs", "ms": "MS"}
+
+
 def camel(name, upper=False):
+    """snake_case -> camelCase; trailing words that are acronyms are upper-cased (last_stream_id
+    -> lastStreamID, timeout_ms -> timeoutMS), as Swift's API guidelines spell them."""
     parts = name.split("_")
-    out = parts[0] + "".join(p[:1].upper() + p[1:] for p in parts[1:])
+    out = parts[0] + "".join(ACRONYMS.get(p, p[:1].upper() + p[1:]) for p in parts[1:])
     if upper:
         out = out[:1].upper() + out[1:]
-    if out in ("id", "ids"):
-        return out
     return out
 
 
@@ -56,33 +65,51 @@ def c_lower(name):
 
 
 class Field:
-    def __init__(self, name, number, ftype, repeated=False, is_map=False, optional=False):
+    def __init__(self, name, number, ftype, repeated=False, is_map=False, optional=False, doc=None):
         self.name, self.number, self.type = name, number, ftype
         self.repeated, self.is_map, self.optional = repeated, is_map, optional
+        self.doc = doc or []
 
 
 class Message:
-    def __init__(self, name, full, parent=None):
+    def __init__(self, name, full, parent=None, doc=None):
         self.name, self.full, self.parent = name, full, parent
         self.fields, self.messages, self.enums = [], [], []
+        self.doc = doc or []
 
 
 class Enum:
-    def __init__(self, name, full):
+    def __init__(self, name, full, doc=None):
         self.name, self.full, self.values = name, full, []
+        self.doc = doc or []
+
+
+def tokenize(text):
+    """The significant tokens, and for each the comment lines written directly above it (a blank
+    line in between detaches a comment)."""
+    tokens, docs, pending = [], [], []
+    for t in re.findall(r"//[^\n]*|\n[ \t]*\n|[A-Za-z_][\w.]*|\d+|[{}=;<>,\[\]()]|\"[^\"]*\"", text):
+        if t.startswith("//"):
+            pending.append(t[2:].strip())
+        elif t.startswith("\n"):
+            pending = []
+        else:
+            tokens.append(t)
+            docs.append(pending)
+            pending = []
+    return tokens, docs
 
 
 def parse(path, root):
     text = open(os.path.join(root, path)).read()
-    text = re.sub(r"//[^\n]*", "", text)
-    tokens = re.findall(r"[A-Za-z_][\w.]*|\d+|[{}=;<>,\[\]()]|\"[^\"]*\"", text)
+    tokens, docs = tokenize(text)
     package = ""
     top_messages, top_enums = [], []
     i = 0
 
     def parse_enum(i, scope):
         name = tokens[i + 1]
-        enum = Enum(name, scope + "." + name)
+        enum = Enum(name, scope + "." + name, docs[i])
         i += 3
         while tokens[i] != "}":
             if tokens[i] in ("option", "reserved"):
@@ -97,7 +124,8 @@ def parse(path, root):
             i += 1
         return i + 1, enum
 
-    def parse_field(i, msg, optional=False):
+    def parse_field(i, msg, optional=False, doc=None):
+        doc = doc if doc is not None else docs[i]
         repeated = False
         if tokens[i] == "repeated":
             repeated = True
@@ -106,19 +134,19 @@ def parse(path, root):
             # map < string , string > name = N ;
             assert tokens[i + 2] == "string" and tokens[i + 4] == "string", "only map<string,string> is supported"
             name, number = tokens[i + 6], int(tokens[i + 8])
-            msg.fields.append(Field(name, number, "string", is_map=True))
+            msg.fields.append(Field(name, number, "string", is_map=True, doc=doc))
             while tokens[i] != ";":
                 i += 1
             return i + 1
         ftype, name, number = tokens[i], tokens[i + 1], int(tokens[i + 3])
-        msg.fields.append(Field(name, number, ftype, repeated=repeated, optional=optional))
+        msg.fields.append(Field(name, number, ftype, repeated=repeated, optional=optional, doc=doc))
         while tokens[i] != ";":
             i += 1
         return i + 1
 
     def parse_message(i, scope, parent=None):
         name = tokens[i + 1]
-        msg = Message(name, scope + "." + name, parent)
+        msg = Message(name, scope + "." + name, parent, docs[i])
         i += 3
         while tokens[i] != "}":
             t = tokens[i]
@@ -134,8 +162,9 @@ def parse(path, root):
                 i += 1
             elif t == "oneof":
                 # A one-field oneof named _x stands for proto3 `optional x`.
+                doc = docs[i]
                 i += 3
-                i = parse_field(i, msg, optional=True)
+                i = parse_field(i, msg, optional=True, doc=doc or docs[i])
                 assert tokens[i] == "}", "only one-field oneofs (proto3 optional) are supported"
                 i += 1
             else:
@@ -174,7 +203,7 @@ def parse(path, root):
 class Generator:
     def __init__(self):
         self.types = dict(HANDWRITTEN)  # full proto name -> Swift name
-        self.enums = set(["cosi.resource.EventType", "cosi.resource.LabelTerm.Operation"])
+        self.enums = set()
         self.packages = {}
 
     def register(self, package, messages, enums):
@@ -215,13 +244,14 @@ class Generator:
     def c_prefix(self, full):
         return "__".join(c_lower(p) for p in full.split("."))
 
-    def emit_file(self, package, messages, enums, proto_path):
+    def emit_file(self, package, messages, enums, proto_path, c_module, source):
         ns = NAMESPACE.get(package, "")
         out = [
-            f"// Generated by scripts/gen-protos from Protos/{proto_path}. Do not edit.",
+            f"// Generated by scripts/gen-protos from {source}. Do not edit.",
             "",
-            "import CCosiProto",
+            f"import {c_module}",
             "import CProtobufC",
+            "import CosiProtobuf",
             "",
         ]
         body = []
@@ -253,8 +283,16 @@ class Generator:
             yield m
             yield from self.all_messages(m.messages)
 
+    @staticmethod
+    def doc(lines, fallback=None):
+        """Doc comment lines from a proto comment (or the fallback line)."""
+        text = lines or ([fallback] if fallback else [])
+        return [f"/// {l}".rstrip() for l in text]
+
     def emit_enum(self, e):
-        lines = [
+        lines = self.doc(e.doc) + ([
+            "///",
+        ] if e.doc else []) + [
             f"/// `{e.full}`. Unknown values from newer peers are kept as their number.",
             f"public struct {e.name}: RawRepresentable, Hashable, Sendable {{",
             "    public var rawValue: Int32",
@@ -299,7 +337,7 @@ class Generator:
         return SCALARS[full][1]
 
     def emit_message(self, m):
-        lines = [f"/// `{m.full}`.", f"public struct {m.name}: Hashable, Sendable {{"]
+        lines = self.doc(m.doc) + (["///"] if m.doc else []) + [f"/// `{m.full}`.", f"public struct {m.name}: Hashable, Sendable {{"]
         inner = []
         for e in m.enums:
             inner += self.emit_enum(e)
@@ -312,6 +350,7 @@ class Generator:
             lines.append("")
             return lines
         for f in m.fields:
+            lines += ["    " + l for l in self.doc(f.doc)]
             lines.append(f"    public var {camel(f.name)}: {self.swift_type(f, m.full)}")
         params = ", ".join(f"{camel(f.name)}: {self.swift_type(f, m.full)} = {self.default(f, m.full)}" for f in m.fields)
         lines.append("")
@@ -329,19 +368,19 @@ class Generator:
         cp = self.c_prefix(m.full)
         lines = [
             f"extension {swift}: CMessageBridged {{",
-            f"    typealias CStruct = {cs}",
-            f'    static let messageName = "{m.full}"',
-            f"    static func cInit(_ p: UnsafeMutablePointer<CStruct>) {{ {cp}__init(p) }}",
+            f"    package typealias CStruct = {cs}",
+            f'    package static let messageName = "{m.full}"',
+            f"    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) {{ {cp}__init(p) }}",
         ]
         if m.parent is None:
             lines += [
-                f"    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? {{ {cp}__unpack(nil, n, d) }}",
-                f"    static func cFree(_ p: UnsafeMutablePointer<CStruct>) {{ {cp}__free_unpacked(p, nil) }}",
+                f"    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? {{ {cp}__unpack(nil, n, d) }}",
+                f"    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) {{ {cp}__free_unpacked(p, nil) }}",
             ]
         else:
             lines += [
-                f"    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? {{ unpackNested({cp}__init, n, d) }}",
-                "    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { freeNested(p) }",
+                f"    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? {{ unpackNested({cp}__init, n, d) }}",
+                "    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { freeNested(p) }",
             ]
         lines.append("")
         reads, writes = [], []
@@ -377,20 +416,20 @@ class Generator:
                 reads.append(f"{sw}: c.pointee.{cf}.map {{ {self.local_name(full)}(c: $0) }}")
                 writes.append(f"c.pointee.{cf} = {sw}.map {{ arena.message($0) }}")
         if reads:
-            lines.append("    init(c: UnsafePointer<CStruct>) {")
+            lines.append("    package init(c: UnsafePointer<CStruct>) {")
             lines.append("        self.init(")
             lines.append(",\n".join("            " + r for r in reads))
             lines.append("        )")
             lines.append("    }")
         else:
-            lines.append("    init(c: UnsafePointer<CStruct>) { self.init() }")
+            lines.append("    package init(c: UnsafePointer<CStruct>) { self.init() }")
         lines.append("")
         if writes:
-            lines.append("    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {")
+            lines.append("    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {")
             lines += ["        " + w for w in writes]
             lines.append("    }")
         else:
-            lines.append("    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}")
+            lines.append("    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}")
         lines.append("}")
         lines.append("")
         return lines
@@ -411,25 +450,27 @@ class Generator:
 
 
 def main():
-    out_dir = sys.argv[1]
+    messages_dir, rpc_dir = sys.argv[1], sys.argv[2]
     root = "Protos"
-    protos = sorted(
-        os.path.relpath(os.path.join(d, f), root)
+    protos = [(path, SYSTEM_ROOT) for path in SYSTEM_PROTOS] + sorted(
+        (os.path.relpath(os.path.join(d, f), root), root)
         for d, _, files in os.walk(root) for f in files if f.endswith(".proto")
     )
     gen = Generator()
     parsed = []
-    for path in protos:
-        package, messages, enums = parse(path, root)
+    for path, base in protos:
+        package, messages, enums = parse(path, base)
         gen.register(package, messages, enums)
-        parsed.append((path, package, messages, enums))
-    os.makedirs(out_dir, exist_ok=True)
-    for path, package, messages, enums in parsed:
-        if path in SKIP_FILES:
-            continue
+        parsed.append((path, base, package, messages, enums))
+    for d in (messages_dir, rpc_dir):
+        os.makedirs(d, exist_ok=True)
+    for path, base, package, messages, enums in parsed:
+        rpc = path in RPC_FILES
         name = os.path.splitext(path)[0].replace("/", "_") + ".pb.swift"
-        with open(os.path.join(out_dir, name), "w") as f:
-            f.write(gen.emit_file(package, messages, enums, path))
+        source = f"Protos/{path}" if base == root else f"{path} ({base})"
+        text = gen.emit_file(package, messages, enums, path, "CCosiRPCProto" if rpc else "CCosiProto", source)
+        with open(os.path.join(rpc_dir if rpc else messages_dir, name), "w") as f:
+            f.write(text)
 
 
 if __name__ == "__main__":

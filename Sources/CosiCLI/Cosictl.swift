@@ -2,7 +2,6 @@ import ArgumentParser
 import CosiClient
 import CosiMessages
 import CosiRPC
-import CosiState
 import CosiTLS
 import Foundation
 import Yams

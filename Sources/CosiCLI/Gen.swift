@@ -1,5 +1,4 @@
 import ArgumentParser
-import CosiServer
 import CosiTLS
 import Foundation
 import Yams

@@ -1,4 +1,5 @@
 import CosiMessages
+import CosiProtobuf
 import CosiRPC
 import CosiTLS
 import NIOConcurrencyHelpers

@@ -1,4 +1,3 @@
-import CosiMessages
 import CosiTLS
 import CosiWire
 import NIOCore

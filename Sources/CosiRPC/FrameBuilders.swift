@@ -1,4 +1,3 @@
-import CosiMessages
 import CosiWire
 import NIOCore
 

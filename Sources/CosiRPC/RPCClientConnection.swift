@@ -1,4 +1,3 @@
-import CosiMessages
 import CosiTLS
 import NIOCore
 import NIOPosix

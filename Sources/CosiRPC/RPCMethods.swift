@@ -1,4 +1,4 @@
-import CosiMessages
+import CosiProtobuf
 import CosiTLS
 import NIOCore
 

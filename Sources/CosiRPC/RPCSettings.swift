@@ -1,4 +1,3 @@
-import CosiMessages
 import CosiWire
 
 /// The limits one side of a connection announces in its SETTINGS frame.

@@ -1,4 +1,3 @@
-import CosiMessages
 
 /// The outcome of a call, as carried by a TRAILERS frame. Codes are gRPC's.
 public struct RPCStatus: Hashable, Sendable, CustomStringConvertible {

@@ -1,4 +1,3 @@
-import CosiMessages
 import CosiWire
 import DequeModule
 import NIOCore

@@ -1,13 +1,9 @@
 import CosiMessages
 import NIOCore
 
-/// The `meta` namespace: Namespaces and ResourceDefinitions (state.md, "The meta namespace").
-public enum MetaNamespace {
-    public static let namespace = "meta"
-    public static let owner = "meta"
-    public static let namespaceType = "Namespaces.meta.cosi.dev"
-    public static let resourceDefinitionType = "ResourceDefinitions.meta.cosi.dev"
-
+/// The `meta` namespace's built-in resources and the rules for writing to it (state.md, "The meta
+/// namespace"). Its names are in CosiMessages, so clients need not link the engine.
+extension MetaNamespace {
     /// What the server registers at start, when missing: the definitions of the two meta types
     /// and the namespace "meta" itself.
     static func builtIns() -> [Resource] {

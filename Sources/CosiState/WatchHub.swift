@@ -1,3 +1,4 @@
+import CosiMessages
 import DequeModule
 import NIOConcurrencyHelpers
 

@@ -2,7 +2,6 @@ import ArgumentParser
 import CosiClient
 import CosiMessages
 import CosiRPC
-import CosiState
 import Foundation
 import Histogram
 import NIOConcurrencyHelpers

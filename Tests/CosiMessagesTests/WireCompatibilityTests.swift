@@ -1,4 +1,5 @@
 import CosiMessages
+import CosiProtobuf
 import Foundation
 import NIOCore
 import Testing
@@ -79,7 +80,6 @@ struct DecodingTests {
         for _ in 0..<2000 {
             let bytes = (0..<Int.random(in: 0...64, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) }
             _ = try? Event(serializedBytes: bytes)
-            _ = try? Envelope.CallHeaders(serializedBytes: bytes)
         }
     }
 
@@ -88,15 +88,5 @@ struct DecodingTests {
         // Field 15, length-delimited, and field 16, varint: unknown to this schema.
         bytes += [0x7a, 3, 0x61, 0x62, 0x63, 0x80, 0x01, 0x2a]
         #expect(try Resource(serializedBytes: bytes) == WireCompatibilityTests.fullResource)
-    }
-
-    @Test func envelopeRoundTrip() throws {
-        let headers = Envelope.CallHeaders(method: "/cosi.resource.State/Get", metadata: ["b": "2", "a": "1"], timeoutMS: 1500)
-        #expect(try Envelope.CallHeaders(serializedBytes: headers.serializedBytes()) == headers)
-        let status = Envelope.Status(code: 5, message: "not found", details: ["field": "id"])
-        #expect(try Envelope.Status(serializedBytes: status.serializedBytes()) == status)
-        let settings = Envelope.Settings(maxFrameSize: 1 << 20, maxConcurrentStreams: 7, initialWindow: 65536, initialConnectionWindow: 1 << 24)
-        #expect(try Envelope.Settings(serializedBytes: settings.serializedBytes()) == settings)
-        #expect(try Envelope.InfoRequest(serializedBytes: ByteBuffer()) == Envelope.InfoRequest())
     }
 }

@@ -1,4 +1,4 @@
-import CosiMessages
+import CosiRPC
 import CosiTLS
 import CosiWire
 import NIOConcurrencyHelpers

@@ -2,6 +2,7 @@
 
 import CCosiProto
 import CProtobufC
+import CosiProtobuf
 
 /// Messages of package `cosi.resource.meta`.
 public enum Meta {}
@@ -61,31 +62,31 @@ extension Meta {
 // MARK: - protobuf-c bridges
 
 extension Meta.NamespaceSpec: CMessageBridged {
-    typealias CStruct = Cosi__Resource__Meta__NamespaceSpec
-    static let messageName = "cosi.resource.meta.NamespaceSpec"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__meta__namespace_spec__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__meta__namespace_spec__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__meta__namespace_spec__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Resource__Meta__NamespaceSpec
+    package static let messageName = "cosi.resource.meta.NamespaceSpec"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__meta__namespace_spec__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__meta__namespace_spec__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__meta__namespace_spec__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             description: swiftString(c.pointee.description)
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.description = arena.string(description)
     }
 }
 
 extension Meta.ResourceDefinitionSpec: CMessageBridged {
-    typealias CStruct = Cosi__Resource__Meta__ResourceDefinitionSpec
-    static let messageName = "cosi.resource.meta.ResourceDefinitionSpec"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__meta__resource_definition_spec__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__meta__resource_definition_spec__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__meta__resource_definition_spec__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Resource__Meta__ResourceDefinitionSpec
+    package static let messageName = "cosi.resource.meta.ResourceDefinitionSpec"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__meta__resource_definition_spec__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__meta__resource_definition_spec__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__meta__resource_definition_spec__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             resourceType: swiftString(c.pointee.resource_type),
             displayType: swiftString(c.pointee.display_type),
@@ -97,7 +98,7 @@ extension Meta.ResourceDefinitionSpec: CMessageBridged {
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.resource_type = arena.string(resourceType)
         c.pointee.display_type = arena.string(displayType)
         c.pointee.default_namespace = arena.string(defaultNamespace)
@@ -109,20 +110,20 @@ extension Meta.ResourceDefinitionSpec: CMessageBridged {
 }
 
 extension Meta.ResourceDefinitionSpec.PrintColumn: CMessageBridged {
-    typealias CStruct = Cosi__Resource__Meta__ResourceDefinitionSpec__PrintColumn
-    static let messageName = "cosi.resource.meta.ResourceDefinitionSpec.PrintColumn"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__meta__resource_definition_spec__print_column__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { unpackNested(cosi__resource__meta__resource_definition_spec__print_column__init, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { freeNested(p) }
+    package typealias CStruct = Cosi__Resource__Meta__ResourceDefinitionSpec__PrintColumn
+    package static let messageName = "cosi.resource.meta.ResourceDefinitionSpec.PrintColumn"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__meta__resource_definition_spec__print_column__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { unpackNested(cosi__resource__meta__resource_definition_spec__print_column__init, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { freeNested(p) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             name: swiftString(c.pointee.name),
             jsonPath: swiftString(c.pointee.json_path)
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.name = arena.string(name)
         c.pointee.json_path = arena.string(jsonPath)
     }

@@ -2,6 +2,19 @@
 
 import CCosiProto
 import CProtobufC
+import CosiProtobuf
+
+/// `cosi.resource.EventType`. Unknown values from newer peers are kept as their number.
+public struct EventType: RawRepresentable, Hashable, Sendable {
+    public var rawValue: Int32
+    public init(rawValue: Int32) { self.rawValue = rawValue }
+    public static let created = EventType(rawValue: 0)
+    public static let updated = EventType(rawValue: 1)
+    public static let destroyed = EventType(rawValue: 2)
+    public static let bootstrapped = EventType(rawValue: 3)
+    public static let errored = EventType(rawValue: 4)
+    public static let noop = EventType(rawValue: 5)
+}
 
 /// `cosi.resource.GetRequest`.
 public struct GetRequest: Hashable, Sendable {
@@ -267,13 +280,13 @@ public struct TeardownAndDestroyResponse: Hashable, Sendable {
 // MARK: - protobuf-c bridges
 
 extension GetRequest: CMessageBridged {
-    typealias CStruct = Cosi__Resource__GetRequest
-    static let messageName = "cosi.resource.GetRequest"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__get_request__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__get_request__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__get_request__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Resource__GetRequest
+    package static let messageName = "cosi.resource.GetRequest"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__get_request__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__get_request__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__get_request__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             namespace: swiftString(c.pointee.namespace_),
             type: swiftString(c.pointee.type),
@@ -282,7 +295,7 @@ extension GetRequest: CMessageBridged {
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
         c.pointee.id = arena.string(id)
@@ -291,43 +304,43 @@ extension GetRequest: CMessageBridged {
 }
 
 extension GetOptions: CMessageBridged {
-    typealias CStruct = Cosi__Resource__GetOptions
-    static let messageName = "cosi.resource.GetOptions"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__get_options__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__get_options__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__get_options__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Resource__GetOptions
+    package static let messageName = "cosi.resource.GetOptions"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__get_options__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__get_options__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__get_options__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) { self.init() }
+    package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }
 
 extension GetResponse: CMessageBridged {
-    typealias CStruct = Cosi__Resource__GetResponse
-    static let messageName = "cosi.resource.GetResponse"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__get_response__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__get_response__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__get_response__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Resource__GetResponse
+    package static let messageName = "cosi.resource.GetResponse"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__get_response__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__get_response__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__get_response__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             resource: c.pointee.resource.map { Resource(c: $0) }
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.resource = resource.map { arena.message($0) }
     }
 }
 
 extension ListRequest: CMessageBridged {
-    typealias CStruct = Cosi__Resource__ListRequest
-    static let messageName = "cosi.resource.ListRequest"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__list_request__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__list_request__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__list_request__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Resource__ListRequest
+    package static let messageName = "cosi.resource.ListRequest"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__list_request__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__list_request__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__list_request__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             namespace: swiftString(c.pointee.namespace_),
             type: swiftString(c.pointee.type),
@@ -335,7 +348,7 @@ extension ListRequest: CMessageBridged {
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
         c.pointee.options = options.map { arena.message($0) }
@@ -343,165 +356,165 @@ extension ListRequest: CMessageBridged {
 }
 
 extension ListOptions: CMessageBridged {
-    typealias CStruct = Cosi__Resource__ListOptions
-    static let messageName = "cosi.resource.ListOptions"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__list_options__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__list_options__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__list_options__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Resource__ListOptions
+    package static let messageName = "cosi.resource.ListOptions"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__list_options__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__list_options__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__list_options__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             labelQuery: swiftMessages(c.pointee.n_label_query, c.pointee.label_query, as: LabelQuery.self),
             idQuery: c.pointee.id_query.map { IDQuery(c: $0) }
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.n_label_query = labelQuery.count; c.pointee.label_query = arena.messages(labelQuery)
         c.pointee.id_query = idQuery.map { arena.message($0) }
     }
 }
 
 extension ListResponse: CMessageBridged {
-    typealias CStruct = Cosi__Resource__ListResponse
-    static let messageName = "cosi.resource.ListResponse"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__list_response__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__list_response__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__list_response__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Resource__ListResponse
+    package static let messageName = "cosi.resource.ListResponse"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__list_response__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__list_response__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__list_response__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             resource: c.pointee.resource.map { Resource(c: $0) }
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.resource = resource.map { arena.message($0) }
     }
 }
 
 extension CreateRequest: CMessageBridged {
-    typealias CStruct = Cosi__Resource__CreateRequest
-    static let messageName = "cosi.resource.CreateRequest"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__create_request__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__create_request__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__create_request__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Resource__CreateRequest
+    package static let messageName = "cosi.resource.CreateRequest"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__create_request__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__create_request__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__create_request__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             resource: c.pointee.resource.map { Resource(c: $0) },
             options: c.pointee.options.map { CreateOptions(c: $0) }
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.resource = resource.map { arena.message($0) }
         c.pointee.options = options.map { arena.message($0) }
     }
 }
 
 extension CreateOptions: CMessageBridged {
-    typealias CStruct = Cosi__Resource__CreateOptions
-    static let messageName = "cosi.resource.CreateOptions"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__create_options__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__create_options__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__create_options__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Resource__CreateOptions
+    package static let messageName = "cosi.resource.CreateOptions"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__create_options__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__create_options__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__create_options__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             owner: swiftString(c.pointee.owner)
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.owner = arena.string(owner)
     }
 }
 
 extension CreateResponse: CMessageBridged {
-    typealias CStruct = Cosi__Resource__CreateResponse
-    static let messageName = "cosi.resource.CreateResponse"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__create_response__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__create_response__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__create_response__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Resource__CreateResponse
+    package static let messageName = "cosi.resource.CreateResponse"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__create_response__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__create_response__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__create_response__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             resource: c.pointee.resource.map { Resource(c: $0) }
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.resource = resource.map { arena.message($0) }
     }
 }
 
 extension UpdateRequest: CMessageBridged {
-    typealias CStruct = Cosi__Resource__UpdateRequest
-    static let messageName = "cosi.resource.UpdateRequest"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__update_request__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__update_request__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__update_request__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Resource__UpdateRequest
+    package static let messageName = "cosi.resource.UpdateRequest"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__update_request__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__update_request__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__update_request__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             newResource: c.pointee.new_resource.map { Resource(c: $0) },
             options: c.pointee.options.map { UpdateOptions(c: $0) }
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.new_resource = newResource.map { arena.message($0) }
         c.pointee.options = options.map { arena.message($0) }
     }
 }
 
 extension UpdateOptions: CMessageBridged {
-    typealias CStruct = Cosi__Resource__UpdateOptions
-    static let messageName = "cosi.resource.UpdateOptions"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__update_options__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__update_options__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__update_options__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Resource__UpdateOptions
+    package static let messageName = "cosi.resource.UpdateOptions"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__update_options__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__update_options__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__update_options__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             owner: swiftString(c.pointee.owner),
             expectedPhase: c.pointee._expected_phase_case == COSI__RESOURCE__UPDATE_OPTIONS___EXPECTED_PHASE_EXPECTED_PHASE ? swiftString(c.pointee.expected_phase) : nil
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.owner = arena.string(owner)
         if let expectedPhase { c.pointee._expected_phase_case = COSI__RESOURCE__UPDATE_OPTIONS___EXPECTED_PHASE_EXPECTED_PHASE; c.pointee.expected_phase = arena.string(expectedPhase) }
     }
 }
 
 extension UpdateResponse: CMessageBridged {
-    typealias CStruct = Cosi__Resource__UpdateResponse
-    static let messageName = "cosi.resource.UpdateResponse"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__update_response__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__update_response__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__update_response__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Resource__UpdateResponse
+    package static let messageName = "cosi.resource.UpdateResponse"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__update_response__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__update_response__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__update_response__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             resource: c.pointee.resource.map { Resource(c: $0) }
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.resource = resource.map { arena.message($0) }
     }
 }
 
 extension DestroyRequest: CMessageBridged {
-    typealias CStruct = Cosi__Resource__DestroyRequest
-    static let messageName = "cosi.resource.DestroyRequest"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__destroy_request__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__destroy_request__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__destroy_request__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Resource__DestroyRequest
+    package static let messageName = "cosi.resource.DestroyRequest"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__destroy_request__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__destroy_request__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__destroy_request__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             namespace: swiftString(c.pointee.namespace_),
             type: swiftString(c.pointee.type),
@@ -510,7 +523,7 @@ extension DestroyRequest: CMessageBridged {
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
         c.pointee.id = arena.string(id)
@@ -519,43 +532,43 @@ extension DestroyRequest: CMessageBridged {
 }
 
 extension DestroyOptions: CMessageBridged {
-    typealias CStruct = Cosi__Resource__DestroyOptions
-    static let messageName = "cosi.resource.DestroyOptions"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__destroy_options__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__destroy_options__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__destroy_options__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Resource__DestroyOptions
+    package static let messageName = "cosi.resource.DestroyOptions"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__destroy_options__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__destroy_options__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__destroy_options__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             owner: swiftString(c.pointee.owner)
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.owner = arena.string(owner)
     }
 }
 
 extension DestroyResponse: CMessageBridged {
-    typealias CStruct = Cosi__Resource__DestroyResponse
-    static let messageName = "cosi.resource.DestroyResponse"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__destroy_response__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__destroy_response__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__destroy_response__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Resource__DestroyResponse
+    package static let messageName = "cosi.resource.DestroyResponse"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__destroy_response__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__destroy_response__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__destroy_response__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) { self.init() }
+    package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }
 
 extension WatchRequest: CMessageBridged {
-    typealias CStruct = Cosi__Resource__WatchRequest
-    static let messageName = "cosi.resource.WatchRequest"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__watch_request__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__watch_request__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__watch_request__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Resource__WatchRequest
+    package static let messageName = "cosi.resource.WatchRequest"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__watch_request__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__watch_request__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__watch_request__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             namespace: swiftString(c.pointee.namespace_),
             type: swiftString(c.pointee.type),
@@ -565,7 +578,7 @@ extension WatchRequest: CMessageBridged {
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
         if let id { c.pointee._id_case = COSI__RESOURCE__WATCH_REQUEST___ID_ID; c.pointee.id = arena.string(id) }
@@ -575,13 +588,13 @@ extension WatchRequest: CMessageBridged {
 }
 
 extension WatchOptions: CMessageBridged {
-    typealias CStruct = Cosi__Resource__WatchOptions
-    static let messageName = "cosi.resource.WatchOptions"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__watch_options__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__watch_options__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__watch_options__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Resource__WatchOptions
+    package static let messageName = "cosi.resource.WatchOptions"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__watch_options__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__watch_options__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__watch_options__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             bootstrapContents: c.pointee.bootstrap_contents != 0,
             tailEvents: c.pointee.tail_events,
@@ -593,7 +606,7 @@ extension WatchOptions: CMessageBridged {
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.bootstrap_contents = bootstrapContents ? 1 : 0
         c.pointee.tail_events = tailEvents
         c.pointee.n_label_query = labelQuery.count; c.pointee.label_query = arena.messages(labelQuery)
@@ -605,31 +618,31 @@ extension WatchOptions: CMessageBridged {
 }
 
 extension WatchResponse: CMessageBridged {
-    typealias CStruct = Cosi__Resource__WatchResponse
-    static let messageName = "cosi.resource.WatchResponse"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__watch_response__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__watch_response__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__watch_response__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Resource__WatchResponse
+    package static let messageName = "cosi.resource.WatchResponse"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__watch_response__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__watch_response__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__watch_response__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             event: swiftMessages(c.pointee.n_event, c.pointee.event, as: Event.self)
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.n_event = event.count; c.pointee.event = arena.messages(event)
     }
 }
 
 extension TeardownRequest: CMessageBridged {
-    typealias CStruct = Cosi__Resource__TeardownRequest
-    static let messageName = "cosi.resource.TeardownRequest"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_request__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__teardown_request__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_request__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Resource__TeardownRequest
+    package static let messageName = "cosi.resource.TeardownRequest"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_request__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__teardown_request__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_request__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             namespace: swiftString(c.pointee.namespace_),
             type: swiftString(c.pointee.type),
@@ -638,7 +651,7 @@ extension TeardownRequest: CMessageBridged {
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
         c.pointee.id = arena.string(id)
@@ -647,49 +660,49 @@ extension TeardownRequest: CMessageBridged {
 }
 
 extension TeardownOptions: CMessageBridged {
-    typealias CStruct = Cosi__Resource__TeardownOptions
-    static let messageName = "cosi.resource.TeardownOptions"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_options__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__teardown_options__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_options__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Resource__TeardownOptions
+    package static let messageName = "cosi.resource.TeardownOptions"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_options__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__teardown_options__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_options__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             owner: swiftString(c.pointee.owner)
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.owner = arena.string(owner)
     }
 }
 
 extension TeardownResponse: CMessageBridged {
-    typealias CStruct = Cosi__Resource__TeardownResponse
-    static let messageName = "cosi.resource.TeardownResponse"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_response__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__teardown_response__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_response__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Resource__TeardownResponse
+    package static let messageName = "cosi.resource.TeardownResponse"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_response__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__teardown_response__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_response__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             destroyReady: c.pointee.destroy_ready != 0
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.destroy_ready = destroyReady ? 1 : 0
     }
 }
 
 extension TeardownAndDestroyRequest: CMessageBridged {
-    typealias CStruct = Cosi__Resource__TeardownAndDestroyRequest
-    static let messageName = "cosi.resource.TeardownAndDestroyRequest"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_and_destroy_request__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__teardown_and_destroy_request__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_and_destroy_request__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Resource__TeardownAndDestroyRequest
+    package static let messageName = "cosi.resource.TeardownAndDestroyRequest"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_and_destroy_request__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__teardown_and_destroy_request__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_and_destroy_request__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             namespace: swiftString(c.pointee.namespace_),
             type: swiftString(c.pointee.type),
@@ -698,7 +711,7 @@ extension TeardownAndDestroyRequest: CMessageBridged {
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
         c.pointee.id = arena.string(id)
@@ -707,31 +720,31 @@ extension TeardownAndDestroyRequest: CMessageBridged {
 }
 
 extension TeardownAndDestroyOptions: CMessageBridged {
-    typealias CStruct = Cosi__Resource__TeardownAndDestroyOptions
-    static let messageName = "cosi.resource.TeardownAndDestroyOptions"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_and_destroy_options__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__teardown_and_destroy_options__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_and_destroy_options__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Resource__TeardownAndDestroyOptions
+    package static let messageName = "cosi.resource.TeardownAndDestroyOptions"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_and_destroy_options__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__teardown_and_destroy_options__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_and_destroy_options__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             owner: swiftString(c.pointee.owner)
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.owner = arena.string(owner)
     }
 }
 
 extension TeardownAndDestroyResponse: CMessageBridged {
-    typealias CStruct = Cosi__Resource__TeardownAndDestroyResponse
-    static let messageName = "cosi.resource.TeardownAndDestroyResponse"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_and_destroy_response__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__teardown_and_destroy_response__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_and_destroy_response__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Resource__TeardownAndDestroyResponse
+    package static let messageName = "cosi.resource.TeardownAndDestroyResponse"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_and_destroy_response__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__teardown_and_destroy_response__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_and_destroy_response__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) { self.init() }
+    package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }

@@ -2,6 +2,7 @@
 
 import CCosiProto
 import CProtobufC
+import CosiProtobuf
 
 /// Messages of package `cosi.runtime`.
 public enum Runtime {}
@@ -370,13 +371,13 @@ extension Runtime {
 // MARK: - protobuf-c bridges
 
 extension Runtime.ControllerInput: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__ControllerInput
-    static let messageName = "cosi.runtime.ControllerInput"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__controller_input__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__controller_input__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__controller_input__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__ControllerInput
+    package static let messageName = "cosi.runtime.ControllerInput"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__controller_input__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__controller_input__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__controller_input__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             kind: Runtime.ControllerInputKind(rawValue: Int32(bitPattern: c.pointee.kind.rawValue)),
             namespace: swiftString(c.pointee.namespace_),
@@ -385,7 +386,7 @@ extension Runtime.ControllerInput: CMessageBridged {
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.kind = Cosi__Runtime__ControllerInputKind(rawValue: UInt32(bitPattern: kind.rawValue))
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
@@ -394,33 +395,33 @@ extension Runtime.ControllerInput: CMessageBridged {
 }
 
 extension Runtime.ControllerOutput: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__ControllerOutput
-    static let messageName = "cosi.runtime.ControllerOutput"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__controller_output__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__controller_output__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__controller_output__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__ControllerOutput
+    package static let messageName = "cosi.runtime.ControllerOutput"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__controller_output__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__controller_output__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__controller_output__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             type: swiftString(c.pointee.type),
             kind: Runtime.ControllerOutputKind(rawValue: Int32(bitPattern: c.pointee.kind.rawValue))
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.type = arena.string(type)
         c.pointee.kind = Cosi__Runtime__ControllerOutputKind(rawValue: UInt32(bitPattern: kind.rawValue))
     }
 }
 
 extension Runtime.RegisterControllerRequest: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__RegisterControllerRequest
-    static let messageName = "cosi.runtime.RegisterControllerRequest"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__register_controller_request__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__register_controller_request__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__register_controller_request__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__RegisterControllerRequest
+    package static let messageName = "cosi.runtime.RegisterControllerRequest"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__register_controller_request__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__register_controller_request__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__register_controller_request__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             controllerName: swiftString(c.pointee.controller_name),
             inputs: swiftMessages(c.pointee.n_inputs, c.pointee.inputs, as: Runtime.ControllerInput.self),
@@ -428,7 +429,7 @@ extension Runtime.RegisterControllerRequest: CMessageBridged {
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.controller_name = arena.string(controllerName)
         c.pointee.n_inputs = inputs.count; c.pointee.inputs = arena.messages(inputs)
         c.pointee.n_outputs = outputs.count; c.pointee.outputs = arena.messages(outputs)
@@ -436,171 +437,171 @@ extension Runtime.RegisterControllerRequest: CMessageBridged {
 }
 
 extension Runtime.RegisterControllerResponse: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__RegisterControllerResponse
-    static let messageName = "cosi.runtime.RegisterControllerResponse"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__register_controller_response__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__register_controller_response__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__register_controller_response__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__RegisterControllerResponse
+    package static let messageName = "cosi.runtime.RegisterControllerResponse"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__register_controller_response__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__register_controller_response__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__register_controller_response__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             controllerToken: swiftString(c.pointee.controller_token)
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.controller_token = arena.string(controllerToken)
     }
 }
 
 extension Runtime.StartRequest: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__StartRequest
-    static let messageName = "cosi.runtime.StartRequest"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__start_request__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__start_request__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__start_request__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__StartRequest
+    package static let messageName = "cosi.runtime.StartRequest"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__start_request__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__start_request__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__start_request__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) { self.init() }
+    package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }
 
 extension Runtime.StartResponse: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__StartResponse
-    static let messageName = "cosi.runtime.StartResponse"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__start_response__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__start_response__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__start_response__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__StartResponse
+    package static let messageName = "cosi.runtime.StartResponse"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__start_response__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__start_response__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__start_response__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) { self.init() }
+    package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }
 
 extension Runtime.StopRequest: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__StopRequest
-    static let messageName = "cosi.runtime.StopRequest"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__stop_request__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__stop_request__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__stop_request__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__StopRequest
+    package static let messageName = "cosi.runtime.StopRequest"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__stop_request__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__stop_request__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__stop_request__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) { self.init() }
+    package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }
 
 extension Runtime.StopResponse: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__StopResponse
-    static let messageName = "cosi.runtime.StopResponse"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__stop_response__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__stop_response__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__stop_response__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__StopResponse
+    package static let messageName = "cosi.runtime.StopResponse"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__stop_response__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__stop_response__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__stop_response__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) { self.init() }
+    package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }
 
 extension Runtime.ReconcileEventsRequest: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__ReconcileEventsRequest
-    static let messageName = "cosi.runtime.ReconcileEventsRequest"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__reconcile_events_request__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__reconcile_events_request__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__reconcile_events_request__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__ReconcileEventsRequest
+    package static let messageName = "cosi.runtime.ReconcileEventsRequest"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__reconcile_events_request__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__reconcile_events_request__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__reconcile_events_request__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             controllerToken: swiftString(c.pointee.controller_token)
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.controller_token = arena.string(controllerToken)
     }
 }
 
 extension Runtime.ReconcileEventsResponse: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__ReconcileEventsResponse
-    static let messageName = "cosi.runtime.ReconcileEventsResponse"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__reconcile_events_response__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__reconcile_events_response__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__reconcile_events_response__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__ReconcileEventsResponse
+    package static let messageName = "cosi.runtime.ReconcileEventsResponse"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__reconcile_events_response__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__reconcile_events_response__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__reconcile_events_response__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) { self.init() }
+    package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }
 
 extension Runtime.QueueReconcileRequest: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__QueueReconcileRequest
-    static let messageName = "cosi.runtime.QueueReconcileRequest"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__queue_reconcile_request__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__queue_reconcile_request__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__queue_reconcile_request__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__QueueReconcileRequest
+    package static let messageName = "cosi.runtime.QueueReconcileRequest"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__queue_reconcile_request__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__queue_reconcile_request__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__queue_reconcile_request__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             controllerToken: swiftString(c.pointee.controller_token)
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.controller_token = arena.string(controllerToken)
     }
 }
 
 extension Runtime.QueueReconcileResponse: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__QueueReconcileResponse
-    static let messageName = "cosi.runtime.QueueReconcileResponse"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__queue_reconcile_response__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__queue_reconcile_response__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__queue_reconcile_response__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__QueueReconcileResponse
+    package static let messageName = "cosi.runtime.QueueReconcileResponse"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__queue_reconcile_response__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__queue_reconcile_response__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__queue_reconcile_response__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) { self.init() }
+    package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }
 
 extension Runtime.UpdateInputsRequest: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__UpdateInputsRequest
-    static let messageName = "cosi.runtime.UpdateInputsRequest"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__update_inputs_request__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__update_inputs_request__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__update_inputs_request__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__UpdateInputsRequest
+    package static let messageName = "cosi.runtime.UpdateInputsRequest"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__update_inputs_request__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__update_inputs_request__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__update_inputs_request__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             controllerToken: swiftString(c.pointee.controller_token),
             inputs: swiftMessages(c.pointee.n_inputs, c.pointee.inputs, as: Runtime.ControllerInput.self)
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.controller_token = arena.string(controllerToken)
         c.pointee.n_inputs = inputs.count; c.pointee.inputs = arena.messages(inputs)
     }
 }
 
 extension Runtime.UpdateInputsResponse: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__UpdateInputsResponse
-    static let messageName = "cosi.runtime.UpdateInputsResponse"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__update_inputs_response__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__update_inputs_response__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__update_inputs_response__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__UpdateInputsResponse
+    package static let messageName = "cosi.runtime.UpdateInputsResponse"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__update_inputs_response__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__update_inputs_response__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__update_inputs_response__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) { self.init() }
+    package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }
 
 extension Runtime.RuntimeGetRequest: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__RuntimeGetRequest
-    static let messageName = "cosi.runtime.RuntimeGetRequest"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_get_request__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_get_request__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_get_request__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__RuntimeGetRequest
+    package static let messageName = "cosi.runtime.RuntimeGetRequest"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_get_request__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_get_request__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_get_request__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             controllerToken: swiftString(c.pointee.controller_token),
             namespace: swiftString(c.pointee.namespace_),
@@ -609,7 +610,7 @@ extension Runtime.RuntimeGetRequest: CMessageBridged {
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.controller_token = arena.string(controllerToken)
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
@@ -618,49 +619,49 @@ extension Runtime.RuntimeGetRequest: CMessageBridged {
 }
 
 extension Runtime.RuntimeGetResponse: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__RuntimeGetResponse
-    static let messageName = "cosi.runtime.RuntimeGetResponse"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_get_response__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_get_response__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_get_response__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__RuntimeGetResponse
+    package static let messageName = "cosi.runtime.RuntimeGetResponse"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_get_response__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_get_response__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_get_response__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             resource: c.pointee.resource.map { Resource(c: $0) }
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.resource = resource.map { arena.message($0) }
     }
 }
 
 extension Runtime.RuntimeListOptions: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__RuntimeListOptions
-    static let messageName = "cosi.runtime.RuntimeListOptions"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_list_options__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_list_options__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_list_options__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__RuntimeListOptions
+    package static let messageName = "cosi.runtime.RuntimeListOptions"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_list_options__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_list_options__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_list_options__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             labelQuery: swiftMessages(c.pointee.n_label_query, c.pointee.label_query, as: LabelQuery.self)
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.n_label_query = labelQuery.count; c.pointee.label_query = arena.messages(labelQuery)
     }
 }
 
 extension Runtime.RuntimeListRequest: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__RuntimeListRequest
-    static let messageName = "cosi.runtime.RuntimeListRequest"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_list_request__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_list_request__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_list_request__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__RuntimeListRequest
+    package static let messageName = "cosi.runtime.RuntimeListRequest"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_list_request__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_list_request__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_list_request__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             controllerToken: swiftString(c.pointee.controller_token),
             namespace: swiftString(c.pointee.namespace_),
@@ -669,7 +670,7 @@ extension Runtime.RuntimeListRequest: CMessageBridged {
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.controller_token = arena.string(controllerToken)
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
@@ -678,43 +679,43 @@ extension Runtime.RuntimeListRequest: CMessageBridged {
 }
 
 extension Runtime.RuntimeListResponse: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__RuntimeListResponse
-    static let messageName = "cosi.runtime.RuntimeListResponse"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_list_response__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_list_response__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_list_response__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__RuntimeListResponse
+    package static let messageName = "cosi.runtime.RuntimeListResponse"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_list_response__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_list_response__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_list_response__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             resource: c.pointee.resource.map { Resource(c: $0) }
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.resource = resource.map { arena.message($0) }
     }
 }
 
 extension Runtime.ConditionFinalizersEmpty: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__ConditionFinalizersEmpty
-    static let messageName = "cosi.runtime.ConditionFinalizersEmpty"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__condition_finalizers_empty__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__condition_finalizers_empty__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__condition_finalizers_empty__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__ConditionFinalizersEmpty
+    package static let messageName = "cosi.runtime.ConditionFinalizersEmpty"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__condition_finalizers_empty__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__condition_finalizers_empty__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__condition_finalizers_empty__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) { self.init() }
+    package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }
 
 extension Runtime.RuntimeWatchForRequest: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__RuntimeWatchForRequest
-    static let messageName = "cosi.runtime.RuntimeWatchForRequest"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_watch_for_request__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_watch_for_request__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_watch_for_request__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__RuntimeWatchForRequest
+    package static let messageName = "cosi.runtime.RuntimeWatchForRequest"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_watch_for_request__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_watch_for_request__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_watch_for_request__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             controllerToken: swiftString(c.pointee.controller_token),
             namespace: swiftString(c.pointee.namespace_),
@@ -724,7 +725,7 @@ extension Runtime.RuntimeWatchForRequest: CMessageBridged {
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.controller_token = arena.string(controllerToken)
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
@@ -734,125 +735,125 @@ extension Runtime.RuntimeWatchForRequest: CMessageBridged {
 }
 
 extension Runtime.RuntimeWatchForResponse: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__RuntimeWatchForResponse
-    static let messageName = "cosi.runtime.RuntimeWatchForResponse"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_watch_for_response__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_watch_for_response__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_watch_for_response__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__RuntimeWatchForResponse
+    package static let messageName = "cosi.runtime.RuntimeWatchForResponse"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_watch_for_response__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_watch_for_response__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_watch_for_response__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             resource: c.pointee.resource.map { Resource(c: $0) }
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.resource = resource.map { arena.message($0) }
     }
 }
 
 extension Runtime.RuntimeCreateRequest: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__RuntimeCreateRequest
-    static let messageName = "cosi.runtime.RuntimeCreateRequest"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_create_request__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_create_request__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_create_request__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__RuntimeCreateRequest
+    package static let messageName = "cosi.runtime.RuntimeCreateRequest"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_create_request__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_create_request__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_create_request__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             controllerToken: swiftString(c.pointee.controller_token),
             resource: c.pointee.resource.map { Resource(c: $0) }
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.controller_token = arena.string(controllerToken)
         c.pointee.resource = resource.map { arena.message($0) }
     }
 }
 
 extension Runtime.RuntimeCreateResponse: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__RuntimeCreateResponse
-    static let messageName = "cosi.runtime.RuntimeCreateResponse"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_create_response__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_create_response__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_create_response__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__RuntimeCreateResponse
+    package static let messageName = "cosi.runtime.RuntimeCreateResponse"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_create_response__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_create_response__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_create_response__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             resource: c.pointee.resource.map { Resource(c: $0) }
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.resource = resource.map { arena.message($0) }
     }
 }
 
 extension Runtime.RuntimeUpdateRequest: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__RuntimeUpdateRequest
-    static let messageName = "cosi.runtime.RuntimeUpdateRequest"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_update_request__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_update_request__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_update_request__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__RuntimeUpdateRequest
+    package static let messageName = "cosi.runtime.RuntimeUpdateRequest"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_update_request__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_update_request__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_update_request__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             controllerToken: swiftString(c.pointee.controller_token),
             newResource: c.pointee.new_resource.map { Resource(c: $0) }
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.controller_token = arena.string(controllerToken)
         c.pointee.new_resource = newResource.map { arena.message($0) }
     }
 }
 
 extension Runtime.RuntimeUpdateResponse: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__RuntimeUpdateResponse
-    static let messageName = "cosi.runtime.RuntimeUpdateResponse"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_update_response__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_update_response__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_update_response__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__RuntimeUpdateResponse
+    package static let messageName = "cosi.runtime.RuntimeUpdateResponse"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_update_response__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_update_response__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_update_response__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             resource: c.pointee.resource.map { Resource(c: $0) }
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.resource = resource.map { arena.message($0) }
     }
 }
 
 extension Runtime.Options: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__Options
-    static let messageName = "cosi.runtime.Options"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__options__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__options__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__options__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__Options
+    package static let messageName = "cosi.runtime.Options"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__options__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__options__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__options__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             owner: c.pointee._owner_case == COSI__RUNTIME__OPTIONS___OWNER_OWNER ? swiftString(c.pointee.owner) : nil
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         if let owner { c.pointee._owner_case = COSI__RUNTIME__OPTIONS___OWNER_OWNER; c.pointee.owner = arena.string(owner) }
     }
 }
 
 extension Runtime.RuntimeTeardownRequest: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__RuntimeTeardownRequest
-    static let messageName = "cosi.runtime.RuntimeTeardownRequest"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_teardown_request__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_teardown_request__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_teardown_request__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__RuntimeTeardownRequest
+    package static let messageName = "cosi.runtime.RuntimeTeardownRequest"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_teardown_request__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_teardown_request__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_teardown_request__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             controllerToken: swiftString(c.pointee.controller_token),
             namespace: swiftString(c.pointee.namespace_),
@@ -862,7 +863,7 @@ extension Runtime.RuntimeTeardownRequest: CMessageBridged {
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.controller_token = arena.string(controllerToken)
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
@@ -872,31 +873,31 @@ extension Runtime.RuntimeTeardownRequest: CMessageBridged {
 }
 
 extension Runtime.RuntimeTeardownResponse: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__RuntimeTeardownResponse
-    static let messageName = "cosi.runtime.RuntimeTeardownResponse"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_teardown_response__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_teardown_response__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_teardown_response__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__RuntimeTeardownResponse
+    package static let messageName = "cosi.runtime.RuntimeTeardownResponse"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_teardown_response__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_teardown_response__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_teardown_response__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             ready: c.pointee.ready != 0
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.ready = ready ? 1 : 0
     }
 }
 
 extension Runtime.RuntimeDestroyRequest: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__RuntimeDestroyRequest
-    static let messageName = "cosi.runtime.RuntimeDestroyRequest"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_destroy_request__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_destroy_request__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_destroy_request__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__RuntimeDestroyRequest
+    package static let messageName = "cosi.runtime.RuntimeDestroyRequest"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_destroy_request__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_destroy_request__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_destroy_request__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             controllerToken: swiftString(c.pointee.controller_token),
             namespace: swiftString(c.pointee.namespace_),
@@ -906,7 +907,7 @@ extension Runtime.RuntimeDestroyRequest: CMessageBridged {
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.controller_token = arena.string(controllerToken)
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
@@ -916,25 +917,25 @@ extension Runtime.RuntimeDestroyRequest: CMessageBridged {
 }
 
 extension Runtime.RuntimeDestroyResponse: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__RuntimeDestroyResponse
-    static let messageName = "cosi.runtime.RuntimeDestroyResponse"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_destroy_response__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_destroy_response__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_destroy_response__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__RuntimeDestroyResponse
+    package static let messageName = "cosi.runtime.RuntimeDestroyResponse"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_destroy_response__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_destroy_response__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_destroy_response__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) { self.init() }
+    package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }
 
 extension Runtime.RuntimeAddFinalizerRequest: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__RuntimeAddFinalizerRequest
-    static let messageName = "cosi.runtime.RuntimeAddFinalizerRequest"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_add_finalizer_request__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_add_finalizer_request__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_add_finalizer_request__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__RuntimeAddFinalizerRequest
+    package static let messageName = "cosi.runtime.RuntimeAddFinalizerRequest"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_add_finalizer_request__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_add_finalizer_request__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_add_finalizer_request__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             controllerToken: swiftString(c.pointee.controller_token),
             namespace: swiftString(c.pointee.namespace_),
@@ -944,7 +945,7 @@ extension Runtime.RuntimeAddFinalizerRequest: CMessageBridged {
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.controller_token = arena.string(controllerToken)
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
@@ -954,25 +955,25 @@ extension Runtime.RuntimeAddFinalizerRequest: CMessageBridged {
 }
 
 extension Runtime.RuntimeAddFinalizerResponse: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__RuntimeAddFinalizerResponse
-    static let messageName = "cosi.runtime.RuntimeAddFinalizerResponse"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_add_finalizer_response__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_add_finalizer_response__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_add_finalizer_response__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__RuntimeAddFinalizerResponse
+    package static let messageName = "cosi.runtime.RuntimeAddFinalizerResponse"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_add_finalizer_response__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_add_finalizer_response__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_add_finalizer_response__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) { self.init() }
+    package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }
 
 extension Runtime.RuntimeRemoveFinalizerRequest: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__RuntimeRemoveFinalizerRequest
-    static let messageName = "cosi.runtime.RuntimeRemoveFinalizerRequest"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_remove_finalizer_request__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_remove_finalizer_request__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_remove_finalizer_request__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__RuntimeRemoveFinalizerRequest
+    package static let messageName = "cosi.runtime.RuntimeRemoveFinalizerRequest"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_remove_finalizer_request__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_remove_finalizer_request__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_remove_finalizer_request__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) {
+    package init(c: UnsafePointer<CStruct>) {
         self.init(
             controllerToken: swiftString(c.pointee.controller_token),
             namespace: swiftString(c.pointee.namespace_),
@@ -982,7 +983,7 @@ extension Runtime.RuntimeRemoveFinalizerRequest: CMessageBridged {
         )
     }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.controller_token = arena.string(controllerToken)
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
@@ -992,13 +993,13 @@ extension Runtime.RuntimeRemoveFinalizerRequest: CMessageBridged {
 }
 
 extension Runtime.RuntimeRemoveFinalizerResponse: CMessageBridged {
-    typealias CStruct = Cosi__Runtime__RuntimeRemoveFinalizerResponse
-    static let messageName = "cosi.runtime.RuntimeRemoveFinalizerResponse"
-    static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_remove_finalizer_response__init(p) }
-    static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_remove_finalizer_response__unpack(nil, n, d) }
-    static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_remove_finalizer_response__free_unpacked(p, nil) }
+    package typealias CStruct = Cosi__Runtime__RuntimeRemoveFinalizerResponse
+    package static let messageName = "cosi.runtime.RuntimeRemoveFinalizerResponse"
+    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_remove_finalizer_response__init(p) }
+    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_remove_finalizer_response__unpack(nil, n, d) }
+    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_remove_finalizer_response__free_unpacked(p, nil) }
 
-    init(c: UnsafePointer<CStruct>) { self.init() }
+    package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }

@@ -28,6 +28,9 @@ typedef struct Cosi__Resource__IDQuery Cosi__Resource__IDQuery;
 
 /* --- enums --- */
 
+/*
+ * How a term compares the label's value (NOT_EXISTS is deprecated: EXISTS with invert).
+ */
 typedef enum _Cosi__Resource__LabelTerm__Operation {
   COSI__RESOURCE__LABEL_TERM__OPERATION__EXISTS = 0,
   COSI__RESOURCE__LABEL_TERM__OPERATION__EQUAL = 1,
@@ -64,6 +67,9 @@ struct  Cosi__Resource__Metadata__AnnotationsEntry
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
+/*
+ * A resource's identity, version, phase, ownership and labels.
+ */
 struct  Cosi__Resource__Metadata
 {
   ProtobufCMessage base;
@@ -87,6 +93,9 @@ struct  Cosi__Resource__Metadata
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, NULL, 0,NULL, 0,NULL, 0,NULL }
 
 
+/*
+ * A resource's desired state, as protobuf bytes and/or YAML text.
+ */
 struct  Cosi__Resource__Spec
 {
   ProtobufCMessage base;
@@ -109,6 +118,9 @@ struct  Cosi__Resource__Resource
     , NULL, NULL }
 
 
+/*
+ * One condition of a label query.
+ */
 struct  Cosi__Resource__LabelTerm
 {
   ProtobufCMessage base;
@@ -123,6 +135,9 @@ struct  Cosi__Resource__LabelTerm
     , (char *)protobuf_c_empty_string, COSI__RESOURCE__LABEL_TERM__OPERATION__EXISTS, 0,NULL, 0 }
 
 
+/*
+ * Label terms that must all hold.
+ */
 struct  Cosi__Resource__LabelQuery
 {
   ProtobufCMessage base;
@@ -134,6 +149,9 @@ struct  Cosi__Resource__LabelQuery
     , 0,NULL }
 
 
+/*
+ * A regular expression resource ids must match.
+ */
 struct  Cosi__Resource__IDQuery
 {
   ProtobufCMessage base;

@@ -36,9 +36,21 @@ typedef struct Cosi__Rpc__V1__InfoResponse Cosi__Rpc__V1__InfoResponse;
 struct  Cosi__Rpc__V1__Settings
 {
   ProtobufCMessage base;
+  /*
+   * The largest frame payload the sender accepts.
+   */
   uint32_t max_frame_size;
+  /*
+   * How many calls may be open at once on the connection.
+   */
   uint32_t max_concurrent_streams;
+  /*
+   * Per-stream receive window in bytes.
+   */
   uint32_t initial_window;
+  /*
+   * Connection-wide receive window in bytes (counts in the first SETTINGS only).
+   */
   uint32_t initial_connection_window;
 };
 #define COSI__RPC__V1__SETTINGS__INIT \
@@ -63,9 +75,18 @@ struct  Cosi__Rpc__V1__CallHeaders__MetadataEntry
 struct  Cosi__Rpc__V1__CallHeaders
 {
   ProtobufCMessage base;
+  /*
+   * `/package.Service/Method`.
+   */
   char *method;
+  /*
+   * Free-form call metadata (keys lower-case).
+   */
   size_t n_metadata;
   Cosi__Rpc__V1__CallHeaders__MetadataEntry **metadata;
+  /*
+   * The call's deadline in milliseconds from now; 0 means none.
+   */
   uint64_t timeout_ms;
 };
 #define COSI__RPC__V1__CALL_HEADERS__INIT \
@@ -90,8 +111,17 @@ struct  Cosi__Rpc__V1__Status__DetailsEntry
 struct  Cosi__Rpc__V1__Status
 {
   ProtobufCMessage base;
+  /*
+   * The status code (gRPC's numbering).
+   */
   int32_t code;
+  /*
+   * A human-readable explanation.
+   */
   char *message;
+  /*
+   * Structured details, for programs.
+   */
   size_t n_details;
   Cosi__Rpc__V1__Status__DetailsEntry **details;
 };
@@ -106,8 +136,17 @@ struct  Cosi__Rpc__V1__Status
 struct  Cosi__Rpc__V1__GoAway
 {
   ProtobufCMessage base;
+  /*
+   * The highest stream id the sender processed or will process.
+   */
   uint32_t last_stream_id;
+  /*
+   * A connection error code (0 is NO_ERROR).
+   */
   uint32_t code;
+  /*
+   * Why, for people.
+   */
   char *reason;
 };
 #define COSI__RPC__V1__GO_AWAY__INIT \
@@ -115,6 +154,9 @@ struct  Cosi__Rpc__V1__GoAway
     , 0, 0, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Request of `/cosi.rpc.v1.Server/Info` (empty).
+ */
 struct  Cosi__Rpc__V1__InfoRequest
 {
   ProtobufCMessage base;
@@ -124,13 +166,28 @@ struct  Cosi__Rpc__V1__InfoRequest
      }
 
 
+/*
+ * Response of `/cosi.rpc.v1.Server/Info`.
+ */
 struct  Cosi__Rpc__V1__InfoResponse
 {
   ProtobufCMessage base;
+  /*
+   * The server's version string.
+   */
   char *version;
+  /*
+   * Every method this server serves.
+   */
   size_t n_methods;
   char **methods;
+  /*
+   * The caller's common name as the server sees it.
+   */
   char *identity;
+  /*
+   * The caller's roles (certificate Organization values).
+   */
   size_t n_roles;
   char **roles;
 };

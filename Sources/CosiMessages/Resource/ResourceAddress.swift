@@ -1,5 +1,3 @@
-import CosiMessages
-
 /// A kind of resource: all resources of one type in one namespace.
 public struct ResourceKind: Hashable, Sendable, Comparable, CustomStringConvertible {
     public var namespace: String
@@ -53,10 +51,12 @@ public enum Phase {
     public static let tearingDown = "tearingDown"
 }
 
-/// Checks the parts of an address and names the first empty one.
-func validateAddress(namespace: String, type: String, id: String?, field: String = "") throws(StateError) {
-    let prefix = field.isEmpty ? "" : field + "."
-    guard !namespace.isEmpty else { throw StateError(.invalidArgument, "\(prefix)namespace must not be empty") }
-    guard !type.isEmpty else { throw StateError(.invalidArgument, "\(prefix)type must not be empty") }
-    if let id, id.isEmpty { throw StateError(.invalidArgument, "\(prefix)id must not be empty") }
+/// The names of the `meta` namespace, which holds Namespaces and ResourceDefinitions
+/// (state.md, "The meta namespace"). The state engine fills it and validates writes to it.
+public enum MetaNamespace {
+    public static let namespace = "meta"
+    /// The owner of the built-in resources of `meta`.
+    public static let owner = "meta"
+    public static let namespaceType = "Namespaces.meta.cosi.dev"
+    public static let resourceDefinitionType = "ResourceDefinitions.meta.cosi.dev"
 }

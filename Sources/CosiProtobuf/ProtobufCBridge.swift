@@ -1,4 +1,3 @@
-import CCosiProto
 import CProtobufC
 import NIOCore
 
@@ -54,8 +53,9 @@ public struct MessageDecodingError: Error, Hashable, Sendable, CustomStringConve
 /// The internal bridge between a Swift value and its protobuf-c struct.
 ///
 /// Each conformance names the generated C functions and copies fields in both directions.
-/// C pointers never leave this module.
-protocol CMessageBridged: ProtobufMessage {
+/// C pointers never leave this module and the generated bridges (`package` access: visible to
+/// CosiMessages and CosiRPC, whose bridges are generated, and to no one outside the package).
+package protocol CMessageBridged: ProtobufMessage {
     associatedtype CStruct
     static var messageName: String { get }
     /// Calls the generated `*__init` function (which also sets the descriptor).
@@ -100,31 +100,31 @@ extension CMessageBridged {
 }
 
 /// Owns every C allocation made while building one message for packing, and frees them together.
-final class CArena {
+package final class CArena {
     private var allocations: [UnsafeMutableRawPointer] = []
 
-    init() { allocations.reserveCapacity(16) }
+    package init() { allocations.reserveCapacity(16) }
 
     deinit {
         for pointer in allocations { free(pointer) }
     }
 
     /// A NUL-terminated copy of `string`.
-    func string(_ string: String) -> UnsafeMutablePointer<CChar> {
+    package func string(_ string: String) -> UnsafeMutablePointer<CChar> {
         let copy = strdup(string)!
         allocations.append(copy)
         return copy
     }
 
     /// Zeroed storage for `count` values of `T`.
-    func allocate<T>(_ type: T.Type, count: Int) -> UnsafeMutablePointer<T> {
+    package func allocate<T>(_ type: T.Type, count: Int) -> UnsafeMutablePointer<T> {
         let raw = calloc(max(count, 1), MemoryLayout<T>.stride)!
         allocations.append(raw)
         return raw.bindMemory(to: T.self, capacity: max(count, 1))
     }
 
     /// A C struct for `value`, initialised and filled.
-    func message<M: CMessageBridged>(_ value: M) -> UnsafeMutablePointer<M.CStruct> {
+    package func message<M: CMessageBridged>(_ value: M) -> UnsafeMutablePointer<M.CStruct> {
         let c = allocate(M.CStruct.self, count: 1)
         M.cInit(c)
         value.fill(c, arena: self)
@@ -132,7 +132,7 @@ final class CArena {
     }
 
     /// An array of C structs for `values`, for a repeated message field.
-    func messages<M: CMessageBridged>(_ values: [M]) -> UnsafeMutablePointer<UnsafeMutablePointer<M.CStruct>?>? {
+    package func messages<M: CMessageBridged>(_ values: [M]) -> UnsafeMutablePointer<UnsafeMutablePointer<M.CStruct>?>? {
         guard !values.isEmpty else { return nil }
         let array = allocate(UnsafeMutablePointer<M.CStruct>?.self, count: values.count)
         for (index, value) in values.enumerated() { array[index] = message(value) }
@@ -140,7 +140,7 @@ final class CArena {
     }
 
     /// An array of C strings, for a repeated string field.
-    func strings(_ values: [String]) -> UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? {
+    package func strings(_ values: [String]) -> UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? {
         guard !values.isEmpty else { return nil }
         let array = allocate(UnsafeMutablePointer<CChar>?.self, count: values.count)
         for (index, value) in values.enumerated() { array[index] = string(value) }
@@ -148,7 +148,7 @@ final class CArena {
     }
 
     /// Binary data pointing at a copy of `bytes`.
-    func bytes(_ bytes: [UInt8]) -> ProtobufCBinaryData {
+    package func bytes(_ bytes: [UInt8]) -> ProtobufCBinaryData {
         guard !bytes.isEmpty else { return ProtobufCBinaryData(len: 0, data: nil) }
         let copy = allocate(UInt8.self, count: bytes.count)
         copy.update(from: bytes, count: bytes.count)
@@ -156,7 +156,7 @@ final class CArena {
     }
 
     /// A map field as an array of entry structs, in key order (deterministic encoding).
-    func map<Entry>(
+    package func map<Entry>(
         _ map: [String: String],
         initEntry: (UnsafeMutablePointer<Entry>) -> Void,
         set: (UnsafeMutablePointer<Entry>, UnsafeMutablePointer<CChar>, UnsafeMutablePointer<CChar>) -> Void
@@ -176,34 +176,34 @@ final class CArena {
 // MARK: - Reading C values
 
 @inline(__always)
-func swiftString(_ pointer: UnsafePointer<CChar>?) -> String {
+package func swiftString(_ pointer: UnsafePointer<CChar>?) -> String {
     guard let pointer else { return "" }
     return String(cString: pointer)
 }
 
 @inline(__always)
-func swiftString(_ pointer: UnsafeMutablePointer<CChar>?) -> String {
+package func swiftString(_ pointer: UnsafeMutablePointer<CChar>?) -> String {
     swiftString(UnsafePointer(pointer))
 }
 
-func swiftStrings(_ count: Int, _ array: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> [String] {
+package func swiftStrings(_ count: Int, _ array: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> [String] {
     guard count > 0, let array else { return [] }
     return (0..<count).map { swiftString(array[$0]) }
 }
 
-func swiftBytes(_ data: ProtobufCBinaryData) -> [UInt8] {
+package func swiftBytes(_ data: ProtobufCBinaryData) -> [UInt8] {
     guard data.len > 0, let pointer = data.data else { return [] }
     return Array(UnsafeBufferPointer(start: pointer, count: data.len))
 }
 
-func swiftMessages<M: CMessageBridged>(
+package func swiftMessages<M: CMessageBridged>(
     _ count: Int, _ array: UnsafeMutablePointer<UnsafeMutablePointer<M.CStruct>?>?, as: M.Type
 ) -> [M] {
     guard count > 0, let array else { return [] }
     return (0..<count).compactMap { array[$0].map { M(c: $0) } }
 }
 
-func swiftMap<Entry>(
+package func swiftMap<Entry>(
     _ count: Int, _ array: UnsafeMutablePointer<UnsafeMutablePointer<Entry>?>?,
     _ read: (UnsafePointer<Entry>) -> (UnsafeMutablePointer<CChar>?, UnsafeMutablePointer<CChar>?)
 ) -> [String: String] {
@@ -225,7 +225,7 @@ func swiftMap<Entry>(
 // unpacked through the generic functions with its descriptor, read from an initialised struct
 // (the descriptor constant itself cannot be addressed from Swift without copying it).
 
-func unpackNested<T>(_ initialise: (UnsafeMutablePointer<T>) -> Void, _ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<T>? {
+package func unpackNested<T>(_ initialise: (UnsafeMutablePointer<T>) -> Void, _ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<T>? {
     let scratch = UnsafeMutablePointer<T>.allocate(capacity: 1)
     defer { scratch.deallocate() }
     initialise(scratch)
@@ -234,6 +234,6 @@ func unpackNested<T>(_ initialise: (UnsafeMutablePointer<T>) -> Void, _ length: 
     return UnsafeMutableRawPointer(message).assumingMemoryBound(to: T.self)
 }
 
-func freeNested<T>(_ pointer: UnsafeMutablePointer<T>) {
+package func freeNested<T>(_ pointer: UnsafeMutablePointer<T>) {
     protobuf_c_message_free_unpacked(UnsafeMutableRawPointer(pointer).assumingMemoryBound(to: ProtobufCMessage.self), nil)
 }
