@@ -229,6 +229,7 @@ let package = Package(
             dependencies: [
                 "CosiClient", "CosiTesting", "CosiState", "CosiServer", "CosiTLS", "CosiRPC", "CosiMessages", "cosid", "cosictl",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Yams", package: "Yams"),
             ],
             // Golden files are read from the source tree (and rewritten by COSI_UPDATE_GOLDEN=1).
             exclude: ["Golden"]

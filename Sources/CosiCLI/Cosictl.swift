@@ -68,14 +68,10 @@ struct Get: AsyncParsableCommand {
     @Argument(help: "Type, or an alias of one (rd, ns, ...).") var type: String
     @Argument(help: "One resource's id.") var id: String?
     @Option(name: .shortAndLong, help: "Namespace (default: the type's default namespace, or \"default\").") var namespace: String?
-    @Option(name: .shortAndLong, help: "Output: table, yaml or json.") var output: String = "table"
+    @Option(name: .shortAndLong, help: "Output format.") var output: OutputFormat = .table
     @Option(name: [.customShort("l"), .customLong("selector")], help: "Label selector: k=v, k!=v, k, !k, k in (a,b), k<v, k<=v; comma for AND.") var selector: String?
     @Option(help: "Regular expression the id must match.") var idRegexp: String?
     @Flag(name: .shortAndLong, help: "Print the current resources, then every change as it happens.") var watch = false
-
-    func validate() throws {
-        guard ["table", "yaml", "json"].contains(output) else { throw ValidationError("-o must be table, yaml or json") }
-    }
 
     func run() async throws {
         let client = try await connection.connect()
@@ -125,9 +121,19 @@ struct Get: AsyncParsableCommand {
     }
 }
 
+/// How `cosictl get` prints resources.
+enum OutputFormat: String, CaseIterable, ExpressibleByArgument {
+    /// Aligned columns: namespace, type, id, version and the type's print columns.
+    case table
+    /// One YAML document per resource.
+    case yaml
+    /// One JSON object per line.
+    case json
+}
+
 /// Prints resources as a table, YAML documents or JSON.
 struct Printer {
-    let format: String
+    let format: OutputFormat
     let definition: Meta.ResourceDefinitionSpec?
 
     var columns: [Meta.ResourceDefinitionSpec.PrintColumn] { definition?.printColumns ?? [] }
@@ -158,14 +164,14 @@ struct Printer {
 
     func printList(_ resources: [Resource]) throws {
         switch format {
-        case "yaml":
+        case .yaml:
             for (index, resource) in resources.enumerated() {
                 if index > 0 { print("---") }
                 print(try ResourceYAML.encode(resource), terminator: "")
             }
-        case "json":
+        case .json:
             for resource in resources { print(try json(resource, event: nil)) }
-        default:
+        case .table:
             printTable([header(watching: false)] + resources.map { row($0, marker: nil) })
         }
     }
@@ -180,12 +186,12 @@ struct Printer {
         default: return
         }
         switch format {
-        case "yaml":
+        case .yaml:
             print("---")
             print(try ResourceYAML.encode(resource, event: name), terminator: "")
-        case "json":
+        case .json:
             print(try json(resource, event: name))
-        default:
+        case .table:
             let marker = event.type == .created ? "+" : event.type == .destroyed ? "-" : " "
             printTable([row(resource, marker: marker)])
         }

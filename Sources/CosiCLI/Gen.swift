@@ -19,16 +19,13 @@ struct Gen: ParsableCommand {
 }
 
 struct KeyOptions: ParsableArguments {
-    @Option(help: "Key algorithm: ed25519, ecdsa-p256 or rsa-2048.") var algorithm: String = "ed25519"
+    @Option(help: "Key algorithm.") var algorithm: KeyAlgorithm = .ed25519
     @Option(help: "Days of validity.") var days: Int = 365
     @Option(help: "Output path prefix: writes PREFIX.crt and PREFIX.key (mode 0600).") var out: String
 
     func validate() throws {
-        guard KeyAlgorithm(rawValue: algorithm) != nil else { throw ValidationError("--algorithm must be ed25519, ecdsa-p256 or rsa-2048") }
         guard days >= 1 else { throw ValidationError("--days must be at least 1") }
     }
-
-    var keyAlgorithm: KeyAlgorithm { KeyAlgorithm(rawValue: algorithm)! }
 
     func write(_ certificate: Certificate, _ key: PrivateKey) throws {
         for path in [out + ".crt", out + ".key"] where FileManager.default.fileExists(atPath: path) {
@@ -53,7 +50,7 @@ struct GenCA: ParsableCommand {
     @Option(help: "The CA's common name.") var name = "cosi CA"
 
     func run() throws {
-        let privateKey = try PrivateKey(generating: key.keyAlgorithm)
+        let privateKey = try PrivateKey(generating: key.algorithm)
         let certificate = try CertificateFactory.issue(CertificateProfile(commonName: name, usage: .certificateAuthority, validDays: key.days), key: privateKey)
         try key.write(certificate, privateKey)
     }
@@ -69,7 +66,7 @@ struct GenServer: ParsableCommand {
 
     func run() throws {
         let issuer = try loadIssuer(ca)
-        let privateKey = try PrivateKey(generating: key.keyAlgorithm)
+        let privateKey = try PrivateKey(generating: key.algorithm)
         let ips = host.filter { $0.contains(":") || $0.allSatisfy { $0.isNumber || $0 == "." } }
         let names = host.filter { !ips.contains($0) }
         let certificate = try CertificateFactory.issue(
@@ -89,7 +86,7 @@ struct GenClient: ParsableCommand {
 
     func run() throws {
         let issuer = try loadIssuer(ca)
-        let privateKey = try PrivateKey(generating: key.keyAlgorithm)
+        let privateKey = try PrivateKey(generating: key.algorithm)
         let certificate = try CertificateFactory.issue(
             CertificateProfile(commonName: name, organizations: role, usage: .client, validDays: key.days),
             key: privateKey, issuer: issuer
@@ -122,3 +119,5 @@ struct GenConfig: ParsableCommand {
         print("wrote context \"\(name)\" to \(path)")
     }
 }
+
+extension KeyAlgorithm: ExpressibleByArgument {}

@@ -9,7 +9,7 @@ import Darwin
 #endif
 
 /// How often SQLite makes commits durable.
-public enum SyncMode: String, Sendable, CaseIterable {
+public enum SyncMode: String, Sendable, CaseIterable, Codable {
     /// fsync on every commit group: survives power loss.
     case full
     /// fsync at WAL checkpoints: survives a crash of the process, not of the machine.

@@ -37,110 +37,109 @@ struct Cosid: AsyncParsableCommand {
     @Flag(help: "Print the effective configuration (after the config file and flags) as YAML, and exit.")
     var printConfig = false
 
-    @Option(help: "Serve metrics in the Prometheus text format at http://ADDRESS/metrics (host:port; off by default; use a loopback address).")
-    var metricsListen: String?
+    // Each flag overrides the setting of the same name (see CosidSettings for the defaults).
+    @Option(help: "Address to listen on: host:port (mutual TLS), or unix:/path for a local admin socket (peer credentials; root is os:admin). Repeat for several; the first must be host:port. (default: \(CosidSettings.defaults.listen.joined(separator: ",")))")
+    var listen: [String] = []
 
-    @Option(help: "Log format: text or json (one JSON object per line).")
-    var logFormat: String = "text"
+    @Option(help: "Directory of the development certificates, created on first run when --ca/--cert/--key are not all given. (default: \(CosidSettings.defaults.certsDir))")
+    var certsDir: String?
 
-    @Option(help: "Address to listen on: host:port (mutual TLS), or unix:/path for a local admin socket (peer credentials; root is os:admin). Repeat for several; the first must be host:port.")
-    var listen: [String] = ["127.0.0.1:50000"]
-
-    @Option(help: "Directory of the development certificates (created on first run when --ca/--cert/--key are not given).")
-    var certsDir = "Certs"
-
-    @Option(help: "CA bundle that client certificates must chain to (default: <certs-dir>/ca.crt).")
+    @Option(help: "CA bundle that client certificates must chain to. (default: <certs-dir>/ca.crt)")
     var ca: String?
 
-    @Option(help: "Server certificate chain, PEM (default: <certs-dir>/server.crt).")
+    @Option(help: "Server certificate chain, PEM. (default: <certs-dir>/server.crt)")
     var cert: String?
 
-    @Option(help: "Server private key, PEM (default: <certs-dir>/server.key).")
+    @Option(help: "Server private key, PEM. (default: <certs-dir>/server.key)")
     var key: String?
 
-    @Option(help: "Directory of the state database (resources and event log, SQLite).")
-    var dataDir = "data"
+    @Option(help: "Directory of the state database (resources and event log, SQLite). (default: \(CosidSettings.defaults.dataDir))")
+    var dataDir: String?
 
-    @Option(help: "When commits are made durable: full (fsync every commit group; survives power loss) or normal (at checkpoints; survives a process crash).")
-    var sync: String = "full"
+    @Option(help: "When commits are made durable: full (fsync every commit group; survives power loss) or normal (at checkpoints; survives a process crash). (default: \(CosidSettings.defaults.sync.rawValue))")
+    var sync: SyncMode?
 
-    @Flag(help: "Keep the state in memory only: nothing is written to disk, everything is lost on exit.")
-    var inMemory = false
+    @Flag(inversion: .prefixedNo, help: "Keep the state in memory only: nothing is written to disk, everything is lost on exit. (default: off)")
+    var inMemory: Bool?
 
-    @Option(help: "Keep at least this many of the most recent events in the event log.")
-    var retainEvents = 100_000
+    @Option(help: "Keep at least this many of the most recent events in the event log. (default: \(CosidSettings.defaults.retainEvents))")
+    var retainEvents: Int?
 
-    @Option(help: "Also keep every event younger than this many seconds.")
+    @Option(help: "Also keep every event younger than this many seconds. (default: none)")
     var retainSeconds: Int64?
 
-    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
-    var logLevel: String = "info"
+    @Option(help: "Log level: \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")). (default: \(CosidSettings.defaults.logLevel.rawValue))")
+    var logLevel: Logger.Level?
 
-    @Option(help: "Seconds a graceful shutdown lets calls in flight finish.")
-    var gracePeriod: Int = 10
+    @Option(help: "Log format: text, or json (one object per line). (default: \(CosidSettings.defaults.logFormat.rawValue))")
+    var logFormat: LogFormat?
 
-    @Option(help: "Seconds a TLS handshake may take.")
-    var handshakeTimeout: Int = 10
+    @Option(help: "Serve metrics in the Prometheus text format at http://ADDRESS/metrics (host:port; use a loopback address). (default: off)")
+    var metricsListen: String?
 
-    @Option(help: "Seconds of idleness before the server pings a connection.")
-    var keepalive: Int = 60
+    @Option(help: "Seconds a graceful shutdown lets calls in flight finish. (default: \(CosidSettings.defaults.gracePeriod))")
+    var gracePeriod: Int?
 
-    @Option(help: "Largest frame payload accepted, in bytes (16384 to 67108864).")
-    var maxFrameSize: UInt32 = RPCSettings.defaultMaxFrameSize
+    @Option(help: "Seconds a TLS handshake may take. (default: \(CosidSettings.defaults.handshakeTimeout))")
+    var handshakeTimeout: Int?
 
-    @Option(help: "The most connections open at once; further ones are closed on accept.")
-    var maxConnections = 10_000
+    @Option(help: "Seconds of idleness before the server pings a connection. (default: \(CosidSettings.defaults.keepalive))")
+    var keepalive: Int?
 
-    @Option(help: "Concurrent calls allowed on one connection.")
-    var maxConcurrentStreams: UInt32 = RPCSettings.defaultMaxConcurrentStreams
+    @Option(help: "Largest frame payload accepted, in bytes (16384 to 67108864). (default: \(CosidSettings.defaults.maxFrameSize))")
+    var maxFrameSize: UInt32?
 
-    func validate() throws {
-        guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format must be text or json") }
-        guard Logger.Level(rawValue: logLevel) != nil else {
-            throw ValidationError("unknown --log-level \(logLevel); use trace, debug, info, notice, warning, error or critical")
+    @Option(help: "The most connections open at once; further ones are closed on accept. (default: \(CosidSettings.defaults.maxConnections))")
+    var maxConnections: Int?
+
+    @Option(help: "Concurrent calls allowed on one connection. (default: \(CosidSettings.defaults.maxConcurrentStreams))")
+    var maxConcurrentStreams: UInt32?
+
+    /// The defaults, then the config file, then the flags given.
+    func effectiveSettings() throws -> CosidSettings {
+        var settings = try config.map(CosidSettings.load(file:)) ?? .defaults
+        func overlay<T>(_ flag: T?, _ setting: WritableKeyPath<CosidSettings, T>) {
+            if let flag { settings[keyPath: setting] = flag }
         }
-        guard RPCSettings.frameSizeRange.contains(maxFrameSize) else {
-            throw ValidationError("--max-frame-size must be within \(RPCSettings.frameSizeRange)")
+        // For optional settings: a flag not given must not reset the file's value to nil.
+        func overlay<T>(_ flag: T?, _ setting: WritableKeyPath<CosidSettings, T?>) {
+            if let flag { settings[keyPath: setting] = flag }
         }
-        guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
-        guard maxConcurrentStreams >= 1 else { throw ValidationError("--max-concurrent-streams must be at least 1") }
-        guard SyncMode(rawValue: sync) != nil else { throw ValidationError("--sync must be full or normal, not \(sync)") }
-        guard retainEvents >= 1 else { throw ValidationError("--retain-events must be at least 1") }
-        _ = try parseListen()
+        if !listen.isEmpty { settings.listen = listen }
+        overlay(certsDir, \.certsDir)
+        overlay(ca, \.ca)
+        overlay(cert, \.cert)
+        overlay(key, \.key)
+        overlay(dataDir, \.dataDir)
+        overlay(sync, \.sync)
+        overlay(inMemory, \.inMemory)
+        overlay(retainEvents, \.retainEvents)
+        overlay(retainSeconds, \.retainSeconds)
+        overlay(logLevel, \.logLevel)
+        overlay(logFormat, \.logFormat)
+        overlay(metricsListen, \.metricsListen)
+        overlay(gracePeriod, \.gracePeriod)
+        overlay(handshakeTimeout, \.handshakeTimeout)
+        overlay(keepalive, \.keepalive)
+        overlay(maxFrameSize, \.maxFrameSize)
+        overlay(maxConnections, \.maxConnections)
+        overlay(maxConcurrentStreams, \.maxConcurrentStreams)
+        try settings.validate()
+        return settings
     }
 
-    /// The listen addresses: the first is TCP (the TLS listener), the rest TCP or Unix sockets.
-    private func parseListen() throws -> (String, Int, [ListenAddress]) {
-        var addresses: [ListenAddress] = []
-        for entry in listen.flatMap({ $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }) {
-            if entry.hasPrefix("unix:") {
-                let path = String(entry.dropFirst(5))
-                guard path.hasPrefix("/") else { throw ValidationError("--listen \(entry): give an absolute socket path, e.g. unix:/run/cosi/cosid.sock") }
-                addresses.append(.unix(path: path))
-                continue
-            }
-            guard let colon = entry.lastIndex(of: ":"), let port = Int(entry[entry.index(after: colon)...]), (0...65535).contains(port) else {
-                throw ValidationError("--listen \(entry) must be host:port (e.g. 127.0.0.1:50000) or unix:/path")
-            }
-            var host = String(entry[..<colon])
-            if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-            addresses.append(.tcp(host: host, port: port))
-        }
-        guard case .tcp(let host, let port)? = addresses.first else {
-            throw ValidationError("the first --listen address must be host:port (the mutual-TLS listener)")
-        }
-        return (host, port, Array(addresses.dropFirst()))
+    func validate() throws {
+        _ = try effectiveSettings()
     }
 
     mutating func run() async throws {
-        if let config { try applyConfigFile(config) }
-        try validate()
+        let settings = try effectiveSettings()
         if printConfig {
-            print(effectiveConfiguration(), terminator: "")
+            print(try settings.yaml(), terminator: "")
             return
         }
-        let level = Logger.Level(rawValue: logLevel)!
-        let json = logFormat == "json"
+        let level = settings.logLevel
+        let json = settings.logFormat == .json
         LoggingSystem.bootstrap { label in
             if json { return JSONLogHandler(label: label, level: level) }
             var handler = StreamLogHandler.standardError(label: label)
@@ -150,11 +149,7 @@ struct Cosid: AsyncParsableCommand {
         let logger = Logger(label: "cosid")
         raiseOpenFileLimit(logger: logger)
         var metricsEndpoint: MetricsEndpoint?
-        if let metricsListen {
-            guard let colon = metricsListen.lastIndex(of: ":"), let metricsPort = Int(metricsListen[metricsListen.index(after: colon)...]) else {
-                throw ValidationError("--metrics-listen must be host:port, e.g. 127.0.0.1:9100")
-            }
-            let metricsHost = String(metricsListen[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        if let (metricsHost, metricsPort) = try settings.metricsAddress() {
             if !["127.0.0.1", "::1", "localhost"].contains(metricsHost) {
                 logger.warning("the metrics endpoint is plain HTTP without authentication; \(metricsHost) is not a loopback address")
             }
@@ -163,18 +158,18 @@ struct Cosid: AsyncParsableCommand {
             metricsEndpoint = MetricsEndpoint(host: metricsHost, port: metricsPort, registry: registry, logger: logger)
         }
 
-        let certificates = DevelopmentCertificates(directory: certsDir)
-        if ca == nil || cert == nil || key == nil {
+        let certificates = DevelopmentCertificates(directory: settings.certsDir)
+        if settings.ca == nil || settings.cert == nil || settings.key == nil {
             if try certificates.ensure() {
                 logger.notice("generated development certificates", metadata: [
-                    "dir": "\(certsDir)", "client": "\(certificates.adminCertificate)",
+                    "dir": "\(settings.certsDir)", "client": "\(certificates.adminCertificate)",
                 ])
             }
         }
         let material = TLSConfiguration(
-            certificateChain: .file(cert ?? certificates.serverCertificate),
-            privateKey: .file(key ?? certificates.serverKey),
-            trustRoots: .file(ca ?? certificates.caCertificate)
+            certificateChain: .file(settings.cert ?? certificates.serverCertificate),
+            privateKey: .file(settings.key ?? certificates.serverKey),
+            trustRoots: .file(settings.ca ?? certificates.caCertificate)
         )
         let tls: TLSContext
         do {
@@ -185,24 +180,24 @@ struct Cosid: AsyncParsableCommand {
         }
         warnAboutExpiry(material, logger: logger)
 
-        let (host, port, additional) = try parseListen()
+        let (host, port, additional) = try settings.listenAddresses()
         var configuration = RPCServerConfiguration(host: host, port: port, tls: tls)
         configuration.additionalListeners = additional
-        configuration.maximumConnections = maxConnections
-        configuration.gracePeriod = .seconds(Int64(gracePeriod))
-        configuration.handshakeTimeout = .seconds(Int64(handshakeTimeout))
-        configuration.connection.keepaliveInterval = .seconds(Int64(keepalive))
-        configuration.connection.settings.maxFrameSize = maxFrameSize
-        configuration.connection.settings.maxConcurrentStreams = maxConcurrentStreams
+        configuration.maximumConnections = settings.maxConnections
+        configuration.gracePeriod = .seconds(Int64(settings.gracePeriod))
+        configuration.handshakeTimeout = .seconds(Int64(settings.handshakeTimeout))
+        configuration.connection.keepaliveInterval = .seconds(Int64(settings.keepalive))
+        configuration.connection.settings.maxFrameSize = settings.maxFrameSize
+        configuration.connection.settings.maxConcurrentStreams = settings.maxConcurrentStreams
 
         let engine: StateEngine
         do {
             var stateConfiguration = StateEngineConfiguration()
-            stateConfiguration.retention = RetentionPolicy(minimumEvents: retainEvents, maximumAgeSeconds: retainSeconds)
-            let storage: any StateStorage = inMemory ? MemoryStorage() : try SQLiteStorage(directory: dataDir, sync: SyncMode(rawValue: sync)!)
+            stateConfiguration.retention = RetentionPolicy(minimumEvents: settings.retainEvents, maximumAgeSeconds: settings.retainSeconds)
+            let storage: any StateStorage = settings.inMemory ? MemoryStorage() : try SQLiteStorage(directory: settings.dataDir, sync: settings.sync)
             engine = try StateEngine(storage: storage, configuration: stateConfiguration, logger: logger)
             logger.info("state loaded", metadata: [
-                "storage": "\(inMemory ? "memory" : dataDir + "/state.db")", "sync": "\(inMemory ? "none" : sync)",
+                "storage": "\(settings.inMemory ? "memory" : settings.dataDir + "/state.db")", "sync": "\(settings.inMemory ? "none" : settings.sync.rawValue)",
                 "resources": "\(engine.resourceCount)", "revision": "\(engine.revision)",
             ])
         } catch {
@@ -213,7 +208,7 @@ struct Cosid: AsyncParsableCommand {
         do {
             try await server.start()
         } catch {
-            logger.critical("cannot listen on \(listen.joined(separator: ", ")): \(error)")
+            logger.critical("cannot listen on \(settings.listen.joined(separator: ", ")): \(error)")
             throw ExitCode.failure
         }
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(

@@ -1,6 +1,7 @@
 import CosiClient
 import Foundation
 import Testing
+import Yams
 
 /// Runs the real `cosid` executable: first-run certificates, Info over mutual TLS, logs, SIGTERM.
 @Suite("cosid process", .timeLimit(.minutes(1)))
@@ -123,30 +124,64 @@ struct CosidConfigTests {
         return (process.terminationStatus, outText, errText)
     }
 
-    @Test func settingsComeFromTheFileAndFlagsWin() throws {
+    func temporaryFile(_ text: String) throws -> String {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("cosid-\(UUID().uuidString).yaml").path
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test func settingsComeFromTheFileAndFlagsWin() throws {
+        let path = try temporaryFile("""
+            listen: 0.0.0.0:6000
+            sync: normal
+            retain-events: 500
+            retain-seconds: 30
+            in-memory: true
+            data-dir: "/var/lib/cosi: test #1"
+            """)
         defer { try? FileManager.default.removeItem(atPath: path) }
-        try "listen: 0.0.0.0:6000\nsync: normal\nretain-events: 500\nin-memory: true\n".write(toFile: path, atomically: true, encoding: .utf8)
-        let (status, out, _) = try run(["--config", path, "--print-config", "--retain-events", "7"])
+        let (status, out, err) = try run(["--config", path, "--print-config", "--retain-events", "7"])
+        #expect(status == 0, "\(err)")
+        let printed = try #require(try Yams.load(yaml: out) as? [String: Any])
+        #expect(printed["listen"] as? [String] == ["0.0.0.0:6000"], "one address or a list")
+        #expect(printed["sync"] as? String == "normal")
+        #expect(printed["in-memory"] as? Bool == true)
+        #expect(printed["retain-events"] as? Int == 7, "the flag wins over the file")
+        #expect(printed["retain-seconds"] as? Int == 30, "a flag not given leaves the file's optional setting alone")
+        #expect(printed["data-dir"] as? String == "/var/lib/cosi: test #1", "values are quoted when YAML needs it")
+        #expect(printed["log-level"] as? String == "info", "defaults fill the rest")
+    }
+
+    @Test func printedConfigurationReadsBackTheSame() throws {
+        let path = try temporaryFile("data-dir: \"a: b\"\nmetrics-listen: \"[::1]:9100\"\nlog-format: json\n")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let (status, first, _) = try run(["--config", path, "--print-config"])
         #expect(status == 0)
-        #expect(out.contains("listen: 0.0.0.0:6000\n"))
-        #expect(out.contains("sync: normal\n"))
-        #expect(out.contains("in-memory: true\n"))
-        #expect(out.contains("retain-events: 7\n"), "the flag wins over the file")
-        #expect(out.contains("data-dir: data\n"), "defaults fill the rest")
+        let again = try temporaryFile(first)
+        defer { try? FileManager.default.removeItem(atPath: again) }
+        let (status2, second, err) = try run(["--config", again, "--print-config"])
+        #expect(status2 == 0, "\(err)")
+        #expect(second == first)
     }
 
     @Test func unknownSettingsAndBadValuesAreClearErrors() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("cosid-\(UUID().uuidString).yaml").path
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        try "lisen: 1\n".write(toFile: path, atomically: true, encoding: .utf8)
-        let (status, _, err) = try run(["--config", path, "--print-config"])
+        for (text, message) in [
+            ("lisen: 1\n", "unknown setting \"lisen\""),
+            ("sync: sometimes\n", "sync must be one of full, normal"),
+            ("keepalive: often\n", "keepalive must be a whole number"),
+            ("in-memory: perhaps\n", "in-memory must be true or false"),
+            ("- a\n- b\n", "must be a mapping of setting: value"),
+            ("max-frame-size: 100\n", "max-frame-size must be within 16384...67108864"),
+        ] {
+            let path = try temporaryFile(text)
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            let (status, _, err) = try run(["--config", path, "--print-config"])
+            #expect(status != 0)
+            #expect(err.contains(message), "\(text): \(err)")
+        }
+        let (status, _, err) = try run(["--sync", "sometimes"])
         #expect(status != 0)
-        #expect(err.contains("unknown setting \"lisen\""))
-        try "sync: sometimes\n".write(toFile: path, atomically: true, encoding: .utf8)
-        let (status2, _, err2) = try run(["--config", path, "--print-config"])
-        #expect(status2 != 0)
-        #expect(err2.contains("--sync must be full or normal"))
+        #expect(err.contains("'sometimes' is invalid for '--sync"), "\(err)")
     }
 }
 
