@@ -31,6 +31,8 @@ public final class SQLiteStorage: StateStorage, @unchecked Sendable {
     private let oldest = NIOLockedValueBox<UInt64>(1)
     private var lastRevision: UInt64 = 0
     public let path: String
+    /// Log reads are SQLite queries on disk.
+    public var readsBlock: Bool { true }
 
     private let insertEvent: SQLiteStatement
     private let upsertResource: SQLiteStatement

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Metrics
 import NIOConcurrencyHelpers
+import NIOPosix
 
 /// Settings of a ``StateEngine``.
 public struct StateEngineConfiguration: Sendable {
@@ -46,6 +47,9 @@ public final class StateEngine: Sendable {
     let configuration: StateEngineConfiguration
     let shared: NIOLockedValueBox<Shared>
     private let committer: Committer
+    /// The thread that runs blocking log reads for watches (storage with `readsBlock`), so they
+    /// never occupy the cooperative pool. One thread: the storage has one reader connection.
+    private let reader: NIOThreadPool?
     private let logger: Logger
 
     /// Loads the state from `storage` and starts the committer.
@@ -63,12 +67,29 @@ public final class StateEngine: Sendable {
         self.logger = logger
         self.shared = NIOLockedValueBox(Shared(store: store))
         self.committer = Committer(maximumGroup: configuration.maximumCommitGroup)
+        self.reader = storage.readsBlock ? NIOThreadPool(numberOfThreads: 1) : nil
+        reader?.start()
         committer.start(self)
     }
 
-    /// Stops the committer after the writes already queued.
+    /// Stops the committer after the writes already queued, and the reader thread. Call it once
+    /// nothing uses the engine any more (cosid: after the server has returned).
     public func shutdown() {
         committer.stop()
+        reader?.shutdownGracefully { _ in }
+    }
+
+    /// Runs a log read: on the reader thread when storage blocks, inline otherwise.
+    func read<T: Sendable>(_ body: @escaping @Sendable (any StateStorage) throws(StateError) -> T) async throws(StateError) -> T {
+        let storage = self.storage
+        guard let reader else { return try body(storage) }
+        do {
+            return try await reader.runIfActive { try body(storage) }
+        } catch let error as StateError {
+            throw error
+        } catch {
+            throw StateError(.unavailable, "the state engine is shut down")
+        }
     }
 
     /// The revision of the last committed change.
@@ -139,7 +160,7 @@ public final class StateEngine: Sendable {
         // Watch first, so a finalizer removed right after the teardown is not missed.
         var request = WatchRequest(namespace: address.kind.namespace, type: address.kind.type, id: address.id)
         request.apiVersion = 1
-        let watch = try self.watch(request)
+        let watch = try await self.watch(request)
         var ready = try await teardown(address, owner: owner)
         var events = watch.makeAsyncIterator()
         while true {

@@ -16,8 +16,12 @@ public struct RetentionPolicy: Hashable, Sendable {
 }
 
 /// Where the resources and the event log live. The engine calls `commit` from one writer thread
-/// at a time, with events in revision order; reads may come from any thread.
+/// at a time, with events in revision order; reads may come from any thread. When
+/// `readsBlock` is true, the engine makes its log reads (`events`, `tailStart`) on its reader
+/// thread, never on the cooperative pool.
 public protocol StateStorage: Sendable {
+    /// Whether `events` and `tailStart` do blocking I/O.
+    var readsBlock: Bool { get }
     /// Everything needed to rebuild the state at start.
     func load() throws(StateError) -> (resources: [Resource], revision: UInt64)
     /// Durably records a batch of events and the resulting resources, all or nothing.
@@ -44,6 +48,9 @@ public final class MemoryStorage: StateStorage {
     private let log = NIOLockedValueBox((entries: Deque<Entry>(), last: UInt64(0)))
 
     public init() {}
+
+    /// Reads are lookups in memory.
+    public var readsBlock: Bool { false }
 
     public func load() throws(StateError) -> (resources: [Resource], revision: UInt64) {
         ([], 0)

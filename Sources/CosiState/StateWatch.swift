@@ -1,4 +1,5 @@
 import CosiMessages
+import NIOConcurrencyHelpers
 
 extension StateEngine {
     /// Starts a watch (state.md, "Watch"). Setup errors are thrown here, before anything is sent.
@@ -7,7 +8,7 @@ extension StateEngine {
     /// one), then each group of events that is ready. A watcher that falls behind reads the log
     /// and rejoins the live queue, losing nothing; one that falls behind the retained history gets
     /// an ERRORED event (api_version 1) and then the error `.historyLost`.
-    public func watch(_ request: WatchRequest) throws(StateError) -> StateWatch {
+    public func watch(_ request: WatchRequest) async throws(StateError) -> StateWatch {
         try validateAddress(namespace: request.namespace, type: request.type, id: nil)
         let options = request.options ?? WatchOptions()
         let kind = ResourceKind(namespace: request.namespace, type: request.type)
@@ -44,7 +45,8 @@ extension StateEngine {
                 }
                 session.cursor = revision
             } else if tail {
-                if let start = try storage.tailStart(kind: kind, id: request.id, count: Int(options.tailEvents), upTo: current) {
+                let id = request.id, count = Int(options.tailEvents)
+                if let start = try await read({ storage throws(StateError) in try storage.tailStart(kind: kind, id: id, count: count, upTo: current) }) {
                     session.cursor = start - 1
                 } else {
                     // Nothing to replay: go live (or catch up the few events published since).
@@ -68,14 +70,27 @@ extension StateEngine {
             unregister(inbox)
             throw error
         }
-        return StateWatch(session: session)
+        return StateWatch(engine: self, session: session)
     }
 }
 
-/// The events of one watch, in batches. Iterate it from one task.
+/// The events of one watch, in batches.
+///
+/// A watch has one consumer: `makeAsyncIterator()` hands the watch's state to the one iterator
+/// it makes (calling it again is a programming error), and the iterator is not `Sendable`, so
+/// only the task that made it can advance it. The sequence itself may be passed around to
+/// close the watch or read its queue length.
 public struct StateWatch: AsyncSequence, Sendable {
     public typealias Element = [Event]
-    let session: WatchSession
+    private let engine: StateEngine
+    private let inbox: WatcherInbox
+    private let session: TakeOnce<WatchSession>
+
+    init(engine: StateEngine, session: WatchSession) {
+        self.engine = engine
+        self.inbox = session.inbox
+        self.session = TakeOnce(session)
+    }
 
     public struct AsyncIterator: AsyncIteratorProtocol {
         let session: WatchSession
@@ -84,20 +99,42 @@ public struct StateWatch: AsyncSequence, Sendable {
         }
     }
 
-    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(session: session) }
+    public func makeAsyncIterator() -> AsyncIterator {
+        guard let session = session.take() else {
+            preconditionFailure("a StateWatch has one consumer: makeAsyncIterator() was called twice")
+        }
+        return AsyncIterator(session: session)
+    }
 
-    /// Ends the watch now (also happens when the iterating task is cancelled).
-    public func close() { session.close() }
+    /// Ends the watch now (also happens when the iterating task is cancelled, or when the
+    /// iterator is dropped).
+    public func close() { engine.unregister(inbox) }
 
     /// Live events queued for this watch and not yet taken (bounded by
     /// ``StateEngineConfiguration/watcherQueueCapacity``; beyond it the watch reads the log).
-    public var queuedEventCount: Int { session.inbox.queuedCount }
+    public var queuedEventCount: Int { inbox.queuedCount }
 }
 
-/// The state of one watch. Used by one task at a time (its iterator); the inbox is the only
-/// part shared with the committer.
-final class WatchSession: @unchecked Sendable {
-    // @unchecked Sendable: mutable fields are touched only by the one task iterating the watch.
+/// Holds a value until one taker moves it out. The value is never touched by two threads: it is
+/// handed over once, under the lock, like a `sending` parameter.
+final class TakeOnce<Value>: @unchecked Sendable {
+    // @unchecked Sendable: `value` is read and cleared only under `lock`, exactly once.
+    private let lock = NIOLock()
+    private var value: Value?
+
+    init(_ value: Value) { self.value = value }
+
+    func take() -> Value? {
+        lock.withLock {
+            defer { value = nil }
+            return value
+        }
+    }
+}
+
+/// The state of one watch, owned by its one iterator; the inbox is the only part shared with the
+/// committer.
+final class WatchSession {
     let engine: StateEngine
     let inbox: WatcherInbox
     let kind: ResourceKind
@@ -122,10 +159,6 @@ final class WatchSession: @unchecked Sendable {
     }
 
     deinit { engine.unregister(inbox) }
-
-    func close() {
-        engine.unregister(inbox)
-    }
 
     func next() async throws -> [Event]? {
         if finished { return nil }
@@ -166,7 +199,10 @@ final class WatchSession: @unchecked Sendable {
                 let target = engine.revision
                 StateMetrics.watcherLag.record(Int64(target) - Int64(cursor))
                 let limit = engine.configuration.catchUpBatch
-                let events = try engine.storage.events(after: cursor, upTo: target, kind: kind, limit: limit)
+                let (after, kind) = (cursor, kind)
+                let events = try await engine.read { storage throws(StateError) in
+                    try storage.events(after: after, upTo: target, kind: kind, limit: limit)
+                }
                 if events.count == limit {
                     cursor = events.last!.revision
                 } else {

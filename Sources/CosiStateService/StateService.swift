@@ -56,7 +56,7 @@ public enum StateService {
                 return DestroyResponse()
             },
             .serverStreaming(watch, WatchRequest.self, WatchResponse.self, waitsOnOthers: true) { request, _, writer in
-                let watch = try mapped { try engine.watch(request) }
+                let watch = try await mapped { try await engine.watch(request) }
                 defer { watch.close() }
                 // The empty response says "ready": setup succeeded.
                 try await writer.write(WatchResponse())

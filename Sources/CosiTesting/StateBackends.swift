@@ -173,7 +173,7 @@ public struct EngineBackend: StateBackend {
     }
 
     public func watch(_ request: WatchRequest) async throws -> WatchProbe {
-        let watch = try await mapped { try engine.watch(request) }
+        let watch = try await mapped { try await engine.watch(request) }
         let probe = WatchProbe()
         probe.start(MappedWatch(base: watch))
         return probe

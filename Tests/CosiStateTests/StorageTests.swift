@@ -26,7 +26,7 @@ struct StorageTests {
             _ = try await engine.create(Self.resource("b"), owner: "")
             var request = WatchRequest(namespace: kind.namespace, type: kind.type)
             request.options = WatchOptions(bootstrapBookmark: true)
-            var watch = try engine.watch(request).makeAsyncIterator()
+            var watch = try await engine.watch(request).makeAsyncIterator()
             bookmark = try #require(try await watch.next()?.first?.bookmark)
             a.metadata.labels = ["x": "y"]
             a = try await engine.update(a, owner: "o")
@@ -45,7 +45,7 @@ struct StorageTests {
         // A bookmark from before the restart replays exactly what came after it.
         var request = WatchRequest(namespace: kind.namespace, type: kind.type)
         request.options = WatchOptions(startFromBookmark: bookmark)
-        var watch = try engine.watch(request).makeAsyncIterator()
+        var watch = try await engine.watch(request).makeAsyncIterator()
         var replay: [Event] = []
         while replay.count < 3, let batch = try await watch.next() { replay += batch }
         #expect(replay.map(\.type) == [.updated, .destroyed, .created])
@@ -91,12 +91,12 @@ struct StorageTests {
         let engine = backend.engine
         var request = WatchRequest(namespace: kind.namespace, type: kind.type)
         request.options = WatchOptions(bootstrapBookmark: true)
-        var first = try engine.watch(request).makeAsyncIterator()
+        var first = try await engine.watch(request).makeAsyncIterator()
         let early = try #require(try await first.next()?.first?.bookmark)
         for index in 0..<50 { _ = try await engine.create(Self.resource("r\(index)"), owner: "") }
         request.options = WatchOptions(startFromBookmark: early)
-        #expect {
-            _ = try engine.watch(request)
+        await #expect {
+            _ = try await engine.watch(request)
         } throws: { error in
             (error as? StateError)?.code == .bookmarkUnusable && "\(error)".contains("older than the retained history")
         }
@@ -112,7 +112,7 @@ struct SlowWatcherTests {
         let backend = storage == "memory" ? try StateBackends.memory(configuration: configuration) : try StateBackends.sqlite(configuration: configuration)
         defer { Task { await backend.close() } }
         let engine = backend.engine
-        let watch = try engine.watch(WatchRequest(namespace: "default", type: "Slow.test.dev"))
+        let watch = try await engine.watch(WatchRequest(namespace: "default", type: "Slow.test.dev"))
         var events = watch.makeAsyncIterator()
         let total = 100_000
         let base = engine.revision
@@ -163,7 +163,7 @@ struct HistoryLostTests {
         let backend = try StateBackends.memory(configuration: configuration)
         defer { Task { await backend.close() } }
         let engine = backend.engine
-        let watch = try engine.watch(WatchRequest(namespace: "default", type: "Lost.test.dev", apiVersion: 1))
+        let watch = try await engine.watch(WatchRequest(namespace: "default", type: "Lost.test.dev", apiVersion: 1))
         var events = watch.makeAsyncIterator()
         // The watcher reads nothing while 200 events pass; only the last 20 are retained.
         for index in 0..<200 { _ = try await engine.create(StateConformance.resource("Lost.test.dev", "r\(index)"), owner: "") }
@@ -172,5 +172,34 @@ struct HistoryLostTests {
         #expect(batch.first?.type == .errored)
         #expect(batch.first?.error?.contains("fell behind") == true)
         await #expect { _ = try await events.next() } throws: { ($0 as? StateError)?.code == .historyLost }
+    }
+}
+
+@Suite("One consumer per watch")
+struct SingleConsumerWatchTests {
+    @Test func aSecondIteratorIsRefused() async {
+        await #expect(processExitsWith: .failure) {
+            let engine = try StateEngine(storage: MemoryStorage())
+            let watch = try await engine.watch(WatchRequest(namespace: "default", type: "Once.test.dev"))
+            _ = watch.makeAsyncIterator()
+            _ = watch.makeAsyncIterator()
+        }
+    }
+
+    @Test func closingFromAnotherTaskEndsTheIteration() async throws {
+        let engine = try StateEngine(storage: MemoryStorage())
+        defer { engine.shutdown() }
+        let watch = try await engine.watch(WatchRequest(namespace: "default", type: "Once.test.dev"))
+        #expect(engine.watcherCount == 1)
+        let consumer = Task {
+            var count = 0
+            for try await batch in watch { count += batch.count }
+            return count
+        }
+        // The sequence is Sendable so another task can end the watch; the iterator stays with
+        // the consumer.
+        Task { watch.close() }
+        #expect(try await consumer.value == 0)
+        #expect(engine.watcherCount == 0)
     }
 }
