@@ -123,4 +123,18 @@ public struct ConnectionOptions: ParsableArguments {
             throw ValidationError("cannot connect to \(address): \(text)")
         }
     }
+
+    /// Connects, runs `body`, and closes the connection (GOAWAY) before returning, so the
+    /// server sees a clean close when cosictl exits.
+    func withClient<R>(_ body: (CosiClient) async throws -> R) async throws -> R {
+        let client = try await connect()
+        do {
+            let result = try await body(client)
+            await client.close()
+            return result
+        } catch {
+            await client.close()
+            throw error
+        }
+    }
 }

@@ -74,49 +74,49 @@ struct Get: AsyncParsableCommand {
     @Flag(name: .shortAndLong, help: "Print the current resources, then every change as it happens.") var watch = false
 
     func run() async throws {
-        let client = try await connection.connect()
-        defer { Task { await client.close() } }
-        let (ns, resolved, definition) = try await resolveKind(type, namespace: namespace, client: client)
-        let labelQueries = try selector.map { [try LabelSelector.parse($0)] } ?? []
-        let printer = Printer(format: output, definition: definition)
-        do {
-            if watch {
-                var request = WatchRequest(namespace: ns, type: resolved, id: id, apiVersion: 1)
-                request.options = WatchOptions(bootstrapContents: id == nil, labelQuery: labelQueries, idQuery: idRegexp.map { IDQuery(regexp: $0) })
-                if id != nil { request.options = WatchOptions() }
-                var bootstrapped = id != nil
-                var pending: [Resource] = []
-                for try await event in client.watch(request) {
-                    if !bootstrapped {
-                        if event.type == .bootstrapped {
-                            bootstrapped = true
-                            try printer.printList(pending)
-                            fflush(nil)
-                        } else if let resource = event.resource {
-                            pending.append(resource)
+        try await connection.withClient { client in
+            let (ns, resolved, definition) = try await resolveKind(type, namespace: namespace, client: client)
+            let labelQueries = try selector.map { [try LabelSelector.parse($0)] } ?? []
+            let printer = Printer(format: output, definition: definition)
+            do {
+                if watch {
+                    var request = WatchRequest(namespace: ns, type: resolved, id: id, apiVersion: 1)
+                    request.options = WatchOptions(bootstrapContents: id == nil, labelQuery: labelQueries, idQuery: idRegexp.map { IDQuery(regexp: $0) })
+                    if id != nil { request.options = WatchOptions() }
+                    var bootstrapped = id != nil
+                    var pending: [Resource] = []
+                    for try await event in client.watch(request) {
+                        if !bootstrapped {
+                            if event.type == .bootstrapped {
+                                bootstrapped = true
+                                try printer.printList(pending)
+                                fflush(nil)
+                            } else if let resource = event.resource {
+                                pending.append(resource)
+                            }
+                            continue
                         }
-                        continue
+                        try printer.printEvent(event)
                     }
-                    try printer.printEvent(event)
-                }
-            } else if let id {
-                try printer.printList([try await client.get(namespace: ns, type: resolved, id: id)])
-            } else {
-                // Stream the list, showing progress on a terminal when it is long.
-                let request = ListRequest(namespace: ns, type: resolved, options: ListOptions(labelQuery: labelQueries, idQuery: idRegexp.map { IDQuery(regexp: $0) }))
-                let showProgress = isatty(2) != 0
-                var resources: [Resource] = []
-                for try await response in client.serverStream("/cosi.resource.State/List", request, as: ListResponse.self, timeout: .seconds(300)) {
-                    if let resource = response.resource { resources.append(resource) }
-                    if showProgress, resources.count % 5000 == 0 {
-                        FileHandle.standardError.write(Data("\rreceived \(resources.count) resources...".utf8))
+                } else if let id {
+                    try printer.printList([try await client.get(namespace: ns, type: resolved, id: id)])
+                } else {
+                    // Stream the list, showing progress on a terminal when it is long.
+                    let request = ListRequest(namespace: ns, type: resolved, options: ListOptions(labelQuery: labelQueries, idQuery: idRegexp.map { IDQuery(regexp: $0) }))
+                    let showProgress = isatty(2) != 0
+                    var resources: [Resource] = []
+                    for try await response in client.serverStream("/cosi.resource.State/List", request, as: ListResponse.self, timeout: .seconds(300)) {
+                        if let resource = response.resource { resources.append(resource) }
+                        if showProgress, resources.count % 5000 == 0 {
+                            FileHandle.standardError.write(Data("\rreceived \(resources.count) resources...".utf8))
+                        }
                     }
+                    if showProgress, resources.count >= 5000 { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+                    try printer.printList(resources)
                 }
-                if showProgress, resources.count >= 5000 { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
-                try printer.printList(resources)
+            } catch let error as RPCError {
+                throw fail(error)
             }
-        } catch let error as RPCError {
-            throw fail(error)
         }
     }
 }
@@ -237,21 +237,21 @@ struct Apply: AsyncParsableCommand {
 
     func run() async throws {
         let resources = try readResources(file)
-        let client = try await connection.connect()
-        defer { Task { await client.close() } }
-        for var resource in resources {
-            do {
-                if let current = try? await client.get(namespace: resource.metadata.namespace, type: resource.metadata.type, id: resource.metadata.id) {
-                    resource.metadata.version = current.metadata.version
-                    if resource.spec.yamlSpec.isEmpty { resource.spec.protoSpec = current.spec.protoSpec }
-                    let stored = try await client.update(resource, owner: current.metadata.owner)
-                    print("\(stored.address) updated (version \(stored.metadata.version))")
-                } else {
-                    let stored = try await client.create(resource)
-                    print("\(stored.address) created")
+        try await connection.withClient { client in
+            for var resource in resources {
+                do {
+                    if let current = try? await client.get(namespace: resource.metadata.namespace, type: resource.metadata.type, id: resource.metadata.id) {
+                        resource.metadata.version = current.metadata.version
+                        if resource.spec.yamlSpec.isEmpty { resource.spec.protoSpec = current.spec.protoSpec }
+                        let stored = try await client.update(resource, owner: current.metadata.owner)
+                        print("\(stored.address) updated (version \(stored.metadata.version))")
+                    } else {
+                        let stored = try await client.create(resource)
+                        print("\(stored.address) created")
+                    }
+                } catch {
+                    throw fail(error)
                 }
-            } catch {
-                throw fail(error)
             }
         }
     }
@@ -264,14 +264,14 @@ struct Create: AsyncParsableCommand {
 
     func run() async throws {
         let resources = try readResources(file)
-        let client = try await connection.connect()
-        defer { Task { await client.close() } }
-        for resource in resources {
-            do {
-                let stored = try await client.create(resource)
-                print("\(stored.address) created")
-            } catch {
-                throw fail(error)
+        try await connection.withClient { client in
+            for resource in resources {
+                do {
+                    let stored = try await client.create(resource)
+                    print("\(stored.address) created")
+                } catch {
+                    throw fail(error)
+                }
             }
         }
     }
@@ -290,23 +290,23 @@ struct Delete: AsyncParsableCommand {
     @Option(help: "Seconds to wait for the finalizers.") var timeout = 300
 
     func run() async throws {
-        let client = try await connection.connect()
-        defer { Task { await client.close() } }
-        let (ns, resolved, _) = try await resolveKind(type, namespace: namespace, client: client)
-        do {
-            let current = try await client.get(namespace: ns, type: resolved, id: id)
-            if noWait {
-                let ready = try await client.teardown(namespace: ns, type: resolved, id: id, owner: current.metadata.owner)
-                print(ready ? "\(ns)/\(resolved)/\(id) torn down, ready to destroy" : "\(ns)/\(resolved)/\(id) torn down; waiting on finalizers: \(current.metadata.finalizers.joined(separator: ", "))")
-                return
+        try await connection.withClient { client in
+            let (ns, resolved, _) = try await resolveKind(type, namespace: namespace, client: client)
+            do {
+                let current = try await client.get(namespace: ns, type: resolved, id: id)
+                if noWait {
+                    let ready = try await client.teardown(namespace: ns, type: resolved, id: id, owner: current.metadata.owner)
+                    print(ready ? "\(ns)/\(resolved)/\(id) torn down, ready to destroy" : "\(ns)/\(resolved)/\(id) torn down; waiting on finalizers: \(current.metadata.finalizers.joined(separator: ", "))")
+                    return
+                }
+                if !current.metadata.finalizers.isEmpty {
+                    FileHandle.standardError.write(Data("waiting for finalizers \(current.metadata.finalizers.joined(separator: ", ")) ...\n".utf8))
+                }
+                try await client.teardownAndDestroy(namespace: ns, type: resolved, id: id, owner: current.metadata.owner, timeout: .seconds(timeout))
+                print("\(ns)/\(resolved)/\(id) destroyed")
+            } catch {
+                throw fail(error)
             }
-            if !current.metadata.finalizers.isEmpty {
-                FileHandle.standardError.write(Data("waiting for finalizers \(current.metadata.finalizers.joined(separator: ", ")) ...\n".utf8))
-            }
-            try await client.teardownAndDestroy(namespace: ns, type: resolved, id: id, owner: current.metadata.owner, timeout: .seconds(timeout))
-            print("\(ns)/\(resolved)/\(id) destroyed")
-        } catch {
-            throw fail(error)
         }
     }
 }
@@ -319,15 +319,15 @@ struct Teardown: AsyncParsableCommand {
     @Option(name: .shortAndLong) var namespace: String?
 
     func run() async throws {
-        let client = try await connection.connect()
-        defer { Task { await client.close() } }
-        let (ns, resolved, _) = try await resolveKind(type, namespace: namespace, client: client)
-        do {
-            let current = try await client.get(namespace: ns, type: resolved, id: id)
-            let ready = try await client.teardown(namespace: ns, type: resolved, id: id, owner: current.metadata.owner)
-            print(ready ? "ready to destroy" : "waiting on finalizers: \(try await client.get(namespace: ns, type: resolved, id: id).metadata.finalizers.joined(separator: ", "))")
-        } catch {
-            throw fail(error)
+        try await connection.withClient { client in
+            let (ns, resolved, _) = try await resolveKind(type, namespace: namespace, client: client)
+            do {
+                let current = try await client.get(namespace: ns, type: resolved, id: id)
+                let ready = try await client.teardown(namespace: ns, type: resolved, id: id, owner: current.metadata.owner)
+                print(ready ? "ready to destroy" : "waiting on finalizers: \(try await client.get(namespace: ns, type: resolved, id: id).metadata.finalizers.joined(separator: ", "))")
+            } catch {
+                throw fail(error)
+            }
         }
     }
 }
@@ -341,13 +341,13 @@ struct Info: AsyncParsableCommand {
     @OptionGroup var connection: ConnectionOptions
 
     func run() async throws {
-        let client = try await connection.connect()
-        defer { Task { await client.close() } }
-        let info = try await client.info()
-        let address = client.configuration.unixSocketPath.map { "unix:\($0)" } ?? "\(client.configuration.host):\(client.configuration.port)"
-        print("server:   cosid \(info.version) at \(address)")
-        print("identity: \(info.identity)")
-        print("roles:    \(info.roles.isEmpty ? "(none)" : info.roles.joined(separator: ", "))")
+        try await connection.withClient { client in
+            let info = try await client.info()
+            let address = client.configuration.unixSocketPath.map { "unix:\($0)" } ?? "\(client.configuration.host):\(client.configuration.port)"
+            print("server:   cosid \(info.version) at \(address)")
+            print("identity: \(info.identity)")
+            print("roles:    \(info.roles.isEmpty ? "(none)" : info.roles.joined(separator: ", "))")
+        }
     }
 }
 
@@ -362,40 +362,40 @@ struct Edit: AsyncParsableCommand {
     @Option(name: .shortAndLong) var namespace: String?
 
     func run() async throws {
-        let client = try await connection.connect()
-        defer { Task { await client.close() } }
-        let (ns, resolved, _) = try await resolveKind(type, namespace: namespace, client: client)
-        let editor = ProcessInfo.processInfo.environment["EDITOR"] ?? "vi"
-        let path = NSTemporaryDirectory() + "cosictl-edit-\(getpid()).yaml"
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        for attempt in 1...5 {
-            let current: Resource
-            do { current = try await client.get(namespace: ns, type: resolved, id: id) } catch { throw fail(error) }
-            let original = try ResourceYAML.encode(current)
-            try original.write(toFile: path, atomically: true, encoding: .utf8)
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/bin/sh")
-            process.arguments = ["-c", "\(editor) \"$0\"", path]
-            try process.run()
-            process.waitUntilExit()
-            guard process.terminationStatus == 0 else { throw ValidationError("the editor (\(editor)) failed; nothing was changed") }
-            let edited = try String(contentsOfFile: path, encoding: .utf8)
-            if edited == original {
-                print("no changes")
-                return
-            }
-            guard var resource = try ResourceYAML.decode(edited).first else { throw ValidationError("the edited file holds no resource") }
-            guard resource.address == current.address else { throw ValidationError("namespace, type and id cannot be changed by edit") }
-            resource.metadata.version = current.metadata.version
-            if resource.spec.yamlSpec.isEmpty { resource.spec.protoSpec = current.spec.protoSpec }
-            do {
-                let stored = try await client.update(resource, owner: current.metadata.owner)
-                print("\(stored.address) updated (version \(stored.metadata.version))")
-                return
-            } catch let error as RPCError where error.code == .failedPrecondition && attempt < 5 {
-                FileHandle.standardError.write(Data("the resource changed while you edited it: editing the new version (\(error.message))\n".utf8))
-            } catch {
-                throw fail(error)
+        try await connection.withClient { client in
+            let (ns, resolved, _) = try await resolveKind(type, namespace: namespace, client: client)
+            let editor = ProcessInfo.processInfo.environment["EDITOR"] ?? "vi"
+            let path = NSTemporaryDirectory() + "cosictl-edit-\(getpid()).yaml"
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            for attempt in 1...5 {
+                let current: Resource
+                do { current = try await client.get(namespace: ns, type: resolved, id: id) } catch { throw fail(error) }
+                let original = try ResourceYAML.encode(current)
+                try original.write(toFile: path, atomically: true, encoding: .utf8)
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: "/bin/sh")
+                process.arguments = ["-c", "\(editor) \"$0\"", path]
+                try process.run()
+                process.waitUntilExit()
+                guard process.terminationStatus == 0 else { throw ValidationError("the editor (\(editor)) failed; nothing was changed") }
+                let edited = try String(contentsOfFile: path, encoding: .utf8)
+                if edited == original {
+                    print("no changes")
+                    return
+                }
+                guard var resource = try ResourceYAML.decode(edited).first else { throw ValidationError("the edited file holds no resource") }
+                guard resource.address == current.address else { throw ValidationError("namespace, type and id cannot be changed by edit") }
+                resource.metadata.version = current.metadata.version
+                if resource.spec.yamlSpec.isEmpty { resource.spec.protoSpec = current.spec.protoSpec }
+                do {
+                    let stored = try await client.update(resource, owner: current.metadata.owner)
+                    print("\(stored.address) updated (version \(stored.metadata.version))")
+                    return
+                } catch let error as RPCError where error.code == .failedPrecondition && attempt < 5 {
+                    FileHandle.standardError.write(Data("the resource changed while you edited it: editing the new version (\(error.message))\n".utf8))
+                } catch {
+                    throw fail(error)
+                }
             }
         }
     }
@@ -407,11 +407,7 @@ struct Version: AsyncParsableCommand {
 
     func run() async throws {
         print("client: cosictl \(Cosictl.configuration.version)")
-        if let client = try? await connection.connect() {
-            if let info = try? await client.info() { print("server: cosid \(info.version)") }
-            await client.close()
-        } else {
-            print("server: (not reachable)")
-        }
+        let server = try? await connection.withClient { try await $0.info().version }
+        print(server.map { "server: cosid \($0)" } ?? "server: (not reachable)")
     }
 }

@@ -36,7 +36,30 @@ public struct CosiClientConfiguration: Sendable {
     }
 }
 
+/// Connects a ``CosiClient``, runs `body` with it, and closes its connection (GOAWAY) before
+/// returning, whether `body` returns or throws.
+///
+/// ```swift
+/// let info = try await withCosiClient(.development()) { client in
+///     try await client.info()
+/// }
+/// ```
+public func withCosiClient<R>(_ configuration: CosiClientConfiguration, _ body: (CosiClient) async throws -> R) async throws -> R {
+    let client = try await CosiClient.connect(configuration)
+    do {
+        let result = try await body(client)
+        await client.close()
+        return result
+    } catch {
+        await client.close()
+        throw error
+    }
+}
+
 /// A typed client of `cosid`.
+///
+/// For a client used within one scope, ``withCosiClient(_:_:)`` closes it for you. A long-lived
+/// client is made with ``connect(_:)`` and must be closed with ``close()``:
 ///
 /// ```swift
 /// let client = try await CosiClient.connect(.development())

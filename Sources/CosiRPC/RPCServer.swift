@@ -2,6 +2,7 @@ import CosiTLS
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOExtras
 import NIOPosix
 
 #if canImport(Glibc)
@@ -29,16 +30,19 @@ public enum ListenAddress: Sendable, Hashable, CustomStringConvertible {
 public struct RPCServerConfiguration: Sendable {
     /// The address to listen on, e.g. `127.0.0.1`.
     public var host: String
-    /// The port to listen on; 0 picks a free one (see ``RPCServer/localAddress``).
+    /// The port to listen on; 0 picks a free one (see ``RPCServer/listeningAddress``).
     public var port: Int
     /// The server's TLS context (role `.server`).
     public var tls: TLSContext
-    /// SETTINGS and keepalive.
+    /// SETTINGS, keepalive and the grace period of a graceful shutdown.
     public var connection = ServerConnectionOptions()
     /// A peer that has not finished the TLS handshake by then is disconnected.
     public var handshakeTimeout: TimeAmount = .seconds(10)
     /// How long graceful shutdown lets calls in flight finish.
-    public var gracePeriod: TimeAmount = .seconds(10)
+    public var gracePeriod: TimeAmount {
+        get { connection.gracePeriod }
+        set { connection.gracePeriod = newValue }
+    }
     /// More addresses to listen on, besides `host`:`port`.
     public var additionalListeners: [ListenAddress] = []
     /// The most connections open at once; further ones are closed on accept (and logged).
@@ -55,12 +59,24 @@ public struct RPCServerConfiguration: Sendable {
 ///
 /// It knows methods by name and bytes only; what the methods mean is up to their handlers.
 ///
+/// ``serve()`` owns everything the server starts: the listeners, a task per connection and a
+/// child task per call, all in one structured task tree. It returns only when every one of them
+/// has ended, so whatever the handlers use (a state engine) may be closed right after it.
+///
 /// ```swift
 /// let server = RPCServer(configuration: config, methods: table, group: .singletonMultiThreadedEventLoopGroup, logger: logger)
-/// try await server.start()
-/// // ...
-/// await server.shutdownGracefully()
+/// try await withThrowingDiscardingTaskGroup { group in
+///     group.addTask { try await server.serve() }
+///     print(try await server.listeningAddress)
+///     // ...
+///     server.beginGracefulShutdown()   // serve() returns once every call has ended
+/// }
 /// ```
+///
+/// Graceful shutdown (``beginGracefulShutdown()``, or swift-service-lifecycle's graceful
+/// shutdown when `serve()` runs in a `Service`): stop accepting, GOAWAY on every connection, end
+/// calls that wait on others (watches) with UNAVAILABLE, let the rest finish within the grace
+/// period, close. Cancelling the task running `serve()` closes every connection at once.
 public final class RPCServer: Sendable {
     public let configuration: RPCServerConfiguration
     private let methods: RPCMethodTable
@@ -70,9 +86,16 @@ public final class RPCServer: Sendable {
 
     private struct State {
         var tls: TLSContext
-        var listeners: [any Channel] = []
-        var connections: [ObjectIdentifier: any Channel] = [:]
+        var connections = 0
+        var quiescing: [ServerQuiescingHelper] = []
         var shuttingDown = false
+        var address = AddressState.pending([])
+    }
+
+    private enum AddressState {
+        case pending([CheckedContinuation<SocketAddress, any Error>])
+        case bound(SocketAddress)
+        case failed(any Error)
     }
 
     public init(configuration: RPCServerConfiguration, methods: RPCMethodTable, group: any EventLoopGroup, logger: Logger) {
@@ -92,111 +115,176 @@ public final class RPCServer: Sendable {
     /// The TLS context new handshakes use.
     public var tls: TLSContext { state.withLockedValue { $0.tls } }
 
-    /// The bound address, once started.
-    public var localAddress: SocketAddress? {
-        state.withLockedValue { $0.listeners.first?.localAddress }
-    }
-
     /// The number of open connections.
-    public var connectionCount: Int {
-        state.withLockedValue { $0.connections.count }
+    public var connectionCount: Int { state.withLockedValue { $0.connections } }
+
+    /// The address of the first listener, or nil until ``serve()`` has bound it.
+    public var localAddress: SocketAddress? {
+        state.withLockedValue { if case .bound(let address) = $0.address { address } else { nil } }
     }
 
-    /// Binds the listening sockets and starts accepting connections; returns the first address.
-    @discardableResult
-    public func start() async throws -> SocketAddress {
-        let first = try await bind(.tcp(host: configuration.host, port: configuration.port))
-        for address in configuration.additionalListeners {
-            _ = try await bind(address)
+    /// The address of the first listener, once ``serve()`` has bound it (port 0 is resolved).
+    /// Throws the bind error when binding failed, or when the server shut down before binding.
+    public var listeningAddress: SocketAddress {
+        get async throws {
+            try await withCheckedThrowingContinuation { continuation in
+                let known: Result<SocketAddress, any Error>? = state.withLockedValue { state in
+                    switch state.address {
+                    case .pending(var waiters):
+                        waiters.append(continuation)
+                        state.address = .pending(waiters)
+                        return nil
+                    case .bound(let address): return .success(address)
+                    case .failed(let error): return .failure(error)
+                    }
+                }
+                if let known { continuation.resume(with: known) }
+            }
         }
-        return first
     }
 
-    private func bind(_ address: ListenAddress) async throws -> SocketAddress {
-        let configuration = self.configuration
-        let methods = self.methods
-        let logger = self.logger
-        let unix: Bool = if case .unix = address { true } else { false }
+    /// Binds every listener, then serves connections until a graceful shutdown has drained them
+    /// (or the calling task is cancelled). Returns when every connection and call has ended.
+    ///
+    /// - Throws: the bind error, when an address cannot be listened on.
+    public func serve() async throws {
+        var listeners: [(NIOAsyncChannel<NIOAsyncChannel<ServerCall, Never>, Never>, ServerQuiescingHelper)] = []
+        do {
+            for address in [.tcp(host: configuration.host, port: configuration.port)] + configuration.additionalListeners {
+                listeners.append(try await bind(address))
+            }
+        } catch {
+            for (listener, _) in listeners { try? await listener.channel.close() }
+            resolveAddress(.failure(error))
+            throw error
+        }
+        let shuttingDown = state.withLockedValue { state in
+            state.quiescing = listeners.map(\.1)
+            return state.shuttingDown
+        }
+        resolveAddress(.success(listeners[0].0.channel.localAddress!))
+        if shuttingDown { beginGracefulShutdown() }
+
+        try await withThrowingDiscardingTaskGroup { group in
+            for (listener, _) in listeners {
+                group.addTask {
+                    try await listener.executeThenClose { connections in
+                        try await withThrowingDiscardingTaskGroup { group in
+                            for try await connection in connections {
+                                group.addTask { await Self.serve(connection) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        logger.info("stopped serving")
+    }
+
+    /// Starts a graceful shutdown (see ``RPCServer``); ``serve()`` returns once it is complete.
+    /// Safe to call more than once, and before `serve()` has bound.
+    public func beginGracefulShutdown() {
+        let helpers = state.withLockedValue { state in
+            state.shuttingDown = true
+            return state.quiescing
+        }
+        guard !helpers.isEmpty else { return }
+        logger.info("shutting down", metadata: ["connections": "\(connectionCount)", "grace": "\(configuration.gracePeriod)"])
+        for helper in helpers { helper.initiateShutdown(promise: nil) }
+    }
+
+    /// One connection: its calls run as child tasks of this one, which ends when the connection
+    /// has closed and every call has returned.
+    private static func serve(_ connection: NIOAsyncChannel<ServerCall, Never>) async {
+        do {
+            try await connection.executeThenClose { calls, _ in
+                await withDiscardingTaskGroup { group in
+                    do {
+                        for try await call in calls {
+                            group.addTask { await call.run() }
+                        }
+                    } catch {
+                        // The connection failed; its handler has logged why and ends its calls.
+                    }
+                }
+            }
+        } catch {
+            // Closing an already closed connection.
+        }
+    }
+
+    private func resolveAddress(_ result: Result<SocketAddress, any Error>) {
+        let waiters = state.withLockedValue { state -> [CheckedContinuation<SocketAddress, any Error>] in
+            guard case .pending(let waiters) = state.address else { return [] }
+            switch result {
+            case .success(let address): state.address = .bound(address)
+            case .failure(let error): state.address = .failed(error)
+            }
+            return waiters
+        }
+        for waiter in waiters { waiter.resume(with: result) }
+    }
+
+    private func bind(_ address: ListenAddress) async throws -> (NIOAsyncChannel<NIOAsyncChannel<ServerCall, Never>, Never>, ServerQuiescingHelper) {
+        let quiescing = ServerQuiescingHelper(group: group)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { [weak self] channel in
+            .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    guard let self, self.track(channel) else {
-                        throw ChannelError.ioOnClosedChannel
-                    }
-                    if unix {
-                        try channel.pipeline.syncOperations.addHandler(PeerCredentialsHandler())
-                    } else {
-                        _ = channel.setOption(.socketOption(.tcp_nodelay), value: 1)
-                        try channel.pipeline.syncOperations.addHandler(TLSHandler(context: self.tls, handshakeTimeout: configuration.handshakeTimeout))
-                    }
-                    try channel.pipeline.syncOperations.addHandler(
-                        ServerConnectionHandler(methods: methods, options: configuration.connection, logger: logger)
-                    )
+                    try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))
                 }
             }
-        let listener: any Channel
+        let unix: Bool = if case .unix = address { true } else { false }
+        let initializer: @Sendable (any Channel) -> EventLoopFuture<NIOAsyncChannel<ServerCall, Never>> = { [self] channel in
+            channel.eventLoop.makeCompletedFuture {
+                try self.admit(channel)
+                if unix {
+                    try channel.pipeline.syncOperations.addHandler(PeerCredentialsHandler())
+                } else {
+                    _ = channel.setOption(.socketOption(.tcp_nodelay), value: 1)
+                    try channel.pipeline.syncOperations.addHandler(TLSHandler(context: self.tls, handshakeTimeout: self.configuration.handshakeTimeout))
+                }
+                try channel.pipeline.syncOperations.addHandler(
+                    ServerConnectionHandler(methods: self.methods, options: self.configuration.connection, logger: self.logger)
+                )
+                // Calls arrive one element each; a burst of them must not stop the connection
+                // from reading (its WINDOW and CANCEL frames), so the buffer is generous.
+                return try NIOAsyncChannel(
+                    wrappingChannelSynchronously: channel,
+                    configuration: .init(backPressureStrategy: .init(lowWatermark: 64, highWatermark: 1024))
+                )
+            }
+        }
+        let listener: NIOAsyncChannel<NIOAsyncChannel<ServerCall, Never>, Never>
         switch address {
         case .tcp(let host, let port):
-            listener = try await bootstrap.bind(host: host, port: port).get()
+            listener = try await bootstrap.bind(host: host, port: port, childChannelInitializer: initializer)
         case .unix(let path):
-            listener = try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
+            listener = try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true, childChannelInitializer: initializer)
             chmod(path, 0o600)
         }
-        state.withLockedValue { $0.listeners.append(listener) }
-        logger.info("listening", metadata: ["address": "\(listener.localAddress.map { "\($0)" } ?? "\(address)")"])
-        return listener.localAddress!
+        logger.info("listening", metadata: ["address": "\(listener.channel.localAddress.map { "\($0)" } ?? "\(address)")"])
+        return (listener, quiescing)
     }
 
-    private func track(_ channel: any Channel) -> Bool {
-        let id = ObjectIdentifier(channel)
+    /// Counts an accepted connection, or refuses it beyond the limit (the initializer's error
+    /// closes it).
+    private func admit(_ channel: any Channel) throws {
         let limit = configuration.maximumConnections
-        let (accepted, full) = state.withLockedValue { state -> (Bool, Bool) in
-            guard !state.shuttingDown else { return (false, false) }
-            guard state.connections.count < limit else { return (false, true) }
-            state.connections[id] = channel
-            return (true, false)
+        let admitted = state.withLockedValue { state -> Bool in
+            guard state.connections < limit else { return false }
+            state.connections += 1
+            return true
         }
-        if full {
+        guard admitted else {
             logger.warning("connection refused: the server has \(limit) connections open (--max-connections)", metadata: [
                 "remote": "\(channel.remoteAddress.map { "\($0)" } ?? "?")",
             ])
+            throw ChannelError.ioOnClosedChannel
         }
-        if accepted {
-            channel.closeFuture.whenComplete { [weak self] _ in
-                _ = self?.state.withLockedValue { $0.connections.removeValue(forKey: id) }
-            }
+        channel.closeFuture.whenComplete { [weak self] _ in
+            self?.state.withLockedValue { $0.connections -= 1 }
         }
-        return accepted
-    }
-
-    /// Graceful shutdown: stop accepting, GOAWAY on every connection, end waiting calls with
-    /// UNAVAILABLE, let other calls finish within the grace period, then close everything.
-    public func shutdownGracefully() async {
-        let (listeners, connections) = state.withLockedValue { state -> ([any Channel], [any Channel]) in
-            state.shuttingDown = true
-            return (state.listeners, Array(state.connections.values))
-        }
-        for listener in listeners { try? await listener.close() }
-        logger.info("shutting down", metadata: ["connections": "\(connections.count)", "grace": "\(configuration.gracePeriod)"])
-        let event = GracefulShutdownEvent(gracePeriod: configuration.gracePeriod)
-        for channel in connections {
-            channel.triggerUserOutboundEvent(event, promise: nil)
-        }
-        for channel in connections {
-            // Each connection closes itself once drained or when its grace timer fires.
-            try? await channel.closeFuture.get()
-        }
-    }
-
-    /// Closes the listener and every connection at once.
-    public func close() async {
-        let (listeners, connections) = state.withLockedValue { state -> ([any Channel], [any Channel]) in
-            state.shuttingDown = true
-            return (state.listeners, Array(state.connections.values))
-        }
-        for listener in listeners { try? await listener.close() }
-        for channel in connections { try? await channel.close() }
     }
 }

@@ -1,5 +1,3 @@
-import CosiWire
-
 /// The limits one side of a connection announces in its SETTINGS frame.
 public struct RPCSettings: Hashable, Sendable {
     /// The largest frame payload this side accepts.
@@ -56,89 +54,5 @@ public struct RPCSettings: Hashable, Sendable {
             maxFrameSize: maxFrameSize, maxConcurrentStreams: maxConcurrentStreams,
             initialWindow: initialWindow, initialConnectionWindow: initialConnectionWindow
         )
-    }
-}
-
-/// A flow-control window: the MESSAGE payload bytes one side may still send.
-///
-/// The window may go negative (a message may be sent while the window is positive, whatever its
-/// size); sending resumes once WINDOW increments bring it above zero.
-struct FlowWindow: Hashable, Sendable {
-    static let maximum = Int64(Int32.max)
-    private(set) var value: Int64
-
-    init(_ initial: UInt32) { value = Int64(initial) }
-
-    var isOpen: Bool { value > 0 }
-
-    mutating func consume(_ bytes: Int) { value -= Int64(bytes) }
-
-    /// Applies a WINDOW increment; false when the increment is 0 or overflows the window.
-    mutating func increment(_ bytes: UInt32) -> Bool {
-        guard bytes > 0, value + Int64(bytes) <= Self.maximum else { return false }
-        value += Int64(bytes)
-        return true
-    }
-
-    /// Applies a SETTINGS change of the initial window (may go negative).
-    mutating func adjust(by delta: Int64) { value += delta }
-}
-
-/// Decides when a receiver grants credit: it counts consumed bytes and returns an increment once
-/// half the window has been consumed, so WINDOW frames stay few.
-struct CreditGrant: Hashable, Sendable {
-    let window: UInt32
-    private var consumed: UInt32 = 0
-
-    init(window: UInt32) { self.window = window }
-
-    mutating func consume(_ bytes: Int) -> UInt32? {
-        consumed &+= UInt32(clamping: bytes)
-        guard consumed >= window / 2 else { return nil }
-        defer { consumed = 0 }
-        return consumed
-    }
-}
-
-/// The peer's announced settings, and how each SETTINGS frame it sends moves our send windows.
-/// Shared by the server state machine and the client handler.
-struct PeerSettings: Sendable {
-    /// What the peer announced (the defaults until its first SETTINGS).
-    private(set) var current = RPCSettings.defaults
-    /// Whether the peer's first SETTINGS has arrived.
-    private(set) var received = false
-
-    /// How a SETTINGS frame changes the sender's windows.
-    struct Change {
-        /// Added to the send window of every open stream (may be negative).
-        var streamWindowDelta: Int64
-        /// Added to the connection send window (non-zero only for the first SETTINGS).
-        var connectionWindowDelta: Int64
-        var isFirst: Bool
-    }
-
-    /// Applies a SETTINGS frame; nil for an ACK. Throws PROTOCOL_ERROR for a frame on a stream,
-    /// a payload that does not decode, or a value out of range.
-    mutating func apply(_ frame: Frame) throws(ConnectionError) -> Change? {
-        guard frame.streamID == 0 else { throw ConnectionError(code: .protocolError, message: "SETTINGS on stream \(frame.streamID)") }
-        if frame.flags.contains(.ack) { return nil }
-        let envelope: Envelope.Settings
-        do { envelope = try Envelope.Settings(serializedBytes: frame.payload) } catch {
-            throw ConnectionError(code: .protocolError, message: "SETTINGS payload does not decode")
-        }
-        let settings = try RPCSettings(validating: envelope)
-        let isFirst = !received
-        // initial_connection_window counts only in the first SETTINGS.
-        let change = Change(
-            streamWindowDelta: Int64(settings.initialWindow) - Int64(current.initialWindow),
-            connectionWindowDelta: isFirst ? Int64(settings.initialConnectionWindow) - Int64(RPCSettings.defaultInitialConnectionWindow) : 0,
-            isFirst: isFirst
-        )
-        current.maxFrameSize = settings.maxFrameSize
-        current.maxConcurrentStreams = settings.maxConcurrentStreams
-        current.initialWindow = settings.initialWindow
-        if isFirst { current.initialConnectionWindow = settings.initialConnectionWindow }
-        received = true
-        return change
     }
 }

@@ -12,7 +12,8 @@ import ServiceLifecycle
 public let cosiVersion = "0.1.0"
 
 /// The `cosid` server: the COSI-RPC/1 transport with the COSI services mounted on it, run as a
-/// swift-service-lifecycle `Service` (graceful shutdown on SIGTERM/SIGINT).
+/// swift-service-lifecycle `Service` (graceful shutdown on SIGTERM/SIGINT). It owns the engine's
+/// end: ``run()`` shuts the engine down after the transport has returned.
 public final class CosiServer: Service, Sendable {
     public let rpc: RPCServer
     public let engine: StateEngine
@@ -21,9 +22,13 @@ public final class CosiServer: Service, Sendable {
     /// - Parameters:
     ///   - configuration: transport settings; the services are added here.
     ///   - engine: the state the State service serves.
-    public init(configuration: RPCServerConfiguration, engine: StateEngine, logger: Logger, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+    ///   - audit: where every refusal and every write is logged, with the caller's identity.
+    public init(
+        configuration: RPCServerConfiguration, engine: StateEngine, logger: Logger,
+        audit: Logger = Logger(label: "cosid.audit"), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) {
         // Every State call passes the access policy first (and writes are audited).
-        let policy = AccessPolicy.over(engine, audit: Logger(label: "cosid.audit"))
+        let policy = AccessPolicy.over(engine, audit: audit)
         let services = policy.guardedStateMethods(StateService.methods(engine: engine))
         // Info lists every method, itself included.
         let names = [InfoService.method] + services.map(\.name)
@@ -34,19 +39,21 @@ public final class CosiServer: Service, Sendable {
         self.logger = logger
     }
 
-    /// Starts listening; returns the bound address.
-    @discardableResult
-    public func start() async throws -> SocketAddress {
-        try await rpc.start()
-    }
-
-    /// Starts (if not started), serves until graceful shutdown is requested, then drains.
+    /// Serves until a graceful shutdown (swift-service-lifecycle's, or
+    /// `rpc.beginGracefulShutdown()`) has drained every connection, or the task is cancelled;
+    /// then shuts the engine down, once no call can use it any more.
+    ///
+    /// - Throws: the bind error when an address cannot be listened on.
     public func run() async throws {
-        if rpc.localAddress == nil { try await start() }
-        try? await gracefulShutdown()
-        await rpc.shutdownGracefully()
-        engine.shutdown()
-        logger.info("stopped")
+        defer {
+            engine.shutdown()
+            logger.info("stopped")
+        }
+        try await withGracefulShutdownHandler {
+            try await rpc.serve()
+        } onGracefulShutdown: {
+            self.rpc.beginGracefulShutdown()
+        }
     }
 }
 

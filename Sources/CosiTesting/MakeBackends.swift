@@ -49,15 +49,22 @@ public enum StateBackends {
         rmdir(path)
     }
 
-    /// `cosid`'s server on 127.0.0.1 over mutual TLS, backed by `engine`, with a client.
-    public static func wire(engine: StateEngine, pki: TestPKI) async throws -> WireBackend {
+    /// `cosid`'s server on 127.0.0.1 over mutual TLS, backed by `engine`, with a client, for the
+    /// duration of `body`; then the client closes, the server stops and the engine shuts down.
+    public static func withWire<R>(engine: StateEngine, pki: TestPKI, _ body: (WireBackend) async throws -> R) async throws -> R {
         let configuration = RPCServerConfiguration(host: "127.0.0.1", port: 0, tls: try pki.serverContext())
         let server = CosiServer(configuration: configuration, engine: engine, logger: quietLogger)
-        let address = try await server.start()
-        let client = try await CosiClient.connect(CosiClientConfiguration(host: "127.0.0.1", port: address.port!, tls: try pki.client()))
-        return WireBackend(name: "wire", client: client) {
-            await server.rpc.close()
-            engine.shutdown()
+        return try await withRunningServer(server.rpc, serve: { try await server.run() }) { running in
+            let client = try await CosiClient.connect(CosiClientConfiguration(host: "127.0.0.1", port: running.port, tls: try pki.client()))
+            let backend = WireBackend(name: "wire", client: client)
+            do {
+                let result = try await body(backend)
+                await client.close()
+                return result
+            } catch {
+                await client.close()
+                throw error
+            }
         }
     }
 }

@@ -179,9 +179,14 @@ public struct EngineBackend: StateBackend {
         return probe
     }
 
-    public func close() async {
+    /// Shuts the engine down and removes its files (synchronous: usable in a `defer`).
+    public func shutdown() {
         engine.shutdown()
         cleanup()
+    }
+
+    public func close() async {
+        shutdown()
     }
 }
 
@@ -202,12 +207,10 @@ struct MappedWatch: AsyncSequence, Sendable {
 public struct WireBackend: StateBackend {
     public let name: String
     public let client: CosiClient
-    let stop: @Sendable () async -> Void
 
-    public init(name: String, client: CosiClient, stop: @escaping @Sendable () async -> Void) {
+    public init(name: String, client: CosiClient) {
         self.name = name
         self.client = client
-        self.stop = stop
     }
 
     public func get(_ namespace: String, _ type: String, _ id: String) async throws -> Resource {
@@ -249,9 +252,9 @@ public struct WireBackend: StateBackend {
         return probe
     }
 
+    /// Closes the client (the server belongs to the scope of ``StateBackends/withWire(engine:pki:_:)``).
     public func close() async {
         await client.close()
-        await stop()
     }
 }
 

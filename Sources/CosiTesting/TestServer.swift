@@ -1,8 +1,56 @@
 import CosiRPC
 import CosiTLS
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+
+/// A server running inside ``withRunningServer(_:serve:_:)``.
+public struct RunningServer: Sendable {
+    public let server: RPCServer
+    /// The port it listens on (127.0.0.1).
+    public let port: Int
+    let stopped: Latch
+
+    /// Begins a graceful shutdown and waits until the server has returned from serving.
+    public func shutdownGracefully() async {
+        server.beginGracefulShutdown()
+        await stopped.wait()
+    }
+}
+
+/// Runs `serve` (by default `server.serve()`) in a child task while `body` runs; when `body`
+/// returns or throws, the server is cancelled (every connection closes at once) and awaited, so
+/// nothing it started outlives the call.
+public func withRunningServer<R>(
+    _ server: RPCServer,
+    serve: (@Sendable () async throws -> Void)? = nil,
+    _ body: (RunningServer) async throws -> R
+) async throws -> R {
+    let stopped = Latch()
+    let serve = serve ?? { try await server.serve() }
+    return try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask {
+            defer { stopped.open() }
+            do {
+                try await serve()
+            } catch is CancellationError {
+                // Closed at the end of the scope.
+            }
+        }
+        do {
+            let address = try await server.listeningAddress
+            let result = try await body(RunningServer(server: server, port: address.port!, stopped: stopped))
+            group.cancelAll()
+            try await group.waitForAll()
+            return result
+        } catch {
+            group.cancelAll()
+            try? await group.waitForAll()
+            throw error
+        }
+    }
+}
 
 /// Runs `body` against an ``RPCServer`` listening on 127.0.0.1 (a free port), then closes it.
 public func withTestServer<R>(
@@ -12,21 +60,44 @@ public func withTestServer<R>(
 ) async throws -> R {
     var configuration = RPCServerConfiguration(host: "127.0.0.1", port: 0, tls: try pki.serverContext())
     configure(&configuration)
-    var logger = Logger(label: "test-server")
-    logger.logLevel = .critical
-    let server = RPCServer(configuration: configuration, methods: methods, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
-    let address = try await server.start()
-    do {
-        let result = try await body(server, address.port!)
-        await server.close()
-        return result
-    } catch {
-        await server.close()
-        throw error
-    }
+    let server = RPCServer(configuration: configuration, methods: methods, group: MultiThreadedEventLoopGroup.singleton, logger: quietLogger("test-server"))
+    return try await withRunningServer(server) { running in try await body(server, running.port) }
 }
 
 /// Connects a client with a certificate from `pki`.
 public func connectTestClient(pki: TestPKI, port: Int, name: String = "tester", roles: [String] = ["os:admin"]) async throws -> RPCClientConnection {
     try await RPCClientConnection.connect(host: "127.0.0.1", port: port, tls: try pki.clientContext(name: name, roles: roles))
+}
+
+/// A logger that only reports critical problems, for servers under test.
+public func quietLogger(_ label: String) -> Logger {
+    var logger = Logger(label: label)
+    logger.logLevel = .critical
+    return logger
+}
+
+/// A one-way gate: `wait()` returns once `open()` has been called.
+public final class Latch: Sendable {
+    private let state = NIOLockedValueBox((open: false, waiters: [CheckedContinuation<Void, Never>]()))
+
+    public init() {}
+
+    public func open() {
+        let waiters = state.withLockedValue { state in
+            state.open = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    public func wait() async {
+        await withCheckedContinuation { continuation in
+            let isOpen = state.withLockedValue { state in
+                if !state.open { state.waiters.append(continuation) }
+                return state.open
+            }
+            if isOpen { continuation.resume() }
+        }
+    }
 }

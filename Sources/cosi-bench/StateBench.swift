@@ -42,6 +42,30 @@ func drive(inFlight: Int, duration: Duration, _ work: @escaping @Sendable (Int, 
     return (perSecond(Int(total.totalCount), clock.now - start), total)
 }
 
+/// Connects `count` clients, runs `body` with them, and closes them all before returning.
+func withClients<R>(_ count: Int, _ bench: BenchServer, _ body: ([CosiClient]) async throws -> R) async throws -> R {
+    var clients: [CosiClient] = []
+    do {
+        for _ in 0..<count { clients.append(try await CosiClient.connect(bench.client())) }
+        let result = try await body(clients)
+        for client in clients { await client.close() }
+        return result
+    } catch {
+        for client in clients { await client.close() }
+        throw error
+    }
+}
+
+/// Runs `background` in a child task while `body` runs; then cancels it and waits for it.
+func whileRunning<R: Sendable>(_ background: @escaping @Sendable () async throws -> Void, _ body: () async throws -> R) async throws -> R {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { try? await background() }
+        let result = try await body()
+        group.cancelAll()
+        return result
+    }
+}
+
 func microseconds(_ duration: Duration) -> UInt64 {
     let (seconds, attoseconds) = duration.components
     return UInt64(max(0, seconds * 1_000_000 + attoseconds / 1_000_000_000_000))
@@ -62,8 +86,10 @@ struct StateWrites: AsyncParsableCommand {
     }
 
     static func measure(_ bench: BenchServer, storage: String, inFlight: Int, seconds: Int) async throws -> String {
-        let client = try await CosiClient.connect(bench.client())
-        defer { Task { await client.close() } }
+        try await withCosiClient(bench.client()) { client in try await measure(client, storage: storage, inFlight: inFlight, seconds: seconds) }
+    }
+
+    static func measure(_ client: CosiClient, storage: String, inFlight: Int, seconds: Int) async throws -> String {
         let type = "Writes.bench.dev"
         let created = NIOLockedValueBox([Int: Resource]())
         let (createRate, createHistogram) = try await drive(inFlight: inFlight, duration: .seconds(seconds)) { worker, iteration in
@@ -93,12 +119,11 @@ struct StateReads: AsyncParsableCommand {
     }
 
     static func measure(_ bench: BenchServer, seconds: Int, connections: Int = 1) async throws -> String {
-        let client = try await CosiClient.connect(bench.client())
-        var extra: [CosiClient] = []
-        for _ in 1..<max(connections, 1) { extra.append(try await CosiClient.connect(bench.client())) }
-        let getters = [client] + extra
-        defer { for other in extra { Task { await other.close() } } }
-        defer { Task { await client.close() } }
+        try await withClients(max(connections, 1), bench) { getters in try await measure(getters, seconds: seconds) }
+    }
+
+    static func measure(_ getters: [CosiClient], seconds: Int) async throws -> String {
+        let client = getters[0]
         let type = "Reads.bench.dev"
         try await withThrowingTaskGroup(of: Void.self) { group in
             for worker in 0..<64 {
@@ -137,22 +162,23 @@ struct WatchDelivery: AsyncParsableCommand {
     }
 
     static func measure(_ bench: BenchServer, watchers: Int, seconds: Int) async throws -> String {
+        // The writer and the watchers' connections (at most 100 streams each).
+        try await withClients(1 + max(1, (watchers + 99) / 100), bench) { clients in
+            try await measure(writer: clients[0], watchers: watchers, clients: Array(clients.dropFirst()), seconds: seconds)
+        }
+    }
+
+    static func measure(writer: CosiClient, watchers: Int, clients: [CosiClient], seconds: Int) async throws -> String {
         let type = "Watch.bench.dev"
-        let writer = try await CosiClient.connect(bench.client())
-        defer { Task { await writer.close() } }
         var resources: [Resource] = []
         for index in 0..<16 { resources.append(try await writer.create(benchResource(type, "w\(index)"), owner: "")) }
 
-        // Watchers spread over connections of at most 100 streams each.
-        let connections = max(1, (watchers + 99) / 100)
-        var connected: [CosiClient] = []
-        for _ in 0..<connections { connected.append(try await CosiClient.connect(bench.client())) }
-        let clients = connected
+        let connections = clients.count
         let delivered = NIOLockedValueBox(0)
         let latency = NIOLockedValueBox(Histogram<UInt64>(highestTrackableValue: 60_000_000))
         let measuring = NIOLockedValueBox(false)
         let ready = NIOLockedValueBox(0)
-        let watchTask = Task {
+        let watching: @Sendable () async throws -> Void = {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for index in 0..<watchers {
                     let client = clients[index % connections]
@@ -193,22 +219,22 @@ struct WatchDelivery: AsyncParsableCommand {
                 try await group.waitForAll()
             }
         }
-        while ready.withLockedValue({ $0 }) < watchers { try await Task.sleep(for: .milliseconds(20)) }
-        measuring.withLockedValue { $0 = true }
-        let latest = NIOLockedValueBox(resources)
-        let (writeRate, _) = try await drive(inFlight: 16, duration: .seconds(seconds)) { worker, _ in
-            var resource = latest.withLockedValue { $0[worker] }
-            resource.metadata.annotations = ["v": resource.metadata.version]
-            let stored = try await writer.update(resource, owner: "")
-            latest.withLockedValue { $0[worker] = stored }
+        let (writeRate, total) = try await whileRunning(watching) {
+            while ready.withLockedValue({ $0 }) < watchers { try await Task.sleep(for: .milliseconds(20)) }
+            measuring.withLockedValue { $0 = true }
+            let latest = NIOLockedValueBox(resources)
+            let (writeRate, _) = try await drive(inFlight: 16, duration: .seconds(seconds)) { worker, _ in
+                var resource = latest.withLockedValue { $0[worker] }
+                resource.metadata.annotations = ["v": resource.metadata.version]
+                let stored = try await writer.update(resource, owner: "")
+                latest.withLockedValue { $0[worker] = stored }
+            }
+            measuring.withLockedValue { $0 = false }
+            // Let watchers drain what was written during the measurement and report their counts.
+            _ = try await writer.create(benchResource(type, "end"), owner: "")
+            try await Task.sleep(for: .seconds(1))
+            return (writeRate, delivered.withLockedValue { $0 })
         }
-        measuring.withLockedValue { $0 = false }
-        // Let watchers drain what was written during the measurement and report their counts.
-        _ = try await writer.create(benchResource(type, "end"), owner: "")
-        try await Task.sleep(for: .seconds(1))
-        let total = delivered.withLockedValue { $0 }
-        watchTask.cancel()
-        for client in clients { await client.close() }
         let histogram = latency.withLockedValue { $0 }
         return String(
             format: "watch delivery, %d watcher(s): writer %.0f updates/s, %.0f events delivered/s, write-to-watcher p50 %.2f ms, p99 %.2f ms",
@@ -235,12 +261,15 @@ struct IdleWatches: AsyncParsableCommand {
     }
 
     static func measure(_ bench: BenchServer, watches: Int) async throws -> String {
-        let client = try await CosiClient.connect(bench.client())
+        try await withCosiClient(bench.client()) { client in try await measure(bench, client, watches: watches) }
+    }
+
+    static func measure(_ bench: BenchServer, _ client: CosiClient, watches: Int) async throws -> String {
         _ = try await client.info()
         try await Task.sleep(for: .milliseconds(500))
         guard let before = bench.residentKiB() else { return "idle watches: needs the server as a child process" }
         let ready = NIOLockedValueBox(0)
-        let task = Task {
+        let watching: @Sendable () async throws -> Void = {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for index in 0..<watches {
                     group.addTask {
@@ -252,11 +281,11 @@ struct IdleWatches: AsyncParsableCommand {
                 try await group.waitForAll()
             }
         }
-        while ready.withLockedValue({ $0 }) < watches { try await Task.sleep(for: .milliseconds(20)) }
-        try await Task.sleep(for: .seconds(1))
-        let after = bench.residentKiB() ?? before
-        task.cancel()
-        await client.close()
+        let after = try await whileRunning(watching) {
+            while ready.withLockedValue({ $0 }) < watches { try await Task.sleep(for: .milliseconds(20)) }
+            try await Task.sleep(for: .seconds(1))
+            return bench.residentKiB() ?? before
+        }
         return String(format: "idle watches: %d open, server RSS %d KiB -> %d KiB, %.2f KiB per watch", watches, before, after, Double(after - before) / Double(watches))
     }
 }

@@ -205,12 +205,6 @@ struct Cosid: AsyncParsableCommand {
             throw ExitCode.failure
         }
         let server = CosiServer(configuration: configuration, engine: engine, logger: logger)
-        do {
-            try await server.start()
-        } catch {
-            logger.critical("cannot listen on \(settings.listen.joined(separator: ", ")): \(error)")
-            throw ExitCode.failure
-        }
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
             services: [
                 // Services shut down in reverse order: the server first. When it has drained,
@@ -223,7 +217,17 @@ struct Cosid: AsyncParsableCommand {
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))
-        try await group.run()
+        do {
+            try await group.run()
+        } catch {
+            // The server's task group ends every connection and call before this point.
+            if server.rpc.localAddress == nil {
+                logger.critical("cannot listen on \(settings.listen.joined(separator: ", ")): \(error)")
+            } else {
+                logger.critical("stopped on an error: \(error)")
+            }
+            throw ExitCode.failure
+        }
     }
 }
 

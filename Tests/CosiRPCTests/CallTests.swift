@@ -2,6 +2,7 @@ import CosiMessages
 import CosiRPC
 import CosiTesting
 import NIOCore
+import NIOPosix
 import Testing
 
 @Suite("Calls over mutual TLS on 127.0.0.1", .timeLimit(.minutes(1)))
@@ -213,8 +214,7 @@ struct CallTests {
             }
             // Both calls are running on the server before it is asked to shut down.
             try await eventually { observations.wasStarted("in-flight") && observations.wasStarted("watch") }
-            let shutdown = Task { await server.shutdownGracefully() }
-            try await Task.sleep(for: .milliseconds(100))
+            server.beginGracefulShutdown()
             // The waiting call ends at once with UNAVAILABLE.
             await #expect {
                 try await watch.value
@@ -226,8 +226,28 @@ struct CallTests {
             // The in-flight call completes.
             let reply = try await inFlight.value
             #expect(reply.readableBytes == 4)
-            await shutdown.value
-            #expect(server.connectionCount == 0)
+            // Drained: the connection closes by itself, long before the grace period ends.
+            try await eventually(timeout: .seconds(4)) { server.connectionCount == 0 }
+        }
+    }
+
+    @Test func servingReturnsOnlyOnceEveryCallHasEnded() async throws {
+        var configuration = RPCServerConfiguration(host: "127.0.0.1", port: 0, tls: try pki.serverContext())
+        configuration.gracePeriod = .milliseconds(100)
+        let server = RPCServer(configuration: configuration, methods: TestMethods.table(observations), group: MultiThreadedEventLoopGroup.singleton, logger: quietLogger("test"))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await server.serve() }
+            let port = try await server.listeningAddress.port!
+            let client = try await connectTestClient(pki: pki, port: port)
+            let call = Task { try await client.unary(TestMethods.lingering, request: ByteBuffer(), metadata: ["key": "lingering"]) }
+            try await eventually { observations.wasStarted("lingering") }
+            // The grace period ends the call; its handler takes 200 ms more to return. serve()
+            // returns after that, not before.
+            server.beginGracefulShutdown()
+            try await group.next()
+            #expect(observations.wasEnded("lingering"), "serve() returned while a call's handler was still running")
+            await #expect(throws: RPCError.self) { try await call.value }
+            await client.close()
         }
     }
 }

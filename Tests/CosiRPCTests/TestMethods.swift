@@ -1,11 +1,17 @@
-import CosiMessages
 import CosiRPC
 import NIOConcurrencyHelpers
 import NIOCore
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Methods for transport tests: they work on raw bytes and record what they observed.
 final class Observations: Sendable {
-    private let state = NIOLockedValueBox((cancelled: Set<String>(), written: [String: Int](), started: Set<String>()))
+    private let state = NIOLockedValueBox((cancelled: Set<String>(), written: [String: Int](), started: Set<String>(), ended: Set<String>()))
+
+    func markEnded(_ key: String) { _ = state.withLockedValue { $0.ended.insert(key) } }
+    func wasEnded(_ key: String) -> Bool { state.withLockedValue { $0.ended.contains(key) } }
 
     func markStarted(_ key: String) { _ = state.withLockedValue { $0.started.insert(key) } }
     func wasStarted(_ key: String) -> Bool { state.withLockedValue { $0.started.contains(key) } }
@@ -22,6 +28,7 @@ enum TestMethods {
     static let sleep = "/test.Echo/Sleep"
     static let hang = "/test.Echo/Hang"
     static let infinite = "/test.Echo/Infinite"
+    static let lingering = "/test.Echo/Lingering"
     static let typed = "/test.Echo/Typed"
     static let typedInline = "/test.Echo/TypedInline"
 
@@ -62,6 +69,19 @@ enum TestMethods {
                     throw error
                 }
             }, waitsOnOthers: true),
+            // Waits until cancelled, then takes 200 ms to clean up before it ends.
+            RPCMethod(name: lingering, handler: .unary { request, context in
+                let key = context.metadata["key"] ?? ""
+                observations.markStarted(key)
+                defer { observations.markEnded(key) }
+                do {
+                    try await Task.sleep(for: .seconds(3600))
+                } catch {
+                    usleep(200_000)
+                    throw error
+                }
+                return request
+            }),
             // Writes 1 KiB messages forever, recording how many were accepted.
             RPCMethod(name: infinite, handler: .serverStreaming { _, context, writer in
                 let key = context.metadata["key"] ?? ""

@@ -25,95 +25,154 @@ struct AccessControlTests {
         }
     }
 
-    /// A server with one ordinary resource, one in `meta`, and a sensitive type.
-    static func withServer(_ body: (Int, TestPKI, StateEngine) async throws -> Void) async throws {
+    /// A server with one ordinary resource, one in `meta`, and a sensitive type; its audit log
+    /// is captured.
+    static func withServer(_ body: (Int, TestPKI, LogCapture) async throws -> Void) async throws {
         let pki = try TestPKI()
         let engine = try StateBackends.memory().engine
-        defer { engine.shutdown() }
         _ = try await engine.create(StateConformance.resource("Plain.test.dev", "p"), owner: "")
         let sensitive = try MetaNamespace.definition(Meta.ResourceDefinitionSpec(resourceType: "Secrets.test.dev", sensitivity: .sensitive))
         _ = try await engine.create(sensitive, owner: "")
         _ = try await engine.create(StateConformance.resource("Secrets.test.dev", "s"), owner: "")
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
-        let server = CosiServer(configuration: RPCServerConfiguration(host: "127.0.0.1", port: 0, tls: try pki.serverContext()), engine: engine, logger: logger)
-        let address = try await server.start()
-        defer { Task { await server.rpc.close() } }
-        try await body(address.port!, pki, engine)
+        let audit = LogCapture()
+        let server = CosiServer(
+            configuration: RPCServerConfiguration(host: "127.0.0.1", port: 0, tls: try pki.serverContext()),
+            engine: engine, logger: quietLogger("test"), audit: audit.logger("cosid.audit")
+        )
+        // The server's scope shuts the engine down when it ends.
+        try await withRunningServer(server.rpc, serve: { try await server.run() }) { running in
+            try await body(running.port, pki, audit)
+        }
     }
 
-    static func client(_ who: Who, _ pki: TestPKI, _ port: Int) async throws -> CosiClient {
-        try await CosiClient.connect(CosiClientConfiguration(host: "127.0.0.1", port: port, tls: try pki.client(name: who.rawValue, roles: who.roles)))
+    /// Runs `body` with a client holding `who`'s certificate, and closes it.
+    static func withClient(_ who: Who, _ pki: TestPKI, _ port: Int, _ body: (CosiClient) async throws -> Void) async throws {
+        try await withCosiClient(CosiClientConfiguration(host: "127.0.0.1", port: port, tls: try pki.client(name: who.rawValue, roles: who.roles)), body)
     }
 
-    /// Runs `call`; true when allowed (any outcome but PERMISSION_DENIED).
-    static func allowed(_ call: () async throws -> Void) async throws -> Bool {
+    /// How a call ended: OK, or the status code it failed with.
+    enum Outcome: Equatable, CustomStringConvertible {
+        case ok
+        case failed(RPCStatus.Code)
+        static let refused = Outcome.failed(.permissionDenied)
+        var description: String { if case .failed(let code) = self { "\(code)" } else { "OK" } }
+    }
+
+    static func outcome(_ call: () async throws -> Void) async -> Outcome {
         do {
             try await call()
-            return true
-        } catch let error as RPCError where error.code == .permissionDenied {
-            #expect(error.message.contains("os:"), "the refusal names the role needed: \(error.message)")
-            return false
-        } catch is RPCError {
-            return true
+            return .ok
+        } catch let error as RPCError {
+            if error.code == .permissionDenied {
+                #expect(error.message.contains("os:"), "the refusal names the role needed: \(error.message)")
+            }
+            return .failed(error.code)
+        } catch {
+            Issue.record("not an RPCError: \(error)")
+            return .failed(.unknown)
         }
     }
 
-    static func watchAllowed(_ client: CosiClient, _ namespace: String, _ type: String) async throws -> Bool {
-        try await allowed {
+    /// A watch is allowed when its first ("ready") response arrives.
+    static func watchOutcome(_ client: CosiClient, _ namespace: String, _ type: String) async -> Outcome {
+        await outcome {
             var responses = client.watchCall(WatchRequest(namespace: namespace, type: type)).makeAsyncIterator()
-            _ = try await responses.next()
+            guard try await responses.next() != nil else { throw RPCError(code: .internal, message: "the watch ended without its ready response") }
         }
+    }
+
+    /// A call, whether the role may make it, what an allowed call returns (success, or the
+    /// domain error the request deserves), and what it returned. A refused call is
+    /// PERMISSION_DENIED.
+    struct Cell {
+        var name: String
+        var allowed: Bool
+        var granted: Outcome
+        var outcome: Outcome
+    }
+
+    /// Every State method, called by `who`.
+    static func stateCells(_ who: Who, _ client: CosiClient) async -> [Cell] {
+        let ns = "default", type = "Plain.test.dev"
+        let mayRead = [.admin, .operator, .reader].contains(who)
+        let mayWrite = [.admin, .operator].contains(who)
+        var cells: [Cell] = []
+        cells.append(Cell(name: "Get", allowed: mayRead, granted: .ok, outcome: await Self.outcome { _ = try await client.get(namespace: ns, type: type, id: "p") }))
+        cells.append(Cell(name: "List", allowed: mayRead, granted: .ok, outcome: await Self.outcome { _ = try await client.list(namespace: ns, type: type) }))
+        cells.append(Cell(name: "Watch", allowed: mayRead, granted: .ok, outcome: await Self.watchOutcome(client, ns, type)))
+        cells.append(Cell(name: "Get of a missing id", allowed: mayRead, granted: .failed(.notFound), outcome: await Self.outcome { _ = try await client.get(namespace: ns, type: type, id: "missing") }))
+        cells.append(Cell(name: "Create", allowed: mayWrite, granted: .ok, outcome: await Self.outcome { _ = try await client.create(StateConformance.resource(type, "new-\(who)"), owner: "") }))
+        cells.append(Cell(name: "Create of an existing id", allowed: mayWrite, granted: .failed(.alreadyExists), outcome: await Self.outcome { _ = try await client.create(StateConformance.resource(type, "p"), owner: "") }))
+        // Update reads first: a role that may not read is refused there.
+        cells.append(Cell(name: "Update", allowed: mayWrite, granted: .ok, outcome: await Self.outcome {
+            var p = try await client.get(namespace: ns, type: type, id: "p")
+            p.metadata.labels = ["by": who.rawValue]
+            _ = try await client.update(p, owner: "")
+        }))
+        cells.append(Cell(name: "Teardown", allowed: mayWrite, granted: .failed(.notFound), outcome: await Self.outcome { _ = try await client.teardown(namespace: ns, type: type, id: "missing-\(who)") }))
+        cells.append(Cell(name: "Destroy", allowed: mayWrite, granted: .failed(.notFound), outcome: await Self.outcome { try await client.destroy(namespace: ns, type: type, id: "missing-\(who)") }))
+        cells.append(Cell(name: "TeardownAndDestroy", allowed: mayWrite, granted: .failed(.notFound), outcome: await Self.outcome {
+            try await client.teardownAndDestroy(namespace: ns, type: type, id: "missing-\(who)", timeout: .seconds(2))
+        }))
+        return cells
     }
 
     @Test(arguments: Who.allCases)
     func everyStateMethodByRole(_ who: Who) async throws {
-        try await Self.withServer { port, pki, _ in
-            let client = try await Self.client(who, pki, port)
-            defer { Task { await client.close() } }
-            let ns = "default", type = "Plain.test.dev"
-            let reads = [
-                try await Self.allowed { _ = try await client.get(namespace: ns, type: type, id: "p") },
-                try await Self.allowed { _ = try await client.list(namespace: ns, type: type) },
-                try await Self.watchAllowed(client, ns, type),
-            ]
-            let writes = [
-                try await Self.allowed { _ = try await client.create(StateConformance.resource(type, "new-\(who)"), owner: "") },
-                try await Self.allowed {
-                    var p = try await client.get(namespace: ns, type: type, id: "p")
-                    p.metadata.labels = ["by": who.rawValue]
-                    _ = try await client.update(p, owner: "")
-                },
-                try await Self.allowed { _ = try await client.teardown(namespace: ns, type: type, id: "missing-\(who)") },
-                try await Self.allowed { try await client.destroy(namespace: ns, type: type, id: "missing-\(who)") },
-                try await Self.allowed { try await client.teardownAndDestroy(namespace: ns, type: type, id: "missing-\(who)", timeout: .seconds(2)) },
-            ]
-            let mayRead = [.admin, .operator, .reader].contains(who)
-            let mayWrite = [.admin, .operator].contains(who)
-            #expect(reads == Array(repeating: mayRead, count: 3), "\(who) reads: \(reads)")
-            // The Update check reads first; a role that cannot read cannot update either.
-            #expect(writes == Array(repeating: mayWrite, count: 5), "\(who) writes: \(writes)")
-            // Info is for everyone.
-            let info = try await client.info()
-            #expect(info.identity == who.rawValue)
+        try await Self.withServer { port, pki, audit in
+            try await Self.withClient(who, pki, port) { client in
+                for cell in await Self.stateCells(who, client) {
+                    #expect(cell.outcome == (cell.allowed ? cell.granted : .refused), "\(who) \(cell.name)")
+                }
+                // Info is for everyone.
+                let info = try await client.info()
+                #expect(info.identity == who.rawValue)
+                #expect(info.roles == who.roles)
+            }
+            Self.checkAudit(audit, who)
+        }
+    }
+
+    /// The audit log: one line per refusal and per successful write, with the identity.
+    static func checkAudit(_ audit: LogCapture, _ who: Who) {
+        let refusals = audit.records.filter { $0.message == "refused" }
+        let writes = audit.records.filter { $0.message == "write" }
+        #expect(refusals.allSatisfy { $0.metadata["identity"] == who.rawValue && $0.level == .notice })
+        #expect(writes.allSatisfy { $0.metadata["identity"] == who.rawValue })
+        let refusedMethods = Set(refusals.compactMap { $0.metadata["method"] })
+        if [.admin, .operator].contains(who) {
+            #expect(refusals.isEmpty, "\(refusals.map(\.metadata))")
+            // Create and Update succeeded; the failed writes are not "write" lines.
+            #expect(writes.map { $0.metadata["method"] } == ["/cosi.resource.State/Create", "/cosi.resource.State/Update"])
+            #expect(writes.first?.metadata["kind"] == "default/Plain.test.dev")
+        } else if who == .reader {
+            #expect(writes.isEmpty)
+            #expect(refusedMethods == [
+                "/cosi.resource.State/Create", "/cosi.resource.State/Update", "/cosi.resource.State/Teardown",
+                "/cosi.resource.State/Destroy", "/cosi.resource.State/TeardownAndDestroy",
+            ])
+        } else {
+            #expect(writes.isEmpty)
+            #expect(refusedMethods.isSuperset(of: ["/cosi.resource.State/Get", "/cosi.resource.State/List", "/cosi.resource.State/Watch", "/cosi.resource.State/Create"]))
+            #expect(refusals.allSatisfy { $0.metadata["reason"]?.contains("os:") == true })
         }
     }
 
     @Test(arguments: Who.allCases)
     func metaAndSensitiveTypes(_ who: Who) async throws {
         try await Self.withServer { port, pki, _ in
-            let client = try await Self.client(who, pki, port)
-            defer { Task { await client.close() } }
-            let metaRead = try await Self.allowed { _ = try await client.list(namespace: "meta", type: MetaNamespace.resourceDefinitionType) }
-            let metaWrite = try await Self.allowed {
-                _ = try await client.create(MetaNamespace.definition(Meta.ResourceDefinitionSpec(resourceType: "\(who.rawValue.capitalized)Things.test.dev")), owner: "")
+            try await Self.withClient(who, pki, port) { client in
+                let metaRead = await Self.outcome { _ = try await client.list(namespace: "meta", type: MetaNamespace.resourceDefinitionType) }
+                let metaWrite = await Self.outcome {
+                    _ = try await client.create(MetaNamespace.definition(Meta.ResourceDefinitionSpec(resourceType: "\(who.rawValue.capitalized)Things.test.dev")), owner: "")
+                }
+                let sensitiveGet = await Self.outcome { _ = try await client.get(namespace: "default", type: "Secrets.test.dev", id: "s") }
+                let sensitiveWatch = await Self.watchOutcome(client, "default", "Secrets.test.dev")
+                #expect(metaRead == ([.admin, .operator, .reader].contains(who) ? .ok : .refused))
+                #expect(metaWrite == (who == .admin ? .ok : .refused))
+                #expect(sensitiveGet == (who == .admin ? .ok : .refused))
+                #expect(sensitiveWatch == (who == .admin ? .ok : .refused), "a non-admin's watch on a sensitive kind is refused as a whole")
             }
-            let sensitiveGet = try await Self.allowed { _ = try await client.get(namespace: "default", type: "Secrets.test.dev", id: "s") }
-            let sensitiveWatch = try await Self.watchAllowed(client, "default", "Secrets.test.dev")
-            #expect(metaRead == [.admin, .operator, .reader].contains(who))
-            #expect(metaWrite == (who == .admin))
-            #expect(sensitiveGet == (who == .admin))
-            #expect(sensitiveWatch == (who == .admin), "a non-admin's watch on a sensitive kind is refused as a whole")
         }
     }
 

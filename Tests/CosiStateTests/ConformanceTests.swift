@@ -10,28 +10,32 @@ enum Backend: String, CaseIterable, CustomTestStringConvertible {
 
     var testDescription: String { rawValue }
 
-    func make() async throws -> any StateBackend {
+    /// Runs `body` against a fresh backend of this kind, and closes it afterwards.
+    func with(_ body: (any StateBackend) async throws -> Void) async throws {
+        let engineBackend: EngineBackend
         switch self {
         case .memory:
-            return try StateBackends.memory()
+            engineBackend = try StateBackends.memory()
         case .sqlite:
-            return try StateBackends.sqlite()
+            engineBackend = try StateBackends.sqlite()
         case .wire:
-            return try await StateBackends.wire(engine: StateBackends.memory().engine, pki: TestPKI())
+            // The server's scope ends with the engine shut down.
+            try await StateBackends.withWire(engine: StateBackends.memory().engine, pki: TestPKI(), body)
+            return
         }
+        do {
+            try await body(engineBackend)
+        } catch {
+            await engineBackend.close()
+            throw error
+        }
+        await engineBackend.close()
     }
 }
 
 /// Runs one conformance check against a fresh backend.
 func conform(_ backend: Backend, _ check: (any StateBackend) async throws -> Void) async throws {
-    let b = try await backend.make()
-    do {
-        try await check(b)
-    } catch {
-        await b.close()
-        throw error
-    }
-    await b.close()
+    try await backend.with(check)
 }
 
 @Suite("State conformance", .timeLimit(.minutes(1)))

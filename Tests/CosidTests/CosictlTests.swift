@@ -75,6 +75,17 @@ struct CosictlTests {
           hostname: spare
         """
 
+    @Test func cosictlClosesItsConnectionWithGoAwayBeforeExiting() async throws {
+        let setup = try await Setup()
+        for command in [["info"], ["get", "rd"], ["version"]] {
+            let before = setup.output.value.components(separatedBy: "the client sent GOAWAY").count
+            let result = try setup.run(command)
+            #expect(result.status == 0, "\(command): \(result.err)")
+            // The server logs the close as the client's GOAWAY, not as a dropped connection.
+            try await CosidProcessTests.waitFor("the client sent GOAWAY", in: setup.output, after: before)
+        }
+    }
+
     @Test func applyGetInEveryFormatAndDelete() async throws {
         let setup = try await Setup()
         let applied = try setup.run(["apply", "-f", "-"], input: Self.hostname)

@@ -19,7 +19,8 @@ struct CosidProcessTests {
     /// The port cosid logged it listens on.
     static func port(from output: Output) async throws -> Int {
         for _ in 0..<400 {
-            if let line = output.value.split(separator: "\n").first(where: { $0.contains("listening") }),
+            // The RPC listener's line ("... listening"), not the metrics endpoint's.
+            if let line = output.value.split(separator: "\n").first(where: { $0.contains("listening") && !$0.contains("metrics endpoint") }),
                let digits = line.split(separator: ":").last?.prefix(while: \.isNumber), let port = Int(digits) {
                 return port
             }
@@ -28,10 +29,10 @@ struct CosidProcessTests {
         throw CancellationError()
     }
 
-    /// Waits until cosid logs `text`.
-    static func waitFor(_ text: String, in output: Output) async throws {
+    /// Waits until cosid logs `text` (more than `after` times before).
+    static func waitFor(_ text: String, in output: Output, after: Int = 1) async throws {
         for _ in 0..<400 {
-            if output.value.contains(text) { return }
+            if output.value.components(separatedBy: text).count > after { return }
             try await Task.sleep(for: .milliseconds(25))
         }
         Issue.record("cosid did not log \"\(text)\": \(output.value)")
@@ -62,7 +63,8 @@ struct CosidProcessTests {
         var port: Int?
         for _ in 0..<200 where port == nil {
             try await Task.sleep(for: .milliseconds(50))
-            if let line = output.value.split(separator: "\n").first(where: { $0.contains("listening") }),
+            // The RPC listener's line ("... listening"), not the metrics endpoint's.
+            if let line = output.value.split(separator: "\n").first(where: { $0.contains("listening") && !$0.contains("metrics endpoint") }),
                let digits = line.split(separator: ":").last?.prefix(while: \.isNumber) {
                 port = Int(digits)
             }

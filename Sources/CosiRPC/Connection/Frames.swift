@@ -51,14 +51,48 @@ enum Frames {
     }
 }
 
-/// Encodes frames into one buffer per flush, so a burst of frames costs one TLS record write.
-struct FrameWriteBuffer {
-    private(set) var buffer: ByteBuffer
-    init(allocator: ByteBufferAllocator) { buffer = allocator.buffer(capacity: 0) }
-    mutating func append(_ frame: Frame) { buffer.writeFrame(frame) }
-    mutating func take(allocator: ByteBufferAllocator) -> ByteBuffer? {
-        guard buffer.readableBytes > 0 else { return nil }
-        defer { buffer = allocator.buffer(capacity: 0) }
-        return buffer
+/// The frames a connection handler writes, coalesced: frames appended while the event loop works
+/// through a batch of tasks leave in one buffer, one TLS record and one system call. Both
+/// connection handlers use it; it lives on their event loop.
+final class ConnectionOutput {
+    private var buffer = ByteBuffer()
+    private var flushScheduled = false
+    private var context: ChannelHandlerContext?
+
+    /// Starts writing through `context` (the handler was added).
+    func attach(_ context: ChannelHandlerContext) { self.context = context }
+    /// Stops writing (the handler was removed).
+    func detach() { context = nil }
+
+    func append(_ frame: Frame) { buffer.writeFrame(frame) }
+
+    /// Writes and flushes what was appended, now.
+    func flush() {
+        guard let context, buffer.readableBytes > 0 else { return }
+        let bytes = buffer
+        buffer = context.channel.allocator.buffer(capacity: 0)
+        context.writeAndFlush(NIOAny(bytes), promise: nil)
+    }
+
+    /// Flushes once the event loop has run the tasks already queued.
+    func scheduleFlush() {
+        guard !flushScheduled, let context else { return }
+        flushScheduled = true
+        context.eventLoop.assumeIsolated().execute {
+            self.flushScheduled = false
+            self.flush()
+        }
+    }
+}
+
+extension FrameDecoder {
+    /// The next complete frame, nil when more bytes are needed, or the connection error a
+    /// decoding failure is (FRAME_SIZE_ERROR for an oversized frame, PROTOCOL_ERROR otherwise).
+    mutating func nextFrameOrError() -> Result<Frame?, ConnectionError> {
+        do {
+            return .success(try nextFrame())
+        } catch {
+            return .failure(ConnectionError(code: error.code == .frameTooLarge ? .frameSizeError : .protocolError, message: error.message))
+        }
     }
 }

@@ -4,10 +4,11 @@ import NIOCore
 
 /// The server side of one COSI-RPC/1 connection, as a plain state machine.
 ///
-/// It owns stream bookkeeping, flow-control windows, the ping-flood guard and shutdown state.
-/// It does no I/O: every input returns the actions the handler must carry out, in order.
-/// `Completion` is an opaque token the handler attaches to outbound messages and gets back when
-/// the message leaves the queue (the handler uses promises; tests use integers).
+/// It owns the calls' bookkeeping (stream ids, requests, trailers), the ping-flood guard and
+/// shutdown; windows and credit are the ``FlowControl`` core it shares with the client. It does
+/// no I/O: every input returns the actions the handler must carry out, in order. `Completion` is
+/// an opaque token the handler attaches to outbound messages and gets back when the message
+/// leaves the queue (the handler uses promises; tests use integers).
 struct ServerConnectionStateMachine<Completion> {
     enum Action {
         /// Write this frame to the peer.
@@ -26,52 +27,41 @@ struct ServerConnectionStateMachine<Completion> {
         case close
     }
 
-    private enum Outbound {
-        case message(ByteBuffer, Completion?)
-        case trailers(RPCStatus)
-    }
-
-    private struct Stream {
+    private struct Call {
         var headers: Envelope.CallHeaders
-        var sendWindow: FlowWindow
-        var receiveWindow: FlowWindow
         var request: ByteBuffer?
         var extraMessages = false
         var requestComplete = false
-        var pending: Deque<Outbound> = []
+        /// How the call ends, once its handler has finished: sent when its queue drains.
+        var trailers: RPCStatus?
     }
 
     private enum Phase {
         case open
-        /// GOAWAY(NO_ERROR) sent: no new streams, close once the last one ends.
+        /// GOAWAY(NO_ERROR) sent: no new calls, close once the last one ends.
         case draining
         case closed
     }
 
-    let localSettings: RPCSettings
-    private var peer = PeerSettings()
-    var remoteSettings: RPCSettings { peer.current }
+    private var flow: FlowControl<Completion>
     private var phase = Phase.open
-    private var streams: [UInt32: Stream] = [:]
+    private var calls: [UInt32: Call] = [:]
     private var highestStreamID: UInt32 = 0
-    private var connectionSendWindow = FlowWindow(RPCSettings.defaultInitialConnectionWindow)
-    private var connectionReceiveWindow: FlowWindow
-    private var connectionCredit: CreditGrant
-    /// Streams with messages waiting only for connection-level credit, in arrival order.
-    private var blockedOnConnection: [UInt32] = []
     /// Times of PINGs received since the last call, for the flood guard.
     private var recentPings: Deque<NIODeadline> = []
     static var pingFloodLimit: Int { 10 }
     static var pingFloodPeriod: TimeAmount { .seconds(10) }
 
     init(localSettings: RPCSettings) {
-        self.localSettings = localSettings
-        self.connectionReceiveWindow = FlowWindow(localSettings.initialConnectionWindow)
-        self.connectionCredit = CreditGrant(window: localSettings.initialConnectionWindow)
+        self.flow = FlowControl(local: localSettings)
     }
 
+    var localSettings: RPCSettings { flow.local }
+    var remoteSettings: RPCSettings { flow.remote }
     /// The number of calls open on the connection.
-    var openStreams: Int { streams.count }
+    var openStreams: Int { calls.count }
+    /// The open calls' stream ids.
+    var streamIDs: [UInt32] { Array(calls.keys) }
     /// Whether the connection is closed or closing.
     var isClosed: Bool { if case .closed = phase { true } else { false } }
 
@@ -93,7 +83,7 @@ struct ServerConnectionStateMachine<Completion> {
         return actions
     }
 
-    /// A frame-level error found by the decoder.
+    /// A frame-level error found by the decoder, or a protocol error.
     mutating func connectionError(_ error: ConnectionError) -> [Action] {
         guard !isClosed else { return [] }
         phase = .closed
@@ -106,7 +96,9 @@ struct ServerConnectionStateMachine<Completion> {
     private mutating func receive(_ frame: Frame, now: NIODeadline, into actions: inout [Action]) throws(ConnectionError) {
         switch frame.type {
         case .settings:
-            try receiveSettings(frame, into: &actions)
+            var out: [FlowControl<Completion>.Output] = []
+            _ = try flow.receiveSettings(frame, into: &out)
+            apply(out, into: &actions)
         case .headers:
             try receiveHeaders(frame, into: &actions)
         case .message:
@@ -116,26 +108,28 @@ struct ServerConnectionStateMachine<Completion> {
         case .cancel:
             try receiveCancel(frame, into: &actions)
         case .window:
-            try receiveWindow(frame, into: &actions)
+            if frame.streamID != 0 { try requireOpened(frame) }
+            var out: [FlowControl<Completion>.Output] = []
+            try flow.receiveWindow(frame, into: &out)
+            apply(out, into: &actions)
         case .ping:
             try receivePing(frame, now: now, into: &actions)
         case .goAway:
             guard frame.streamID == 0 else { throw ConnectionError(code: .protocolError, message: "GOAWAY on stream \(frame.streamID)") }
             if case .open = phase { phase = .draining }
-            if streams.isEmpty { phase = .closed; actions.append(.close) }
+            closeIfDrained(into: &actions)
         default:
             break // unknown types are skipped by the decoder
         }
     }
 
-    private mutating func receiveSettings(_ frame: Frame, into actions: inout [Action]) throws(ConnectionError) {
-        guard let change = try peer.apply(frame) else { return }
-        connectionSendWindow.adjust(by: change.connectionWindowDelta)
-        if change.streamWindowDelta != 0 {
-            for id in streams.keys { streams[id]!.sendWindow.adjust(by: change.streamWindowDelta) }
+    /// A frame on a stream the client never opened is a PROTOCOL_ERROR; one on a stream that
+    /// has ended is ignored (it crossed our TRAILERS or CANCEL).
+    private func requireOpened(_ frame: Frame) throws(ConnectionError) {
+        guard frame.streamID != 0 else { throw ConnectionError(code: .protocolError, message: "\(frame.type) on stream 0") }
+        if calls[frame.streamID] == nil, frame.streamID > highestStreamID {
+            throw ConnectionError(code: .protocolError, message: "\(frame.type) on stream \(frame.streamID), which was never opened")
         }
-        actions.append(.send(Frames.settingsAck))
-        flushAll(into: &actions)
     }
 
     private mutating func receiveHeaders(_ frame: Frame, into actions: inout [Action]) throws(ConnectionError) {
@@ -149,7 +143,7 @@ struct ServerConnectionStateMachine<Completion> {
             actions.append(.send(Frames.trailers(id, RPCStatus(code: .unavailable, message: "server shutting down"))))
             return
         }
-        guard streams.count < Int(localSettings.maxConcurrentStreams) else {
+        guard calls.count < Int(localSettings.maxConcurrentStreams) else {
             actions.append(.send(Frames.trailers(id, RPCStatus(code: .resourceExhausted, message: "more than \(localSettings.maxConcurrentStreams) concurrent calls on one connection"))))
             return
         }
@@ -157,86 +151,46 @@ struct ServerConnectionStateMachine<Completion> {
             actions.append(.send(Frames.trailers(id, RPCStatus(code: .invalidArgument, message: "HEADERS payload does not decode as CallHeaders"))))
             return
         }
-        streams[id] = Stream(
-            headers: headers,
-            sendWindow: FlowWindow(remoteSettings.initialWindow),
-            receiveWindow: FlowWindow(localSettings.initialWindow),
-            request: nil
-        )
+        calls[id] = Call(headers: headers)
+        flow.open(id)
     }
 
     private mutating func receiveMessage(_ frame: Frame, into actions: inout [Action]) throws(ConnectionError) {
         let id = frame.streamID
         let length = frame.payload.readableBytes
         guard id != 0 else { throw ConnectionError(code: .protocolError, message: "MESSAGE on stream 0") }
-        guard connectionReceiveWindow.isOpen else {
-            throw ConnectionError(code: .flowControlError, message: "MESSAGE sent while the connection window is exhausted")
-        }
-        connectionReceiveWindow.consume(length)
-        // The payload is consumed at once (requests are buffered, not streamed), so the
-        // connection credit goes back now.
-        if let grant = connectionCredit.consume(length) {
-            _ = connectionReceiveWindow.increment(grant)
-            actions.append(.send(Frames.window(0, grant)))
-        }
-        guard var stream = streams[id] else {
-            if id > highestStreamID { throw ConnectionError(code: .protocolError, message: "MESSAGE on stream \(id), which was never opened") }
-            return // a stream that just ended: ignore
-        }
-        guard !stream.requestComplete else {
+        var out: [FlowControl<Completion>.Output] = []
+        try flow.receiveOnConnection(length, into: &out)
+        apply(out, into: &actions)
+        try requireOpened(frame)
+        guard var call = calls[id] else { return }
+        guard !call.requestComplete else {
             throw ConnectionError(code: .protocolError, message: "MESSAGE on stream \(id) after END_STREAM")
         }
-        guard stream.receiveWindow.isOpen else {
-            throw ConnectionError(code: .flowControlError, message: "MESSAGE sent while the window of stream \(id) is exhausted")
+        // No stream credit is granted back for requests: a call takes one request message, so
+        // the stream window bounds what one call can make the server buffer.
+        try flow.receiveOnStream(length, on: id)
+        if call.request == nil { call.request = frame.payload } else { call.extraMessages = true }
+        guard frame.flags.contains(.endStream) else {
+            calls[id] = call
+            return
         }
-        stream.receiveWindow.consume(length)
-        if stream.request == nil { stream.request = frame.payload } else { stream.extraMessages = true }
-        if frame.flags.contains(.endStream) {
-            stream.requestComplete = true
-            let extra = stream.extraMessages
-            streams[id] = stream
-            if extra {
-                actions += finishCall(id, status: RPCStatus(code: .invalidArgument, message: "a call takes exactly one request message"))
-                return
-            }
-            actions.append(.startCall(streamID: id, headers: stream.headers, request: stream.request ?? ByteBuffer()))
-        } else {
-            // No stream credit is granted back for request messages: a call takes one request
-            // message, so the stream window bounds what a client can make the server buffer.
-            streams[id] = stream
+        call.requestComplete = true
+        calls[id] = call
+        if call.extraMessages {
+            actions += finishCall(id, status: RPCStatus(code: .invalidArgument, message: "a call takes exactly one request message"))
+            return
         }
+        actions.append(.startCall(streamID: id, headers: call.headers, request: call.request ?? ByteBuffer()))
     }
 
     private mutating func receiveCancel(_ frame: Frame, into actions: inout [Action]) throws(ConnectionError) {
+        try requireOpened(frame)
         let id = frame.streamID
-        guard id != 0 else { throw ConnectionError(code: .protocolError, message: "CANCEL on stream 0") }
-        guard let stream = streams.removeValue(forKey: id) else {
-            if id > highestStreamID { throw ConnectionError(code: .protocolError, message: "CANCEL on stream \(id), which was never opened") }
-            return
-        }
-        actions += failPending(stream, RPCError(code: .cancelled, message: "the client cancelled the call"))
+        guard calls.removeValue(forKey: id) != nil else { return }
+        failWrites(flow.close(id), RPCError(code: .cancelled, message: "the client cancelled the call"), into: &actions)
         actions.append(.cancelCall(streamID: id))
         closeIfDrained(into: &actions)
-    }
-
-    private mutating func receiveWindow(_ frame: Frame, into actions: inout [Action]) throws(ConnectionError) {
-        let increment = try Frames.windowIncrement(frame)
-        let id = frame.streamID
-        if id == 0 {
-            guard connectionSendWindow.increment(increment) else {
-                throw ConnectionError(code: .flowControlError, message: "WINDOW takes the connection window above 2^31-1")
-            }
-            flushBlockedOnConnection(into: &actions)
-            return
-        }
-        guard streams[id] != nil else {
-            if id > highestStreamID { throw ConnectionError(code: .protocolError, message: "WINDOW on stream \(id), which was never opened") }
-            return
-        }
-        guard streams[id]!.sendWindow.increment(increment) else {
-            throw ConnectionError(code: .flowControlError, message: "WINDOW takes the window of stream \(id) above 2^31-1")
-        }
-        flush(id, into: &actions)
     }
 
     private mutating func receivePing(_ frame: Frame, now: NIODeadline, into actions: inout [Action]) throws(ConnectionError) {
@@ -258,15 +212,16 @@ struct ServerConnectionStateMachine<Completion> {
 
     /// Queues a response message; it is sent as soon as both windows allow.
     mutating func sendMessage(_ id: UInt32, _ payload: ByteBuffer, completion: Completion?) -> [Action] {
-        guard streams[id] != nil, !isClosed else {
+        guard let call = calls[id], call.trailers == nil, !isClosed else {
             return completion.map { [.failWrite($0, RPCError(code: .cancelled, message: "the call has ended"))] } ?? []
         }
         if let error = oversize(payload) {
             return completion.map { [.failWrite($0, error)] } ?? []
         }
-        streams[id]!.pending.append(.message(payload, completion))
+        var out: [FlowControl<Completion>.Output] = []
+        flow.send(payload, completion: completion, on: id, into: &out)
         var actions: [Action] = []
-        flush(id, into: &actions)
+        apply(out, into: &actions)
         return actions
     }
 
@@ -274,26 +229,31 @@ struct ServerConnectionStateMachine<Completion> {
     /// `response` (a unary call's reply). A response larger than the client's `max_frame_size`
     /// is not sent; the call ends with RESOURCE_EXHAUSTED instead.
     mutating func finishCall(_ id: UInt32, response: ByteBuffer? = nil, status: RPCStatus) -> [Action] {
-        guard streams[id] != nil else { return [] }
+        guard calls[id] != nil, calls[id]!.trailers == nil else { return [] }
         var status = status
-        if let response {
-            if let error = oversize(response) {
-                status = error.status
-            } else {
-                streams[id]!.pending.append(.message(response, nil))
-            }
+        var response = response
+        if let payload = response, let error = oversize(payload) {
+            status = error.status
+            response = nil
         }
-        streams[id]!.pending.append(.trailers(status))
+        calls[id]!.trailers = status
+        var out: [FlowControl<Completion>.Output] = []
+        if let response {
+            flow.send(response, completion: nil, on: id, into: &out)
+        } else {
+            flow.flush(id, into: &out)
+        }
         var actions: [Action] = []
-        flush(id, into: &actions)
+        apply(out, into: &actions)
         return actions
     }
 
     /// Ends a call at once with `status`, dropping its queued messages, and stops its handler
     /// (deadline passed, shutdown).
     mutating func abortCall(_ id: UInt32, status: RPCStatus) -> [Action] {
-        guard let stream = streams.removeValue(forKey: id) else { return [] }
-        var actions = failPending(stream, RPCError(status: status))
+        guard calls.removeValue(forKey: id) != nil else { return [] }
+        var actions: [Action] = []
+        failWrites(flow.close(id), RPCError(status: status), into: &actions)
         actions.append(.send(Frames.trailers(id, status)))
         actions.append(.cancelCall(streamID: id))
         closeIfDrained(into: &actions)
@@ -318,9 +278,6 @@ struct ServerConnectionStateMachine<Completion> {
         return actions
     }
 
-    /// The open streams, for the handler's shutdown decisions.
-    var streamIDs: [UInt32] { Array(streams.keys) }
-
     /// The channel closed underneath us.
     mutating func channelClosed() -> [Action] {
         phase = .closed
@@ -334,62 +291,42 @@ struct ServerConnectionStateMachine<Completion> {
         return RPCError(code: .resourceExhausted, message: "a response of \(payload.readableBytes) bytes exceeds the client's max_frame_size \(remoteSettings.maxFrameSize)")
     }
 
+    /// Carries out the flow core's outputs; a finished call's TRAILERS go once its queue drains.
+    private mutating func apply(_ outputs: [FlowControl<Completion>.Output], into actions: inout [Action]) {
+        for output in outputs {
+            switch output {
+            case .frame(let frame):
+                actions.append(.send(frame))
+            case .written(let completion):
+                actions.append(.completeWrite(completion))
+            case .drained(let id):
+                guard let status = calls[id]?.trailers else { continue }
+                calls[id] = nil
+                _ = flow.close(id)
+                actions.append(.send(Frames.trailers(id, status)))
+                closeIfDrained(into: &actions)
+            }
+        }
+    }
+
     private mutating func abortAll(_ error: RPCError, sendTrailers: Bool) -> [Action] {
         var actions: [Action] = []
-        for (id, stream) in streams.sorted(by: { $0.key < $1.key }) {
-            actions += failPending(stream, error)
+        for id in calls.keys.sorted() {
+            failWrites(flow.close(id), error, into: &actions)
             if sendTrailers { actions.append(.send(Frames.trailers(id, error.status))) }
             actions.append(.cancelCall(streamID: id))
         }
-        streams.removeAll()
-        blockedOnConnection.removeAll()
+        calls.removeAll()
+        _ = flow.closeAll()
         return actions
     }
 
-    private func failPending(_ stream: Stream, _ error: RPCError) -> [Action] {
-        stream.pending.compactMap { item in
-            if case .message(_, let completion?) = item { .failWrite(completion, error) } else { nil }
-        }
-    }
-
-    private mutating func flush(_ id: UInt32, into actions: inout [Action]) {
-        guard var stream = streams[id] else { return }
-        while let next = stream.pending.first {
-            switch next {
-            case .message(let payload, let completion):
-                guard stream.sendWindow.isOpen else { streams[id] = stream; return }
-                guard connectionSendWindow.isOpen else {
-                    if !blockedOnConnection.contains(id) { blockedOnConnection.append(id) }
-                    streams[id] = stream
-                    return
-                }
-                stream.pending.removeFirst()
-                stream.sendWindow.consume(payload.readableBytes)
-                connectionSendWindow.consume(payload.readableBytes)
-                actions.append(.send(Frames.message(id, payload, endStream: false)))
-                if let completion { actions.append(.completeWrite(completion)) }
-            case .trailers(let status):
-                streams[id] = nil
-                actions.append(.send(Frames.trailers(id, status)))
-                closeIfDrained(into: &actions)
-                return
-            }
-        }
-        streams[id] = stream
-    }
-
-    private mutating func flushAll(into actions: inout [Action]) {
-        for id in streams.keys.sorted() { flush(id, into: &actions) }
-    }
-
-    private mutating func flushBlockedOnConnection(into actions: inout [Action]) {
-        let blocked = blockedOnConnection
-        blockedOnConnection = []
-        for id in blocked { flush(id, into: &actions) }
+    private func failWrites(_ completions: [Completion], _ error: RPCError, into actions: inout [Action]) {
+        for completion in completions { actions.append(.failWrite(completion, error)) }
     }
 
     private mutating func closeIfDrained(into actions: inout [Action]) {
-        if case .draining = phase, streams.isEmpty {
+        if case .draining = phase, calls.isEmpty {
             phase = .closed
             actions.append(.close)
         }

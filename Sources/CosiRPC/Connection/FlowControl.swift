@@ -1,0 +1,291 @@
+import CosiWire
+import DequeModule
+import NIOCore
+
+/// A flow-control window: the MESSAGE payload bytes one side may still send.
+///
+/// The window may go negative (a message may be sent while the window is positive, whatever its
+/// size); sending resumes once WINDOW increments bring it above zero.
+struct FlowWindow: Hashable, Sendable {
+    static let maximum = Int64(Int32.max)
+    private(set) var value: Int64
+
+    init(_ initial: UInt32) { value = Int64(initial) }
+
+    var isOpen: Bool { value > 0 }
+
+    mutating func consume(_ bytes: Int) { value -= Int64(bytes) }
+
+    /// Applies a WINDOW increment; false when the increment is 0 or overflows the window.
+    mutating func increment(_ bytes: UInt32) -> Bool {
+        guard bytes > 0, value + Int64(bytes) <= Self.maximum else { return false }
+        value += Int64(bytes)
+        return true
+    }
+
+    /// Applies a SETTINGS change of the initial window (may go negative).
+    mutating func adjust(by delta: Int64) { value += delta }
+}
+
+/// Decides when a receiver grants credit: it counts consumed bytes and returns an increment once
+/// half the window has been consumed, so WINDOW frames stay few.
+struct CreditGrant: Hashable, Sendable {
+    let window: UInt32
+    private var consumed: UInt32 = 0
+
+    init(window: UInt32) { self.window = window }
+
+    mutating func consume(_ bytes: Int) -> UInt32? {
+        consumed &+= UInt32(clamping: bytes)
+        guard consumed >= window / 2 else { return nil }
+        defer { consumed = 0 }
+        return consumed
+    }
+}
+
+/// The peer's announced settings, and how each SETTINGS frame it sends moves our send windows.
+/// Part of ``FlowControl``, which both ends share.
+struct PeerSettings: Sendable {
+    /// What the peer announced (the defaults until its first SETTINGS).
+    private(set) var current = RPCSettings.defaults
+    /// Whether the peer's first SETTINGS has arrived.
+    private(set) var received = false
+
+    /// How a SETTINGS frame changes the sender's windows.
+    struct Change {
+        /// Added to the send window of every open stream (may be negative).
+        var streamWindowDelta: Int64
+        /// Added to the connection send window (non-zero only for the first SETTINGS).
+        var connectionWindowDelta: Int64
+        var isFirst: Bool
+    }
+
+    /// Applies a SETTINGS frame; nil for an ACK. Throws PROTOCOL_ERROR for a frame on a stream,
+    /// a payload that does not decode, or a value out of range.
+    mutating func apply(_ frame: Frame) throws(ConnectionError) -> Change? {
+        guard frame.streamID == 0 else { throw ConnectionError(code: .protocolError, message: "SETTINGS on stream \(frame.streamID)") }
+        if frame.flags.contains(.ack) { return nil }
+        let envelope: Envelope.Settings
+        do { envelope = try Envelope.Settings(serializedBytes: frame.payload) } catch {
+            throw ConnectionError(code: .protocolError, message: "SETTINGS payload does not decode")
+        }
+        let settings = try RPCSettings(validating: envelope)
+        let isFirst = !received
+        // initial_connection_window counts only in the first SETTINGS.
+        let change = Change(
+            streamWindowDelta: Int64(settings.initialWindow) - Int64(current.initialWindow),
+            connectionWindowDelta: isFirst ? Int64(settings.initialConnectionWindow) - Int64(RPCSettings.defaultInitialConnectionWindow) : 0,
+            isFirst: isFirst
+        )
+        current.maxFrameSize = settings.maxFrameSize
+        current.maxConcurrentStreams = settings.maxConcurrentStreams
+        current.initialWindow = settings.initialWindow
+        if isFirst { current.initialConnectionWindow = settings.initialConnectionWindow }
+        received = true
+        return change
+    }
+}
+
+/// What both ends of a COSI-RPC/1 connection do alike, as a plain struct: the peer's SETTINGS,
+/// the send side (per-stream and connection send windows, each stream's queue of MESSAGE
+/// payloads, the streams waiting for connection credit, in arrival order) and the receive side
+/// (windows, and credit granted back once half a window is consumed).
+///
+/// It does no I/O and knows nothing of calls: the server and client state machines own their
+/// streams' meaning (requests, responses, trailers) and use this for bytes and credit. Every
+/// method appends what must happen to `out`, in order. `Completion` is the caller's token for
+/// a queued message; it comes back in ``Output/written(_:)`` once the message has been sent.
+struct FlowControl<Completion> {
+    /// What the caller must do, in order.
+    enum Output {
+        /// Write this frame.
+        case frame(Frame)
+        /// This queued message has been written.
+        case written(Completion)
+        /// This stream's queue is empty (after a flush sent its last message, or was asked to
+        /// flush an empty queue).
+        case drained(UInt32)
+    }
+
+    private struct Queued {
+        var payload: ByteBuffer
+        var endStream: Bool
+        var completion: Completion?
+    }
+
+    private struct Stream {
+        var sendWindow: FlowWindow
+        var receiveWindow: FlowWindow
+        var receiveCredit: CreditGrant
+        var queue: Deque<Queued> = []
+        var waitsForConnection = false
+    }
+
+    /// What this side announced in its SETTINGS.
+    let local: RPCSettings
+    private var peer = PeerSettings()
+    private var streams: [UInt32: Stream] = [:]
+    private var connectionSendWindow = FlowWindow(RPCSettings.defaultInitialConnectionWindow)
+    private var connectionReceiveWindow: FlowWindow
+    private var connectionCredit: CreditGrant
+    /// Streams whose next message waits for connection credit, in the order they started waiting.
+    private var waitingForConnection: Deque<UInt32> = []
+
+    init(local: RPCSettings) {
+        self.local = local
+        self.connectionReceiveWindow = FlowWindow(local.initialConnectionWindow)
+        self.connectionCredit = CreditGrant(window: local.initialConnectionWindow)
+    }
+
+    /// What the peer announced (the protocol defaults until its first SETTINGS).
+    var remote: RPCSettings { peer.current }
+    /// Whether the peer's first SETTINGS has arrived.
+    var receivedPeerSettings: Bool { peer.received }
+
+    // MARK: Streams
+
+    /// Starts tracking a stream, with windows from both sides' current settings.
+    mutating func open(_ id: UInt32) {
+        streams[id] = Stream(
+            sendWindow: FlowWindow(remote.initialWindow),
+            receiveWindow: FlowWindow(local.initialWindow),
+            receiveCredit: CreditGrant(window: local.initialWindow)
+        )
+    }
+
+    /// Stops tracking a stream; returns the completions of its messages that were never sent.
+    mutating func close(_ id: UInt32) -> [Completion] {
+        guard let stream = streams.removeValue(forKey: id) else { return [] }
+        // A stale entry in `waitingForConnection` is skipped when it comes up.
+        return stream.queue.compactMap(\.completion)
+    }
+
+    /// Stops tracking every stream; returns the completions of messages never sent.
+    mutating func closeAll() -> [Completion] {
+        let completions = streams.keys.sorted().flatMap { close($0) }
+        waitingForConnection.removeAll()
+        return completions
+    }
+
+    func isOpen(_ id: UInt32) -> Bool { streams[id] != nil }
+
+    /// Whether a stream has nothing queued (true for a stream not tracked).
+    func isDrained(_ id: UInt32) -> Bool { streams[id]?.queue.isEmpty ?? true }
+
+    // MARK: Sending
+
+    /// Queues a MESSAGE payload on an open stream and sends what the windows allow.
+    mutating func send(_ payload: ByteBuffer, endStream: Bool = false, completion: Completion?, on id: UInt32, into out: inout [Output]) {
+        guard streams[id] != nil else { return }
+        streams[id]!.queue.append(Queued(payload: payload, endStream: endStream, completion: completion))
+        flush(id, into: &out)
+    }
+
+    /// Sends a stream's queued messages while both windows are open. A message may be sent
+    /// whenever the windows are positive, whatever its size (they may go negative).
+    mutating func flush(_ id: UInt32, into out: inout [Output]) {
+        guard var stream = streams[id] else { return }
+        while let next = stream.queue.first {
+            guard stream.sendWindow.isOpen else { break }
+            guard connectionSendWindow.isOpen else {
+                if !stream.waitsForConnection {
+                    stream.waitsForConnection = true
+                    waitingForConnection.append(id)
+                }
+                break
+            }
+            stream.queue.removeFirst()
+            let length = next.payload.readableBytes
+            stream.sendWindow.consume(length)
+            connectionSendWindow.consume(length)
+            out.append(.frame(Frame(type: .message, flags: next.endStream ? .endStream : [], streamID: id, payload: next.payload)))
+            if let completion = next.completion { out.append(.written(completion)) }
+        }
+        let drained = stream.queue.isEmpty
+        streams[id] = stream
+        if drained { out.append(.drained(id)) }
+    }
+
+    /// Flushes every stream, in stream order.
+    private mutating func flushAll(into out: inout [Output]) {
+        for id in streams.keys.sorted() where !streams[id]!.queue.isEmpty { flush(id, into: &out) }
+    }
+
+    /// Connection credit arrived: the streams waiting for it go, in the order they waited.
+    private mutating func flushWaitingForConnection(into out: inout [Output]) {
+        var waiting = waitingForConnection
+        waitingForConnection = []
+        while connectionSendWindow.isOpen, let id = waiting.popFirst() {
+            guard streams[id] != nil else { continue }
+            streams[id]!.waitsForConnection = false
+            flush(id, into: &out)
+        }
+        // Those not reached wait on, ahead of any that started waiting meanwhile.
+        waitingForConnection = waiting + waitingForConnection
+    }
+
+    // MARK: Receiving
+
+    /// Applies the peer's SETTINGS: appends the ACK, then what the new windows let go. Returns
+    /// whether this was the peer's first SETTINGS; nil for an ACK of ours.
+    mutating func receiveSettings(_ frame: Frame, into out: inout [Output]) throws(ConnectionError) -> Bool? {
+        guard let change = try peer.apply(frame) else { return nil }
+        connectionSendWindow.adjust(by: change.connectionWindowDelta)
+        if change.streamWindowDelta != 0 {
+            for id in streams.keys { streams[id]!.sendWindow.adjust(by: change.streamWindowDelta) }
+        }
+        out.append(.frame(Frames.settingsAck))
+        flushAll(into: &out)
+        return change.isFirst
+    }
+
+    /// Applies a WINDOW frame: on stream 0 to the connection, otherwise to the stream (which the
+    /// caller has checked is open). Throws FLOW_CONTROL_ERROR for a window above 2^31-1.
+    mutating func receiveWindow(_ frame: Frame, into out: inout [Output]) throws(ConnectionError) {
+        let increment = try Frames.windowIncrement(frame)
+        let id = frame.streamID
+        if id == 0 {
+            guard connectionSendWindow.increment(increment) else {
+                throw ConnectionError(code: .flowControlError, message: "WINDOW takes the connection window above 2^31-1")
+            }
+            flushWaitingForConnection(into: &out)
+            return
+        }
+        guard streams[id] != nil else { return }
+        guard streams[id]!.sendWindow.increment(increment) else {
+            throw ConnectionError(code: .flowControlError, message: "WINDOW takes the window of stream \(id) above 2^31-1")
+        }
+        flush(id, into: &out)
+    }
+
+    /// Charges a MESSAGE's payload to the connection window (whatever its stream). Both ends
+    /// buffer per stream, bounded by the stream window, so connection credit goes back at once:
+    /// a stream whose reader stalls never blocks the others.
+    mutating func receiveOnConnection(_ length: Int, into out: inout [Output]) throws(ConnectionError) {
+        guard connectionReceiveWindow.isOpen else {
+            throw ConnectionError(code: .flowControlError, message: "MESSAGE sent while the connection window is exhausted")
+        }
+        connectionReceiveWindow.consume(length)
+        if let grant = connectionCredit.consume(length) {
+            _ = connectionReceiveWindow.increment(grant)
+            out.append(.frame(Frames.window(0, grant)))
+        }
+    }
+
+    /// Charges a MESSAGE's payload to its (open) stream's window.
+    mutating func receiveOnStream(_ length: Int, on id: UInt32) throws(ConnectionError) {
+        guard streams[id] != nil else { return }
+        guard streams[id]!.receiveWindow.isOpen else {
+            throw ConnectionError(code: .flowControlError, message: "MESSAGE sent while the window of stream \(id) is exhausted")
+        }
+        streams[id]!.receiveWindow.consume(length)
+    }
+
+    /// The application consumed `bytes` of a stream's messages: grants stream credit once half
+    /// the window is consumed.
+    mutating func consumed(_ bytes: Int, on id: UInt32, into out: inout [Output]) {
+        guard streams[id] != nil, let grant = streams[id]!.receiveCredit.consume(bytes) else { return }
+        _ = streams[id]!.receiveWindow.increment(grant)
+        out.append(.frame(Frames.window(id, grant)))
+    }
+}

@@ -1,0 +1,295 @@
+import CosiTLS
+import CosiWire
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOEmbedded
+import NIOExtras
+import Testing
+
+@testable import CosiRPC
+
+/// Reads the frames a handler wrote to an `EmbeddedChannel`.
+struct FrameReader {
+    var decoder = FrameDecoder(maxFrameSize: 64 << 20, requireSettingsFirst: false)
+
+    mutating func frames(_ channel: EmbeddedChannel) throws -> [Frame] {
+        while let bytes = try channel.readOutbound(as: ByteBuffer.self) { decoder.append(bytes) }
+        var frames: [Frame] = []
+        while let frame = try decoder.nextFrame() { frames.append(frame) }
+        return frames
+    }
+}
+
+extension EventLoopFuture where Value: Sendable {
+    /// The outcome of a future on an `EmbeddedEventLoop`, if it has completed.
+    var outcome: Result<Value, any Error>? {
+        let box = NIOLockedValueBox<Result<Value, any Error>?>(nil)
+        whenComplete { result in box.withLockedValue { $0 = result } }
+        return box.withLockedValue { $0 }
+    }
+
+    var failure: RPCError? {
+        if case .failure(let error)? = outcome { error as? RPCError } else { nil }
+    }
+}
+
+extension EmbeddedChannel {
+    func writeFrames(_ frames: Frame...) throws {
+        var bytes = ByteBuffer()
+        for frame in frames { bytes.writeFrame(frame) }
+        try writeInbound(bytes)
+    }
+}
+
+/// ``ServerConnectionHandler`` on an `EmbeddedChannel`: frames in; frames, calls and closing out.
+@Suite("Server connection handler")
+struct ServerConnectionHandlerTests {
+    static let slow = "/test.Slow"
+    static let inline = "/test.Inline"
+    static let watch = "/test.Watch"
+
+    static var methods: RPCMethodTable {
+        RPCMethodTable([
+            RPCMethod(name: slow, handler: .unary { request, _ in request }),
+            RPCMethod(name: inline, handler: .unaryInline { request, _ in request }),
+            RPCMethod(name: watch, handler: .serverStreaming { _, _, _ in }, waitsOnOthers: true),
+        ])
+    }
+
+    /// A handler past its handshake, with the client's SETTINGS received.
+    static func connected(grace: TimeAmount = .seconds(10)) throws -> (EmbeddedChannel, FrameReader) {
+        var options = ServerConnectionOptions()
+        options.gracePeriod = grace
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let channel = EmbeddedChannel(handler: ServerConnectionHandler(methods: methods, options: options, logger: logger))
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        channel.pipeline.fireUserInboundEventTriggered(TLSHandshakeCompleted(peer: PeerIdentity(commonName: "alice", organizations: ["os:admin"], fingerprint: "f"), alpn: "cosi-rpc/1"))
+        channel.embeddedEventLoop.run()
+        var reader = FrameReader()
+        #expect(try reader.frames(channel).map(\.type) == [.settings], "the server speaks first")
+        try channel.writeFrames(Frame(type: .settings, streamID: 0, payload: Envelope.Settings().serializedBytes()))
+        #expect(try reader.frames(channel).map(\.type) == [.settings], "and acknowledges the client's SETTINGS")
+        return (channel, reader)
+    }
+
+    static func call(_ id: UInt32, _ method: String, _ body: String = "req", timeoutMS: UInt64 = 0) -> [Frame] {
+        [
+            Frames.headers(id, Envelope.CallHeaders(method: method, timeoutMS: timeoutMS)),
+            Frame(type: .message, flags: .endStream, streamID: id, payload: ByteBuffer(string: body)),
+        ]
+    }
+
+    static func status(_ frame: Frame?) -> RPCStatus.Code? {
+        guard let frame, frame.type == .trailers, let status = try? Envelope.Status(serializedBytes: frame.payload) else { return nil }
+        return RPCStatus.Code(rawValue: status.code)
+    }
+
+    @Test func anAsynchronousCallLeavesAsAServerCallAndItsAnswerComesBack() throws {
+        var (channel, reader) = try Self.connected()
+        for frame in Self.call(1, Self.slow) { try channel.writeFrames(frame) }
+        let call = try #require(try channel.readInbound(as: ServerCall.self))
+        #expect(call.context.method == Self.slow)
+        #expect(call.context.peer.commonName == "alice")
+        #expect(String(buffer: call.request) == "req")
+        #expect(try reader.frames(channel).isEmpty)
+        call.sink.finish(response: ByteBuffer(string: "resp"), status: .ok)
+        channel.embeddedEventLoop.run()
+        let frames = try reader.frames(channel)
+        #expect(frames.map(\.type) == [.message, .trailers])
+        #expect(String(buffer: frames[0].payload) == "resp")
+        #expect(Self.status(frames.last) == .ok)
+    }
+
+    @Test func anInlineCallIsAnsweredOnTheEventLoop() throws {
+        var (channel, reader) = try Self.connected()
+        try channel.writeFrames(Self.call(1, Self.inline, "hi")[0], Self.call(1, Self.inline, "hi")[1])
+        #expect(try channel.readInbound(as: ServerCall.self) == nil, "no task for an inline method")
+        let frames = try reader.frames(channel)
+        #expect(frames.map(\.type) == [.message, .trailers])
+        #expect(String(buffer: frames[0].payload) == "hi")
+    }
+
+    @Test func unknownMethodsAreUnimplemented() throws {
+        var (channel, reader) = try Self.connected()
+        for frame in Self.call(1, "/no.Such/Method") { try channel.writeFrames(frame) }
+        #expect(Self.status(try reader.frames(channel).last) == .unimplemented)
+    }
+
+    @Test func cancelStopsTheCall() throws {
+        var (channel, reader) = try Self.connected()
+        for frame in Self.call(1, Self.slow) { try channel.writeFrames(frame) }
+        let call = try #require(try channel.readInbound(as: ServerCall.self))
+        #expect(!call.cancellation.isCancelled)
+        try channel.writeFrames(Frames.cancel(1))
+        #expect(call.cancellation.isCancelled)
+        // The handler's late answer is dropped.
+        call.sink.finish(response: ByteBuffer(string: "late"), status: .ok)
+        channel.embeddedEventLoop.run()
+        #expect(try reader.frames(channel).isEmpty)
+    }
+
+    @Test func aDeadlineEndsTheCallWithDeadlineExceeded() throws {
+        var (channel, reader) = try Self.connected()
+        for frame in Self.call(1, Self.slow, timeoutMS: 50) { try channel.writeFrames(frame) }
+        let call = try #require(try channel.readInbound(as: ServerCall.self))
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(49))
+        #expect(try reader.frames(channel).isEmpty)
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(1))
+        #expect(Self.status(try reader.frames(channel).last) == .deadlineExceeded)
+        #expect(call.cancellation.isCancelled)
+    }
+
+    @Test func quiescingSendsGoAwayEndsWaitingCallsAndClosesWhenDrained() throws {
+        var (channel, reader) = try Self.connected()
+        for frame in Self.call(1, Self.slow) + Self.call(3, Self.watch) { try channel.writeFrames(frame) }
+        let slow = try #require(try channel.readInbound(as: ServerCall.self))
+        let watch = try #require(try channel.readInbound(as: ServerCall.self))
+        channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        channel.embeddedEventLoop.run()
+        let frames = try reader.frames(channel)
+        #expect(frames.map(\.type) == [.goAway, .trailers])
+        #expect(try Envelope.GoAway(serializedBytes: frames[0].payload).code == ConnectionErrorCode.noError.rawValue)
+        #expect(frames[1].streamID == 3)
+        #expect(Self.status(frames[1]) == .unavailable, "the watch ends at once")
+        #expect(watch.cancellation.isCancelled)
+        #expect(!slow.cancellation.isCancelled, "the other call may finish")
+        #expect(channel.isActive)
+        // A new call is refused; the last call finishing closes the connection.
+        for frame in Self.call(5, Self.slow) { try channel.writeFrames(frame) }
+        #expect(Self.status(try reader.frames(channel).last) == .unavailable)
+        slow.sink.finish(response: ByteBuffer(string: "done"), status: .ok)
+        channel.embeddedEventLoop.run()
+        #expect(try reader.frames(channel).map(\.type) == [.message, .trailers])
+        #expect(!channel.isActive)
+    }
+
+    @Test func theGracePeriodEndsCallsThatDoNotFinish() throws {
+        var (channel, reader) = try Self.connected(grace: .seconds(2))
+        for frame in Self.call(1, Self.slow) { try channel.writeFrames(frame) }
+        let slow = try #require(try channel.readInbound(as: ServerCall.self))
+        channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        channel.embeddedEventLoop.advanceTime(by: .seconds(2))
+        let frames = try reader.frames(channel)
+        #expect(frames.map(\.type) == [.goAway, .trailers])
+        #expect(Self.status(frames.last) == .unavailable)
+        #expect(slow.cancellation.isCancelled)
+        #expect(!channel.isActive)
+    }
+
+    @Test func aDecodingErrorIsAGoAwayAndAClose() throws {
+        var (channel, reader) = try Self.connected()
+        var bytes = ByteBuffer()
+        bytes.writeFrameHeader(FrameHeader(length: 128 << 20, type: .message, streamID: 1))
+        try channel.writeInbound(bytes)
+        let goAway = try #require(try reader.frames(channel).first)
+        #expect(try Envelope.GoAway(serializedBytes: goAway.payload).code == ConnectionErrorCode.frameSizeError.rawValue)
+        #expect(!channel.isActive)
+    }
+}
+
+/// ``ClientConnectionHandler`` on an `EmbeddedChannel`: calls in; frames out; server frames in;
+/// promises and streams completed.
+@Suite("Client connection handler")
+struct ClientConnectionHandlerTests {
+    /// A handler whose connection is ready (handshake done, the server's SETTINGS received).
+    static func connected() throws -> (EmbeddedChannel, ClientConnectionHandler, FrameReader) {
+        let channel = EmbeddedChannel()
+        let ready = channel.eventLoop.makePromise(of: PeerIdentity?.self)
+        let handler = ClientConnectionHandler(settings: .defaults, ready: ready)
+        try channel.pipeline.syncOperations.addHandler(handler)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        channel.pipeline.fireUserInboundEventTriggered(TLSHandshakeCompleted(peer: PeerIdentity(commonName: "server", organizations: [], fingerprint: "f"), alpn: "cosi-rpc/1"))
+        channel.embeddedEventLoop.run()
+        var reader = FrameReader()
+        #expect(try reader.frames(channel).map(\.type) == [.settings])
+        #expect(ready.futureResult.outcome == nil, "not ready before the server's SETTINGS")
+        try channel.writeFrames(Frame(type: .settings, streamID: 0, payload: Envelope.Settings().serializedBytes()))
+        #expect(try ready.futureResult.outcome?.get()?.commonName == "server")
+        #expect(try reader.frames(channel).map(\.type) == [.settings], "the ACK")
+        return (channel, handler, reader)
+    }
+
+    @Test func aUnaryCallIsSentAndItsPromiseCompleted() throws {
+        var (channel, handler, reader) = try Self.connected()
+        let promise = channel.eventLoop.makePromise(of: ByteBuffer.self)
+        handler.startCall(CallHandle(), headers: Envelope.CallHeaders(method: "/m"), request: ByteBuffer(string: "req"), responder: .unary(promise))
+        channel.embeddedEventLoop.run()
+        let frames = try reader.frames(channel)
+        #expect(frames.map(\.type) == [.headers, .message])
+        #expect(try Envelope.CallHeaders(serializedBytes: frames[0].payload).method == "/m")
+        #expect(promise.futureResult.outcome == nil)
+        try channel.writeFrames(Frame(type: .message, streamID: 1, payload: ByteBuffer(string: "resp")), Frames.trailers(1, .ok))
+        #expect(try promise.futureResult.outcome?.get() == ByteBuffer(string: "resp"))
+    }
+
+    @Test func aDeadlineCancelsTheCallOnTheWire() throws {
+        var (channel, handler, reader) = try Self.connected()
+        let promise = channel.eventLoop.makePromise(of: ByteBuffer.self)
+        handler.startCall(CallHandle(), headers: Envelope.CallHeaders(method: "/m", timeoutMS: 100), request: ByteBuffer(), responder: .unary(promise))
+        channel.embeddedEventLoop.run()
+        _ = try reader.frames(channel)
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(99))
+        #expect(promise.futureResult.outcome == nil)
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(1))
+        #expect(promise.futureResult.failure?.code == .deadlineExceeded)
+        let frames = try reader.frames(channel)
+        #expect(frames.map(\.type) == [.cancel])
+        #expect(frames.first?.streamID == 1)
+    }
+
+    @Test func aStreamYieldsMessagesAndGrantsCreditAsItIsConsumed() async throws {
+        var (channel, handler, reader) = try Self.connected()
+        let (stream, continuation) = AsyncThrowingStream<ByteBuffer, any Error>.makeStream()
+        let handle = CallHandle()
+        handler.startCall(handle, headers: Envelope.CallHeaders(method: "/s"), request: ByteBuffer(), responder: .streaming(continuation))
+        channel.embeddedEventLoop.run()
+        _ = try reader.frames(channel)
+        let half = Int(RPCSettings.defaultInitialWindow / 2)
+        try channel.writeFrames(
+            Frame(type: .message, streamID: 1, payload: ByteBuffer(repeating: 1, count: half)),
+            Frame(type: .message, streamID: 1, payload: ByteBuffer(string: "b")),
+            Frames.trailers(1, .ok)
+        )
+        var received: [Int] = []
+        for try await message in stream { received.append(message.readableBytes) }
+        #expect(received == [half, 1])
+        // Consuming half the window grants it back (the stream has ended: nothing to grant).
+        handler.consumed(handle, bytes: half)
+        channel.embeddedEventLoop.run()
+        #expect(try reader.frames(channel).isEmpty, "no credit for a finished stream")
+    }
+
+    @Test func creditIsGrantedOnceHalfTheWindowIsConsumed() throws {
+        var (channel, handler, reader) = try Self.connected()
+        let (_, continuation) = AsyncThrowingStream<ByteBuffer, any Error>.makeStream()
+        let handle = CallHandle()
+        handler.startCall(handle, headers: Envelope.CallHeaders(method: "/s"), request: ByteBuffer(), responder: .streaming(continuation))
+        channel.embeddedEventLoop.run()
+        _ = try reader.frames(channel)
+        let half = Int(RPCSettings.defaultInitialWindow / 2)
+        handler.consumed(handle, bytes: half - 1)
+        channel.embeddedEventLoop.run()
+        #expect(try reader.frames(channel).isEmpty)
+        handler.consumed(handle, bytes: 1)
+        channel.embeddedEventLoop.run()
+        let window = try reader.frames(channel)
+        #expect(window.map(\.type) == [.window])
+        #expect(window.first.flatMap(Frames.increment(of:)) == UInt32(half))
+    }
+
+    @Test func closingSendsGoAwayAndFailsCallsInFlight() throws {
+        var (channel, handler, reader) = try Self.connected()
+        let promise = channel.eventLoop.makePromise(of: ByteBuffer.self)
+        handler.startCall(CallHandle(), headers: Envelope.CallHeaders(method: "/m"), request: ByteBuffer(), responder: .unary(promise))
+        channel.embeddedEventLoop.run()
+        _ = try reader.frames(channel)
+        handler.close()
+        let frames = try reader.frames(channel)
+        #expect(frames.map(\.type) == [.goAway])
+        #expect(try Envelope.GoAway(serializedBytes: frames[0].payload).code == ConnectionErrorCode.noError.rawValue)
+        #expect(!channel.isActive)
+        #expect(promise.futureResult.failure?.code == .unavailable)
+    }
+}
