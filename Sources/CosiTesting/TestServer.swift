@@ -56,11 +56,12 @@ public func withRunningServer<R>(
 public func withTestServer<R>(
     pki: TestPKI, methods: RPCMethodTable,
     configure: (inout RPCServerConfiguration) -> Void = { _ in },
+    logger: Logger = quietLogger("test-server"),
     _ body: (RPCServer, Int) async throws -> R
 ) async throws -> R {
     var configuration = RPCServerConfiguration(host: "127.0.0.1", port: 0, tls: try pki.serverContext())
     configure(&configuration)
-    let server = RPCServer(configuration: configuration, methods: methods, group: MultiThreadedEventLoopGroup.singleton, logger: quietLogger("test-server"))
+    let server = RPCServer(configuration: configuration, methods: methods, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
     return try await withRunningServer(server) { running in try await body(server, running.port) }
 }
 

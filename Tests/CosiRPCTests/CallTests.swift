@@ -136,18 +136,14 @@ struct CallTests {
             let stream = client.serverStream(TestMethods.infinite, request: ByteBuffer(), metadata: ["key": "stalled"])
             var iterator = stream.makeAsyncIterator()
             _ = try await iterator.next()
-            // The server's writer stops once the 1 MiB stream window is spent...
-            try await eventually { observations.written("stalled") >= 1000 }
-            var blockedAt = observations.written("stalled")
-            for _ in 0..<50 {
-                try await Task.sleep(for: .milliseconds(100))
-                let now = observations.written("stalled")
-                if now == blockedAt { break }
-                blockedAt = now
-            }
-            try await Task.sleep(for: .milliseconds(200))
-            #expect(observations.written("stalled") == blockedAt)
-            #expect(blockedAt < 1100)
+            // The server's writer stops once the 1 MiB stream window is spent: 1,024 messages of
+            // 1 KiB (the client has granted no credit: it consumed one message, far from half).
+            let window = Int(RPCSettings.defaultInitialWindow) / 1024
+            try await eventually { observations.written("stalled") >= window }
+            // It stays there (the next write waits for credit).
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(observations.written("stalled") == window)
+            let blockedAt = window
             // ...while unary calls on the same connection go on.
             for index in 0..<50 {
                 let reply = try await client.unary(TestMethods.echo, request: ByteBuffer(string: "u\(index)"), timeout: .seconds(2))

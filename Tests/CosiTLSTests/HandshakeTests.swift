@@ -35,6 +35,30 @@ struct HandshakeTests {
         }
     }
 
+    /// Why a handshake failed, as each side saw it: the client's error and the reason the
+    /// server logged with "TLS handshake refused".
+    struct Refusal {
+        var client: String
+        var server: String
+    }
+
+    /// Makes a call with `context` that the server must refuse; returns both sides' reasons.
+    func refusal(_ context: TLSContext, pki: TestPKI? = nil) async throws -> Refusal {
+        let log = LogCapture()
+        return try await withTestServer(pki: pki ?? self.pki, methods: echo, logger: log.logger("server")) { _, port in
+            let error = try #require(await refused(port: port, context), "the handshake should fail")
+            #expect((error as? RPCError)?.code == .unavailable, "\(error)")
+            // The server logs its side once the handshake has failed there.
+            var logged: String?
+            for _ in 0..<200 {
+                logged = log.records.first { $0.message == "TLS handshake refused" }?.metadata["error"]
+                if logged != nil { break }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            return Refusal(client: (error as? RPCError)?.message ?? "\(error)", server: try #require(logged, "the server logged no refusal"))
+        }
+    }
+
     @Test func goodClientSucceedsAndTheServerSeesItsIdentity() async throws {
         try await withTestServer(pki: pki, methods: info) { _, port in
             let context = try TLSContext(role: .client, configuration: pki.client(name: "alice", roles: ["os:reader", "os:operator"]))
@@ -49,53 +73,43 @@ struct HandshakeTests {
     }
 
     @Test func clientWithoutCertificateIsRefused() async throws {
-        try await withTestServer(pki: pki, methods: echo) { _, port in
-            let context = try TLSContext(role: .client, configuration: pki.client(), deviations: .init(omitCertificate: true))
-            let error = await refused(port: port, context)
-            #expect(error != nil)
-            #expect("\(error!)".contains("certificate"), "\(error!)")
-        }
+        let refusal = try await refusal(try TLSContext(role: .client, configuration: pki.client(), deviations: .init(omitCertificate: true)))
+        #expect(refusal.server.contains("peer did not return a certificate"), "\(refusal.server)")
+        #expect(refusal.client.contains("alert certificate required"), "\(refusal.client)")
     }
 
     @Test func certificateFromAnotherCAIsRefused() async throws {
-        let other = try TestPKI(caName: "other CA")
-        try await withTestServer(pki: pki, methods: echo) { _, port in
-            // Trusts our server, but its own certificate comes from another CA.
-            var configuration = try other.client()
-            configuration.trustRoots = .pem(pki.caPEM)
-            let error = await refused(port: port, try TLSContext(role: .client, configuration: configuration))
-            #expect(error != nil)
-        }
+        // Trusts our server, but its own certificate comes from another CA.
+        var configuration = try TestPKI(caName: "other CA").client()
+        configuration.trustRoots = .pem(pki.caPEM)
+        let refusal = try await refusal(try TLSContext(role: .client, configuration: configuration))
+        #expect(refusal.server.contains("certificate verification: unable to get local issuer certificate"), "\(refusal.server)")
+        #expect(refusal.client.contains("alert unknown ca"), "\(refusal.client)")
     }
 
     @Test func expiredCertificateIsRefused() async throws {
-        try await withTestServer(pki: pki, methods: echo) { _, port in
-            let error = await refused(port: port, try TLSContext(role: .client, configuration: pki.client(expired: true)))
-            #expect(error != nil)
-            #expect("\(error!)".contains("expired"), "\(error!)")
-        }
+        let refusal = try await refusal(try TLSContext(role: .client, configuration: pki.client(expired: true)))
+        #expect(refusal.server.contains("certificate verification: certificate has expired"), "\(refusal.server)")
+        #expect(refusal.client.contains("alert certificate expired"), "\(refusal.client)")
     }
 
     @Test func certificateWithoutClientAuthUsageIsRefused() async throws {
-        try await withTestServer(pki: pki, methods: echo) { _, port in
-            let error = await refused(port: port, try TLSContext(role: .client, configuration: pki.client(usage: .server)))
-            #expect(error != nil)
-        }
+        let refusal = try await refusal(try TLSContext(role: .client, configuration: pki.client(usage: .server)))
+        #expect(refusal.server.contains("certificate verification: unsuitable certificate purpose"), "\(refusal.server)")
+        #expect(refusal.client.contains("alert unsupported certificate"), "\(refusal.client)")
     }
 
     @Test func tls12OnlyClientIsRefused() async throws {
-        try await withTestServer(pki: pki, methods: echo) { _, port in
-            let context = try TLSContext(role: .client, configuration: pki.client(), deviations: .init(maximumTLS12: true))
-            let error = await refused(port: port, context)
-            #expect(error != nil)
-            #expect("\(error!)".contains("version"), "\(error!)")
-        }
+        let refusal = try await refusal(try TLSContext(role: .client, configuration: pki.client(), deviations: .init(maximumTLS12: true)))
+        #expect(refusal.server.contains("unsupported protocol"), "\(refusal.server)")
+        #expect(refusal.client.contains("alert protocol version"), "\(refusal.client)")
     }
 
     @Test func wrongALPNIsRefusedAndNoALPNIsAccepted() async throws {
         try await withTestServer(pki: pki, methods: echo) { _, port in
             let wrong = try TLSContext(role: .client, configuration: pki.client(), deviations: .init(alpn: ["h2", "http/1.1"]))
-            #expect(await refused(port: port, wrong) != nil)
+            let error = try #require(await refused(port: port, wrong))
+            #expect("\(error)".contains("alert no application protocol"), "\(error)")
             let none = try TLSContext(role: .client, configuration: pki.client(), deviations: .init(alpn: []))
             #expect(await refused(port: port, none) == nil)
             let alsoOurs = try TLSContext(role: .client, configuration: pki.client(), deviations: .init(alpn: ["h2", "cosi-rpc/1"]))
@@ -107,9 +121,8 @@ struct HandshakeTests {
         let mismatched = try TestPKI(serverNames: ["other.example"], serverIPs: ["10.9.9.9"])
         try await withTestServer(pki: mismatched, methods: echo) { _, port in
             let context = try TLSContext(role: .client, configuration: mismatched.client())
-            let error = await refused(port: port, context)
-            #expect(error != nil)
-            #expect("\(error!)".contains("mismatch") || "\(error!)".contains("verif"), "\(error!)")
+            let error = try #require(await refused(port: port, context))
+            #expect("\(error)".contains("certificate verification: IP address mismatch"), "\(error)")
             // The same server is accepted under a name it does carry.
             #expect(await refused(port: port, context, serverName: "other.example") == nil)
         }
