@@ -125,16 +125,12 @@ public struct ConnectionOptions: ParsableArguments {
     }
 
     /// Connects, runs `body`, and closes the connection (GOAWAY) before returning, so the
-    /// server sees a clean close when cosictl exits.
+    /// server sees a clean close when cosictl exits. Errors come out as one sentence.
     func withClient<R>(_ body: (CosiClient) async throws -> R) async throws -> R {
-        let client = try await connect()
         do {
-            let result = try await body(client)
-            await client.close()
-            return result
+            return try await connect().closing(after: body)
         } catch {
-            await client.close()
-            throw error
+            throw fail(error)
         }
     }
 }

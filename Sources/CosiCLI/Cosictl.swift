@@ -47,9 +47,13 @@ func resolveKind(_ type: String, namespace: String?, client: CosiClient) async t
     return (namespace ?? defaultNamespace, resolved, definition)
 }
 
-func fail(_ error: any Error) -> ValidationError {
-    if let error = error as? RPCError { return ValidationError("\(error.code): \(error.message)") }
-    return ValidationError("\(error)")
+/// An error as one sentence for the terminal: a server status as `CODE: message`.
+func fail(_ error: any Error) -> any Error {
+    switch error {
+    case let error as RPCError: ValidationError("\(error.code): \(error.message)")
+    case is ValidationError, is CancellationError: error
+    default: ValidationError("\(error)")
+    }
 }
 
 struct Get: AsyncParsableCommand {
@@ -78,44 +82,40 @@ struct Get: AsyncParsableCommand {
             let (ns, resolved, definition) = try await resolveKind(type, namespace: namespace, client: client)
             let labelQueries = try selector.map { [try LabelSelector.parse($0)] } ?? []
             let printer = Printer(format: output, definition: definition)
-            do {
-                if watch {
-                    var request = WatchRequest(namespace: ns, type: resolved, id: id, apiVersion: 1)
-                    request.options = WatchOptions(bootstrapContents: id == nil, labelQuery: labelQueries, idQuery: idRegexp.map { IDQuery(regexp: $0) })
-                    if id != nil { request.options = WatchOptions() }
-                    var bootstrapped = id != nil
-                    var pending: [Resource] = []
-                    for try await event in client.watch(request) {
-                        if !bootstrapped {
-                            if event.type == .bootstrapped {
-                                bootstrapped = true
-                                try printer.printList(pending)
-                                fflush(nil)
-                            } else if let resource = event.resource {
-                                pending.append(resource)
-                            }
-                            continue
+            if watch {
+                var request = WatchRequest(namespace: ns, type: resolved, id: id, apiVersion: 1)
+                request.options = WatchOptions(bootstrapContents: id == nil, labelQuery: labelQueries, idQuery: idRegexp.map { IDQuery(regexp: $0) })
+                if id != nil { request.options = WatchOptions() }
+                var bootstrapped = id != nil
+                var pending: [Resource] = []
+                for try await event in client.watch(request) {
+                    if !bootstrapped {
+                        if event.type == .bootstrapped {
+                            bootstrapped = true
+                            try printer.printList(pending)
+                            fflush(nil)
+                        } else if let resource = event.resource {
+                            pending.append(resource)
                         }
-                        try printer.printEvent(event)
+                        continue
                     }
-                } else if let id {
-                    try printer.printList([try await client.get(namespace: ns, type: resolved, id: id)])
-                } else {
-                    // Stream the list, showing progress on a terminal when it is long.
-                    let request = ListRequest(namespace: ns, type: resolved, options: ListOptions(labelQuery: labelQueries, idQuery: idRegexp.map { IDQuery(regexp: $0) }))
-                    let showProgress = isatty(2) != 0
-                    var resources: [Resource] = []
-                    for try await response in client.serverStream("/cosi.resource.State/List", request, as: ListResponse.self, timeout: .seconds(300)) {
-                        if let resource = response.resource { resources.append(resource) }
-                        if showProgress, resources.count % 5000 == 0 {
-                            FileHandle.standardError.write(Data("\rreceived \(resources.count) resources...".utf8))
-                        }
-                    }
-                    if showProgress, resources.count >= 5000 { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
-                    try printer.printList(resources)
+                    try printer.printEvent(event)
                 }
-            } catch let error as RPCError {
-                throw fail(error)
+            } else if let id {
+                try printer.printList([try await client.get(namespace: ns, type: resolved, id: id)])
+            } else {
+                // Stream the list, showing progress on a terminal when it is long.
+                let request = ListRequest(namespace: ns, type: resolved, options: ListOptions(labelQuery: labelQueries, idQuery: idRegexp.map { IDQuery(regexp: $0) }))
+                let showProgress = isatty(2) != 0
+                var resources: [Resource] = []
+                for try await response in client.serverStream("/cosi.resource.State/List", request, as: ListResponse.self, timeout: .seconds(300)) {
+                    if let resource = response.resource { resources.append(resource) }
+                    if showProgress, resources.count % 5000 == 0 {
+                        FileHandle.standardError.write(Data("\rreceived \(resources.count) resources...".utf8))
+                    }
+                }
+                if showProgress, resources.count >= 5000 { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+                try printer.printList(resources)
             }
         }
     }
@@ -239,18 +239,14 @@ struct Apply: AsyncParsableCommand {
         let resources = try readResources(file)
         try await connection.withClient { client in
             for var resource in resources {
-                do {
-                    if let current = try? await client.get(namespace: resource.metadata.namespace, type: resource.metadata.type, id: resource.metadata.id) {
-                        resource.metadata.version = current.metadata.version
-                        if resource.spec.yamlSpec.isEmpty { resource.spec.protoSpec = current.spec.protoSpec }
-                        let stored = try await client.update(resource, owner: current.metadata.owner)
-                        print("\(stored.address) updated (version \(stored.metadata.version))")
-                    } else {
-                        let stored = try await client.create(resource)
-                        print("\(stored.address) created")
-                    }
-                } catch {
-                    throw fail(error)
+                if let current = try? await client.get(namespace: resource.metadata.namespace, type: resource.metadata.type, id: resource.metadata.id) {
+                    resource.metadata.version = current.metadata.version
+                    if resource.spec.yamlSpec.isEmpty { resource.spec.protoSpec = current.spec.protoSpec }
+                    let stored = try await client.update(resource, owner: current.metadata.owner)
+                    print("\(stored.address) updated (version \(stored.metadata.version))")
+                } else {
+                    let stored = try await client.create(resource)
+                    print("\(stored.address) created")
                 }
             }
         }
@@ -266,12 +262,8 @@ struct Create: AsyncParsableCommand {
         let resources = try readResources(file)
         try await connection.withClient { client in
             for resource in resources {
-                do {
-                    let stored = try await client.create(resource)
-                    print("\(stored.address) created")
-                } catch {
-                    throw fail(error)
-                }
+                let stored = try await client.create(resource)
+                print("\(stored.address) created")
             }
         }
     }
@@ -292,21 +284,17 @@ struct Delete: AsyncParsableCommand {
     func run() async throws {
         try await connection.withClient { client in
             let (ns, resolved, _) = try await resolveKind(type, namespace: namespace, client: client)
-            do {
-                let current = try await client.get(namespace: ns, type: resolved, id: id)
-                if noWait {
-                    let ready = try await client.teardown(namespace: ns, type: resolved, id: id, owner: current.metadata.owner)
-                    print(ready ? "\(ns)/\(resolved)/\(id) torn down, ready to destroy" : "\(ns)/\(resolved)/\(id) torn down; waiting on finalizers: \(current.metadata.finalizers.joined(separator: ", "))")
-                    return
-                }
-                if !current.metadata.finalizers.isEmpty {
-                    FileHandle.standardError.write(Data("waiting for finalizers \(current.metadata.finalizers.joined(separator: ", ")) ...\n".utf8))
-                }
-                try await client.teardownAndDestroy(namespace: ns, type: resolved, id: id, owner: current.metadata.owner, timeout: .seconds(timeout))
-                print("\(ns)/\(resolved)/\(id) destroyed")
-            } catch {
-                throw fail(error)
+            let current = try await client.get(namespace: ns, type: resolved, id: id)
+            if noWait {
+                let ready = try await client.teardown(namespace: ns, type: resolved, id: id, owner: current.metadata.owner)
+                print(ready ? "\(ns)/\(resolved)/\(id) torn down, ready to destroy" : "\(ns)/\(resolved)/\(id) torn down; waiting on finalizers: \(current.metadata.finalizers.joined(separator: ", "))")
+                return
             }
+            if !current.metadata.finalizers.isEmpty {
+                FileHandle.standardError.write(Data("waiting for finalizers \(current.metadata.finalizers.joined(separator: ", ")) ...\n".utf8))
+            }
+            try await client.teardownAndDestroy(namespace: ns, type: resolved, id: id, owner: current.metadata.owner, timeout: .seconds(timeout))
+            print("\(ns)/\(resolved)/\(id) destroyed")
         }
     }
 }
@@ -321,13 +309,9 @@ struct Teardown: AsyncParsableCommand {
     func run() async throws {
         try await connection.withClient { client in
             let (ns, resolved, _) = try await resolveKind(type, namespace: namespace, client: client)
-            do {
-                let current = try await client.get(namespace: ns, type: resolved, id: id)
-                let ready = try await client.teardown(namespace: ns, type: resolved, id: id, owner: current.metadata.owner)
-                print(ready ? "ready to destroy" : "waiting on finalizers: \(try await client.get(namespace: ns, type: resolved, id: id).metadata.finalizers.joined(separator: ", "))")
-            } catch {
-                throw fail(error)
-            }
+            let current = try await client.get(namespace: ns, type: resolved, id: id)
+            let ready = try await client.teardown(namespace: ns, type: resolved, id: id, owner: current.metadata.owner)
+            print(ready ? "ready to destroy" : "waiting on finalizers: \(try await client.get(namespace: ns, type: resolved, id: id).metadata.finalizers.joined(separator: ", "))")
         }
     }
 }
@@ -369,7 +353,7 @@ struct Edit: AsyncParsableCommand {
             defer { try? FileManager.default.removeItem(atPath: path) }
             for attempt in 1...5 {
                 let current: Resource
-                do { current = try await client.get(namespace: ns, type: resolved, id: id) } catch { throw fail(error) }
+                current = try await client.get(namespace: ns, type: resolved, id: id)
                 let original = try ResourceYAML.encode(current)
                 try original.write(toFile: path, atomically: true, encoding: .utf8)
                 let process = Process()
@@ -393,8 +377,6 @@ struct Edit: AsyncParsableCommand {
                     return
                 } catch let error as RPCError where error.code == .failedPrecondition && attempt < 5 {
                     FileHandle.standardError.write(Data("the resource changed while you edited it: editing the new version (\(error.message))\n".utf8))
-                } catch {
-                    throw fail(error)
                 }
             }
         }

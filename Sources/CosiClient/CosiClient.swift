@@ -45,15 +45,7 @@ public struct CosiClientConfiguration: Sendable {
 /// }
 /// ```
 public func withCosiClient<R>(_ configuration: CosiClientConfiguration, _ body: (CosiClient) async throws -> R) async throws -> R {
-    let client = try await CosiClient.connect(configuration)
-    do {
-        let result = try await body(client)
-        await client.close()
-        return result
-    } catch {
-        await client.close()
-        throw error
-    }
+    try await CosiClient.connect(configuration).closing(after: body)
 }
 
 /// A typed client of `cosid`.
@@ -147,5 +139,17 @@ public final class CosiClient: Sendable {
     /// Closes the connection.
     public func close() async {
         await connection.close()
+    }
+
+    /// Runs `body` with this client, then closes it, whether `body` returns or throws.
+    public func closing<R>(after body: (CosiClient) async throws -> R) async throws -> R {
+        do {
+            let result = try await body(self)
+            await close()
+            return result
+        } catch {
+            await close()
+            throw error
+        }
     }
 }

@@ -55,15 +55,8 @@ public enum StateBackends {
         let configuration = RPCServerConfiguration(host: "127.0.0.1", port: 0, tls: try pki.serverContext())
         let server = CosiServer(configuration: configuration, engine: engine, logger: quietLogger)
         return try await withRunningServer(server.rpc, serve: { try await server.run() }) { running in
-            let client = try await CosiClient.connect(CosiClientConfiguration(host: "127.0.0.1", port: running.port, tls: try pki.client()))
-            let backend = WireBackend(name: "wire", client: client)
-            do {
-                let result = try await body(backend)
-                await client.close()
-                return result
-            } catch {
-                await client.close()
-                throw error
+            try await withCosiClient(CosiClientConfiguration(host: "127.0.0.1", port: running.port, tls: try pki.client())) { client in
+                try await body(WireBackend(name: "wire", client: client))
             }
         }
     }

@@ -12,9 +12,22 @@ struct CallTests {
 
     init() throws { pki = try TestPKI() }
 
-    @Test func unaryRoundTrip() async throws {
-        try await withTestServer(pki: pki, methods: TestMethods.table(observations)) { _, port in
+    /// A server with the test methods and one connected client, for the duration of `body`.
+    func withClient(configure: (inout RPCServerConfiguration) -> Void = { _ in }, _ body: (RPCClientConnection) async throws -> Void) async throws {
+        try await withTestServer(pki: pki, methods: TestMethods.table(observations), configure: configure) { _, port in
             let client = try await connectTestClient(pki: pki, port: port)
+            do {
+                try await body(client)
+            } catch {
+                await client.close()
+                throw error
+            }
+            await client.close()
+        }
+    }
+
+    @Test func unaryRoundTrip() async throws {
+        try await withClient { client in
             let reply = try await client.unary(TestMethods.echo, request: ByteBuffer(string: "hello"))
             #expect(String(buffer: reply) == "hello")
             // Typed messages, and the server's view of the caller.
@@ -22,28 +35,23 @@ struct CallTests {
             let info = try Envelope.InfoResponse(serializedBytes: typed)
             #expect(info.identity == "tester")
             #expect(info.roles == ["os:admin"])
-            await client.close()
         }
     }
 
     @Test func serverStreamOfTenThousandMessagesArrivesCompleteAndInOrder() async throws {
-        try await withTestServer(pki: pki, methods: TestMethods.table(observations)) { _, port in
-            let client = try await connectTestClient(pki: pki, port: port)
-            var request = ByteBuffer()
-            request.writeInteger(UInt32(10_000))
+        try await withClient { client in
+            let request = TestMethods.number(10_000)
             var expected: UInt32 = 0
             for try await message in client.serverStream(TestMethods.count, request: request) {
                 #expect(message.getInteger(at: message.readerIndex, as: UInt32.self) == expected)
                 expected += 1
             }
             #expect(expected == 10_000)
-            await client.close()
         }
     }
 
     @Test func twoHundredConcurrentCallsOnOneConnection() async throws {
-        try await withTestServer(pki: pki, methods: TestMethods.table(observations)) { _, port in
-            let client = try await connectTestClient(pki: pki, port: port)
+        try await withClient { client in
             let results = try await withThrowingTaskGroup(of: Bool.self) { group in
                 for index in 0..<200 {
                     group.addTask {
@@ -57,25 +65,21 @@ struct CallTests {
                 return ok
             }
             #expect(results == 200)
-            await client.close()
         }
     }
 
     @Test func unknownMethodIsUnimplementedAndTheConnectionStaysUsable() async throws {
-        try await withTestServer(pki: pki, methods: TestMethods.table(observations)) { _, port in
-            let client = try await connectTestClient(pki: pki, port: port)
+        try await withClient { client in
             await #expect {
                 _ = try await client.unary("/no.Such/Method", request: ByteBuffer())
             } throws: { ($0 as? RPCError)?.code == .unimplemented }
             let reply = try await client.unary(TestMethods.echo, request: ByteBuffer(string: "still here"))
             #expect(String(buffer: reply) == "still here")
-            await client.close()
         }
     }
 
     @Test func inlineUnaryHandlersAnswerAndFailLikeOthers() async throws {
-        try await withTestServer(pki: pki, methods: TestMethods.table(observations)) { _, port in
-            let client = try await connectTestClient(pki: pki, port: port)
+        try await withClient { client in
             let reply = try Envelope.InfoResponse(serializedBytes: try await client.unary(TestMethods.typedInline, request: ByteBuffer()))
             #expect(reply.version == "inline")
             #expect(reply.identity == "tester")
@@ -85,37 +89,30 @@ struct CallTests {
             await #expect {
                 _ = try await client.unary(TestMethods.typedInline, request: ByteBuffer(), metadata: ["fail": "1"])
             } throws: { ($0 as? RPCError)?.code == .notFound }
-            await client.close()
         }
     }
 
     @Test func garbageRequestBodyIsInvalidArgument() async throws {
-        try await withTestServer(pki: pki, methods: TestMethods.table(observations)) { _, port in
-            let client = try await connectTestClient(pki: pki, port: port)
+        try await withClient { client in
             await #expect {
                 _ = try await client.unary(TestMethods.typed, request: ByteBuffer(bytes: [0xff, 0xff, 0xff, 0xff, 0x0f]))
             } throws: { ($0 as? RPCError)?.code == .invalidArgument }
             #expect(client.isActive)
-            await client.close()
         }
     }
 
     @Test func deadlineGivesDeadlineExceededAndStopsTheHandler() async throws {
-        try await withTestServer(pki: pki, methods: TestMethods.table(observations)) { _, port in
-            let client = try await connectTestClient(pki: pki, port: port)
-            var request = ByteBuffer()
-            request.writeInteger(UInt32(5_000))
+        try await withClient { client in
+            let request = TestMethods.number(5_000)
             await #expect {
                 _ = try await client.unary(TestMethods.sleep, request: request, metadata: ["key": "deadline"], timeout: .milliseconds(100))
             } throws: { ($0 as? RPCError)?.code == .deadlineExceeded }
             try await eventually { observations.wasCancelled("deadline") }
-            await client.close()
         }
     }
 
     @Test func cancellingTheCallingTaskStopsTheServerHandler() async throws {
-        try await withTestServer(pki: pki, methods: TestMethods.table(observations)) { _, port in
-            let client = try await connectTestClient(pki: pki, port: port)
+        try await withClient { client in
             let task = Task {
                 for try await _ in client.serverStream(TestMethods.hang, request: ByteBuffer(), metadata: ["key": "cancel-me"]) {}
             }
@@ -125,13 +122,11 @@ struct CallTests {
             try await eventually { observations.wasCancelled("cancel-me") }
             // The connection is still fine.
             #expect(String(buffer: try await client.unary(TestMethods.echo, request: ByteBuffer(string: "ok"))) == "ok")
-            await client.close()
         }
     }
 
     @Test func aStalledStreamDoesNotStallUnaryCalls() async throws {
-        try await withTestServer(pki: pki, methods: TestMethods.table(observations)) { _, port in
-            let client = try await connectTestClient(pki: pki, port: port)
+        try await withClient { client in
             // Start an endless stream and never read from it.
             let stream = client.serverStream(TestMethods.infinite, request: ByteBuffer(), metadata: ["key": "stalled"])
             var iterator = stream.makeAsyncIterator()
@@ -152,20 +147,17 @@ struct CallTests {
             // Reading resumes the stream.
             for _ in 0..<1000 { _ = try await iterator.next() }
             try await eventually { observations.written("stalled") > blockedAt + 200 }
-            await client.close()
         }
     }
 
     @Test func requestOverTheServersFrameSizeFailsLocally() async throws {
-        try await withTestServer(pki: pki, methods: TestMethods.table(observations), configure: { $0.connection.settings.maxFrameSize = 16_384 }) { _, port in
-            let client = try await connectTestClient(pki: pki, port: port)
+        try await withClient(configure: { $0.connection.settings.maxFrameSize = 16_384 }) { client in
             await #expect {
                 _ = try await client.unary(TestMethods.echo, request: ByteBuffer(repeating: 1, count: 16_385))
             } throws: { ($0 as? RPCError)?.code == .resourceExhausted }
             // Exactly at the limit is fine, and the connection was never in trouble.
             let reply = try await client.unary(TestMethods.echo, request: ByteBuffer(repeating: 1, count: 16_384))
             #expect(reply.readableBytes == 16_384)
-            await client.close()
         }
     }
 
@@ -202,8 +194,7 @@ struct CallTests {
     @Test func gracefulShutdownLetsInFlightCallsFinishAndRefusesNewOnes() async throws {
         try await withTestServer(pki: pki, methods: TestMethods.table(observations), configure: { $0.gracePeriod = .seconds(5) }) { server, port in
             let client = try await connectTestClient(pki: pki, port: port)
-            var request = ByteBuffer()
-            request.writeInteger(UInt32(1_000))
+            let request = TestMethods.number(1_000)
             let inFlight = Task { try await client.unary(TestMethods.sleep, request: request, metadata: ["key": "in-flight"]) }
             let watch = Task {
                 for try await _ in client.serverStream(TestMethods.hang, request: ByteBuffer(), metadata: ["key": "watch"]) {}

@@ -211,6 +211,16 @@ struct ClientConnectionHandlerTests {
         return (channel, handler, reader)
     }
 
+    /// Starts a server-streaming call (stream 1) and consumes the frames it sent.
+    static func startStream(_ channel: EmbeddedChannel, _ handler: ClientConnectionHandler, _ reader: inout FrameReader) throws -> (CallHandle, AsyncThrowingStream<ByteBuffer, any Error>) {
+        let (stream, continuation) = AsyncThrowingStream<ByteBuffer, any Error>.makeStream()
+        let handle = CallHandle()
+        handler.startCall(handle, headers: Envelope.CallHeaders(method: "/s"), request: ByteBuffer(), responder: .streaming(continuation))
+        channel.embeddedEventLoop.run()
+        #expect(try reader.frames(channel).map(\.type) == [.headers, .message])
+        return (handle, stream)
+    }
+
     @Test func aUnaryCallIsSentAndItsPromiseCompleted() throws {
         var (channel, handler, reader) = try Self.connected()
         let promise = channel.eventLoop.makePromise(of: ByteBuffer.self)
@@ -241,11 +251,7 @@ struct ClientConnectionHandlerTests {
 
     @Test func aStreamYieldsMessagesAndGrantsCreditAsItIsConsumed() async throws {
         var (channel, handler, reader) = try Self.connected()
-        let (stream, continuation) = AsyncThrowingStream<ByteBuffer, any Error>.makeStream()
-        let handle = CallHandle()
-        handler.startCall(handle, headers: Envelope.CallHeaders(method: "/s"), request: ByteBuffer(), responder: .streaming(continuation))
-        channel.embeddedEventLoop.run()
-        _ = try reader.frames(channel)
+        let (handle, stream) = try Self.startStream(channel, handler, &reader)
         let half = Int(RPCSettings.defaultInitialWindow / 2)
         try channel.writeFrames(
             Frame(type: .message, streamID: 1, payload: ByteBuffer(repeating: 1, count: half)),
@@ -263,11 +269,7 @@ struct ClientConnectionHandlerTests {
 
     @Test func creditIsGrantedOnceHalfTheWindowIsConsumed() throws {
         var (channel, handler, reader) = try Self.connected()
-        let (_, continuation) = AsyncThrowingStream<ByteBuffer, any Error>.makeStream()
-        let handle = CallHandle()
-        handler.startCall(handle, headers: Envelope.CallHeaders(method: "/s"), request: ByteBuffer(), responder: .streaming(continuation))
-        channel.embeddedEventLoop.run()
-        _ = try reader.frames(channel)
+        let (handle, _) = try Self.startStream(channel, handler, &reader)
         let half = Int(RPCSettings.defaultInitialWindow / 2)
         handler.consumed(handle, bytes: half - 1)
         channel.embeddedEventLoop.run()

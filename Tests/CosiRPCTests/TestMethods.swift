@@ -32,6 +32,13 @@ enum TestMethods {
     static let typed = "/test.Echo/Typed"
     static let typedInline = "/test.Echo/TypedInline"
 
+    /// A request holding `value` as a big-endian UInt32 (a count, or milliseconds).
+    static func number(_ value: UInt32) -> ByteBuffer {
+        var request = ByteBuffer()
+        request.writeInteger(value)
+        return request
+    }
+
     /// Reads a big-endian UInt32 from the request (the count, or milliseconds to sleep).
     static func number(_ request: ByteBuffer) -> Int {
         Int(request.getInteger(at: request.readerIndex, as: UInt32.self) ?? 0)
