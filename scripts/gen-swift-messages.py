@@ -368,19 +368,19 @@ class Generator:
         cp = self.c_prefix(m.full)
         lines = [
             f"extension {swift}: CMessageBridged {{",
-            f"    package typealias CStruct = {cs}",
-            f'    package static let messageName = "{m.full}"',
-            f"    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) {{ {cp}__init(p) }}",
+            f"    @usableFromInline package typealias CStruct = {cs}",
+            f'    @usableFromInline package static let messageName = "{m.full}"',
+            f"    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) {{ {cp}__init(p) }}",
         ]
         if m.parent is None:
             lines += [
-                f"    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? {{ {cp}__unpack(nil, n, d) }}",
-                f"    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) {{ {cp}__free_unpacked(p, nil) }}",
+                f"    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? {{ {cp}__unpack(nil, n, d) }}",
+                f"    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) {{ {cp}__free_unpacked(p, nil) }}",
             ]
         else:
             lines += [
-                f"    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? {{ unpackNested({cp}__init, n, d) }}",
-                "    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { freeNested(p) }",
+                f"    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? {{ unpackNested({cp}__init, n, d) }}",
+                "    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { freeNested(p) }",
             ]
         lines.append("")
         reads, writes = [], []
@@ -416,20 +416,20 @@ class Generator:
                 reads.append(f"{sw}: c.pointee.{cf}.map {{ {self.local_name(full)}(c: $0) }}")
                 writes.append(f"c.pointee.{cf} = {sw}.map {{ arena.message($0) }}")
         if reads:
-            lines.append("    package init(c: UnsafePointer<CStruct>) {")
+            lines.append("    @usableFromInline package init(c: UnsafePointer<CStruct>) {")
             lines.append("        self.init(")
             lines.append(",\n".join("            " + r for r in reads))
             lines.append("        )")
             lines.append("    }")
         else:
-            lines.append("    package init(c: UnsafePointer<CStruct>) { self.init() }")
+            lines.append("    @usableFromInline package init(c: UnsafePointer<CStruct>) { self.init() }")
         lines.append("")
         if writes:
-            lines.append("    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {")
+            lines.append("    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {")
             lines += ["        " + w for w in writes]
             lines.append("    }")
         else:
-            lines.append("    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}")
+            lines.append("    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}")
         lines.append("}")
         lines.append("")
         return lines

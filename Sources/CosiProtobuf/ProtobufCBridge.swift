@@ -47,6 +47,12 @@ public struct MessageDecodingError: Error, Hashable, Sendable, CustomStringConve
     public var code: Code
     /// The message type that was expected.
     public var messageType: String
+
+    @usableFromInline
+    init(code: Code, messageType: String) {
+        self.code = code
+        self.messageType = messageType
+    }
     public var description: String { "invalid \(messageType) message: bytes are not a valid protobuf encoding" }
 }
 
@@ -55,6 +61,11 @@ public struct MessageDecodingError: Error, Hashable, Sendable, CustomStringConve
 /// Each conformance names the generated C functions and copies fields in both directions.
 /// C pointers never leave this module and the generated bridges (`package` access: visible to
 /// CosiMessages and CosiRPC, whose bridges are generated, and to no one outside the package).
+///
+/// The generic entry points are `@inlinable`: the message types live in other modules
+/// (CosiMessages, CosiRPC), and without inlining every encode and decode would run unspecialized,
+/// looking up generic metadata at run time.
+@usableFromInline
 package protocol CMessageBridged: ProtobufMessage {
     associatedtype CStruct
     static var messageName: String { get }
@@ -71,6 +82,7 @@ package protocol CMessageBridged: ProtobufMessage {
 }
 
 extension CMessageBridged {
+    @inlinable
     public init(serializedBytes buffer: ByteBuffer) throws(MessageDecodingError) {
         let unpacked: UnsafeMutablePointer<CStruct>? = buffer.withUnsafeReadableBytes { raw in
             if let base = raw.baseAddress, raw.count > 0 {
@@ -86,6 +98,7 @@ extension CMessageBridged {
         self.init(c: unpacked)
     }
 
+    @inlinable
     public func serialize(into buffer: inout ByteBuffer) {
         let arena = CArena()
         let c = arena.message(self)
@@ -100,9 +113,11 @@ extension CMessageBridged {
 }
 
 /// Owns every C allocation made while building one message for packing, and frees them together.
+@usableFromInline
 package final class CArena {
-    private var allocations: [UnsafeMutableRawPointer] = []
+    @usableFromInline var allocations: [UnsafeMutableRawPointer] = []
 
+    @usableFromInline
     package init() { allocations.reserveCapacity(16) }
 
     deinit {
@@ -110,6 +125,7 @@ package final class CArena {
     }
 
     /// A NUL-terminated copy of `string`.
+    @usableFromInline
     package func string(_ string: String) -> UnsafeMutablePointer<CChar> {
         let copy = strdup(string)!
         allocations.append(copy)
@@ -117,6 +133,7 @@ package final class CArena {
     }
 
     /// Zeroed storage for `count` values of `T`.
+    @inlinable
     package func allocate<T>(_ type: T.Type, count: Int) -> UnsafeMutablePointer<T> {
         let raw = calloc(max(count, 1), MemoryLayout<T>.stride)!
         allocations.append(raw)
@@ -124,6 +141,7 @@ package final class CArena {
     }
 
     /// A C struct for `value`, initialised and filled.
+    @inlinable
     package func message<M: CMessageBridged>(_ value: M) -> UnsafeMutablePointer<M.CStruct> {
         let c = allocate(M.CStruct.self, count: 1)
         M.cInit(c)
@@ -132,6 +150,7 @@ package final class CArena {
     }
 
     /// An array of C structs for `values`, for a repeated message field.
+    @inlinable
     package func messages<M: CMessageBridged>(_ values: [M]) -> UnsafeMutablePointer<UnsafeMutablePointer<M.CStruct>?>? {
         guard !values.isEmpty else { return nil }
         let array = allocate(UnsafeMutablePointer<M.CStruct>?.self, count: values.count)
@@ -140,6 +159,7 @@ package final class CArena {
     }
 
     /// An array of C strings, for a repeated string field.
+    @usableFromInline
     package func strings(_ values: [String]) -> UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? {
         guard !values.isEmpty else { return nil }
         let array = allocate(UnsafeMutablePointer<CChar>?.self, count: values.count)
@@ -148,6 +168,7 @@ package final class CArena {
     }
 
     /// Binary data pointing at a copy of `bytes`.
+    @usableFromInline
     package func bytes(_ bytes: [UInt8]) -> ProtobufCBinaryData {
         guard !bytes.isEmpty else { return ProtobufCBinaryData(len: 0, data: nil) }
         let copy = allocate(UInt8.self, count: bytes.count)
@@ -156,6 +177,7 @@ package final class CArena {
     }
 
     /// A map field as an array of entry structs, in key order (deterministic encoding).
+    @inlinable
     package func map<Entry>(
         _ map: [String: String],
         initEntry: (UnsafeMutablePointer<Entry>) -> Void,
@@ -175,27 +197,30 @@ package final class CArena {
 
 // MARK: - Reading C values
 
-@inline(__always)
+@inlinable
 package func swiftString(_ pointer: UnsafePointer<CChar>?) -> String {
     guard let pointer else { return "" }
     return String(cString: pointer)
 }
 
-@inline(__always)
+@inlinable
 package func swiftString(_ pointer: UnsafeMutablePointer<CChar>?) -> String {
     swiftString(UnsafePointer(pointer))
 }
 
+@usableFromInline
 package func swiftStrings(_ count: Int, _ array: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> [String] {
     guard count > 0, let array else { return [] }
     return (0..<count).map { swiftString(array[$0]) }
 }
 
+@usableFromInline
 package func swiftBytes(_ data: ProtobufCBinaryData) -> [UInt8] {
     guard data.len > 0, let pointer = data.data else { return [] }
     return Array(UnsafeBufferPointer(start: pointer, count: data.len))
 }
 
+@inlinable
 package func swiftMessages<M: CMessageBridged>(
     _ count: Int, _ array: UnsafeMutablePointer<UnsafeMutablePointer<M.CStruct>?>?, as: M.Type
 ) -> [M] {
@@ -203,6 +228,7 @@ package func swiftMessages<M: CMessageBridged>(
     return (0..<count).compactMap { array[$0].map { M(c: $0) } }
 }
 
+@inlinable
 package func swiftMap<Entry>(
     _ count: Int, _ array: UnsafeMutablePointer<UnsafeMutablePointer<Entry>?>?,
     _ read: (UnsafePointer<Entry>) -> (UnsafeMutablePointer<CChar>?, UnsafeMutablePointer<CChar>?)
@@ -225,6 +251,7 @@ package func swiftMap<Entry>(
 // unpacked through the generic functions with its descriptor, read from an initialised struct
 // (the descriptor constant itself cannot be addressed from Swift without copying it).
 
+@inlinable
 package func unpackNested<T>(_ initialise: (UnsafeMutablePointer<T>) -> Void, _ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<T>? {
     let scratch = UnsafeMutablePointer<T>.allocate(capacity: 1)
     defer { scratch.deallocate() }
@@ -234,6 +261,7 @@ package func unpackNested<T>(_ initialise: (UnsafeMutablePointer<T>) -> Void, _ 
     return UnsafeMutableRawPointer(message).assumingMemoryBound(to: T.self)
 }
 
+@inlinable
 package func freeNested<T>(_ pointer: UnsafeMutablePointer<T>) {
     protobuf_c_message_free_unpacked(UnsafeMutableRawPointer(pointer).assumingMemoryBound(to: ProtobufCMessage.self), nil)
 }

@@ -62,31 +62,31 @@ extension Meta {
 // MARK: - protobuf-c bridges
 
 extension Meta.NamespaceSpec: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__Meta__NamespaceSpec
-    package static let messageName = "cosi.resource.meta.NamespaceSpec"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__meta__namespace_spec__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__meta__namespace_spec__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__meta__namespace_spec__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__Meta__NamespaceSpec
+    @usableFromInline package static let messageName = "cosi.resource.meta.NamespaceSpec"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__meta__namespace_spec__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__meta__namespace_spec__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__meta__namespace_spec__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             description: swiftString(c.pointee.description)
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.description = arena.string(description)
     }
 }
 
 extension Meta.ResourceDefinitionSpec: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__Meta__ResourceDefinitionSpec
-    package static let messageName = "cosi.resource.meta.ResourceDefinitionSpec"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__meta__resource_definition_spec__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__meta__resource_definition_spec__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__meta__resource_definition_spec__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__Meta__ResourceDefinitionSpec
+    @usableFromInline package static let messageName = "cosi.resource.meta.ResourceDefinitionSpec"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__meta__resource_definition_spec__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__meta__resource_definition_spec__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__meta__resource_definition_spec__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             resourceType: swiftString(c.pointee.resource_type),
             displayType: swiftString(c.pointee.display_type),
@@ -98,7 +98,7 @@ extension Meta.ResourceDefinitionSpec: CMessageBridged {
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.resource_type = arena.string(resourceType)
         c.pointee.display_type = arena.string(displayType)
         c.pointee.default_namespace = arena.string(defaultNamespace)
@@ -110,20 +110,20 @@ extension Meta.ResourceDefinitionSpec: CMessageBridged {
 }
 
 extension Meta.ResourceDefinitionSpec.PrintColumn: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__Meta__ResourceDefinitionSpec__PrintColumn
-    package static let messageName = "cosi.resource.meta.ResourceDefinitionSpec.PrintColumn"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__meta__resource_definition_spec__print_column__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { unpackNested(cosi__resource__meta__resource_definition_spec__print_column__init, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { freeNested(p) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__Meta__ResourceDefinitionSpec__PrintColumn
+    @usableFromInline package static let messageName = "cosi.resource.meta.ResourceDefinitionSpec.PrintColumn"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__meta__resource_definition_spec__print_column__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { unpackNested(cosi__resource__meta__resource_definition_spec__print_column__init, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { freeNested(p) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             name: swiftString(c.pointee.name),
             jsonPath: swiftString(c.pointee.json_path)
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.name = arena.string(name)
         c.pointee.json_path = arena.string(jsonPath)
     }

@@ -107,13 +107,13 @@ public struct IDQuery: Hashable, Sendable {
 // MARK: - protobuf-c bridges
 
 extension Metadata: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__Metadata
-    package static let messageName = "cosi.resource.Metadata"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__metadata__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__metadata__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__metadata__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__Metadata
+    @usableFromInline package static let messageName = "cosi.resource.Metadata"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__metadata__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__metadata__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__metadata__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             namespace: swiftString(c.pointee.namespace_),
             type: swiftString(c.pointee.type),
@@ -129,7 +129,7 @@ extension Metadata: CMessageBridged {
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
         c.pointee.id = arena.string(id)
@@ -145,33 +145,33 @@ extension Metadata: CMessageBridged {
 }
 
 extension Spec: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__Spec
-    package static let messageName = "cosi.resource.Spec"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__spec__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__spec__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__spec__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__Spec
+    @usableFromInline package static let messageName = "cosi.resource.Spec"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__spec__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__spec__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__spec__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             protoSpec: swiftBytes(c.pointee.proto_spec),
             yamlSpec: swiftString(c.pointee.yaml_spec)
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.proto_spec = arena.bytes(protoSpec)
         c.pointee.yaml_spec = arena.string(yamlSpec)
     }
 }
 
 extension LabelTerm: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__LabelTerm
-    package static let messageName = "cosi.resource.LabelTerm"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__label_term__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__label_term__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__label_term__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__LabelTerm
+    @usableFromInline package static let messageName = "cosi.resource.LabelTerm"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__label_term__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__label_term__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__label_term__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             key: swiftString(c.pointee.key),
             op: LabelTerm.Operation(rawValue: Int32(bitPattern: c.pointee.op.rawValue)),
@@ -180,7 +180,7 @@ extension LabelTerm: CMessageBridged {
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.key = arena.string(key)
         c.pointee.op = Cosi__Resource__LabelTerm__Operation(rawValue: UInt32(bitPattern: op.rawValue))
         c.pointee.n_value = value.count; c.pointee.value = arena.strings(value)
@@ -189,37 +189,37 @@ extension LabelTerm: CMessageBridged {
 }
 
 extension LabelQuery: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__LabelQuery
-    package static let messageName = "cosi.resource.LabelQuery"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__label_query__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__label_query__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__label_query__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__LabelQuery
+    @usableFromInline package static let messageName = "cosi.resource.LabelQuery"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__label_query__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__label_query__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__label_query__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             terms: swiftMessages(c.pointee.n_terms, c.pointee.terms, as: LabelTerm.self)
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.n_terms = terms.count; c.pointee.terms = arena.messages(terms)
     }
 }
 
 extension IDQuery: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__IDQuery
-    package static let messageName = "cosi.resource.IDQuery"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__idquery__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__idquery__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__idquery__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__IDQuery
+    @usableFromInline package static let messageName = "cosi.resource.IDQuery"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__idquery__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__idquery__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__idquery__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             regexp: swiftString(c.pointee.regexp)
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.regexp = arena.string(regexp)
     }
 }

@@ -280,13 +280,13 @@ public struct TeardownAndDestroyResponse: Hashable, Sendable {
 // MARK: - protobuf-c bridges
 
 extension GetRequest: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__GetRequest
-    package static let messageName = "cosi.resource.GetRequest"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__get_request__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__get_request__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__get_request__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__GetRequest
+    @usableFromInline package static let messageName = "cosi.resource.GetRequest"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__get_request__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__get_request__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__get_request__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             namespace: swiftString(c.pointee.namespace_),
             type: swiftString(c.pointee.type),
@@ -295,7 +295,7 @@ extension GetRequest: CMessageBridged {
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
         c.pointee.id = arena.string(id)
@@ -304,43 +304,43 @@ extension GetRequest: CMessageBridged {
 }
 
 extension GetOptions: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__GetOptions
-    package static let messageName = "cosi.resource.GetOptions"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__get_options__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__get_options__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__get_options__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__GetOptions
+    @usableFromInline package static let messageName = "cosi.resource.GetOptions"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__get_options__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__get_options__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__get_options__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) { self.init() }
+    @usableFromInline package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }
 
 extension GetResponse: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__GetResponse
-    package static let messageName = "cosi.resource.GetResponse"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__get_response__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__get_response__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__get_response__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__GetResponse
+    @usableFromInline package static let messageName = "cosi.resource.GetResponse"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__get_response__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__get_response__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__get_response__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             resource: c.pointee.resource.map { Resource(c: $0) }
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.resource = resource.map { arena.message($0) }
     }
 }
 
 extension ListRequest: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__ListRequest
-    package static let messageName = "cosi.resource.ListRequest"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__list_request__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__list_request__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__list_request__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__ListRequest
+    @usableFromInline package static let messageName = "cosi.resource.ListRequest"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__list_request__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__list_request__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__list_request__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             namespace: swiftString(c.pointee.namespace_),
             type: swiftString(c.pointee.type),
@@ -348,7 +348,7 @@ extension ListRequest: CMessageBridged {
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
         c.pointee.options = options.map { arena.message($0) }
@@ -356,165 +356,165 @@ extension ListRequest: CMessageBridged {
 }
 
 extension ListOptions: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__ListOptions
-    package static let messageName = "cosi.resource.ListOptions"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__list_options__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__list_options__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__list_options__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__ListOptions
+    @usableFromInline package static let messageName = "cosi.resource.ListOptions"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__list_options__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__list_options__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__list_options__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             labelQuery: swiftMessages(c.pointee.n_label_query, c.pointee.label_query, as: LabelQuery.self),
             idQuery: c.pointee.id_query.map { IDQuery(c: $0) }
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.n_label_query = labelQuery.count; c.pointee.label_query = arena.messages(labelQuery)
         c.pointee.id_query = idQuery.map { arena.message($0) }
     }
 }
 
 extension ListResponse: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__ListResponse
-    package static let messageName = "cosi.resource.ListResponse"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__list_response__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__list_response__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__list_response__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__ListResponse
+    @usableFromInline package static let messageName = "cosi.resource.ListResponse"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__list_response__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__list_response__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__list_response__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             resource: c.pointee.resource.map { Resource(c: $0) }
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.resource = resource.map { arena.message($0) }
     }
 }
 
 extension CreateRequest: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__CreateRequest
-    package static let messageName = "cosi.resource.CreateRequest"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__create_request__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__create_request__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__create_request__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__CreateRequest
+    @usableFromInline package static let messageName = "cosi.resource.CreateRequest"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__create_request__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__create_request__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__create_request__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             resource: c.pointee.resource.map { Resource(c: $0) },
             options: c.pointee.options.map { CreateOptions(c: $0) }
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.resource = resource.map { arena.message($0) }
         c.pointee.options = options.map { arena.message($0) }
     }
 }
 
 extension CreateOptions: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__CreateOptions
-    package static let messageName = "cosi.resource.CreateOptions"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__create_options__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__create_options__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__create_options__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__CreateOptions
+    @usableFromInline package static let messageName = "cosi.resource.CreateOptions"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__create_options__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__create_options__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__create_options__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             owner: swiftString(c.pointee.owner)
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.owner = arena.string(owner)
     }
 }
 
 extension CreateResponse: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__CreateResponse
-    package static let messageName = "cosi.resource.CreateResponse"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__create_response__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__create_response__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__create_response__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__CreateResponse
+    @usableFromInline package static let messageName = "cosi.resource.CreateResponse"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__create_response__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__create_response__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__create_response__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             resource: c.pointee.resource.map { Resource(c: $0) }
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.resource = resource.map { arena.message($0) }
     }
 }
 
 extension UpdateRequest: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__UpdateRequest
-    package static let messageName = "cosi.resource.UpdateRequest"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__update_request__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__update_request__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__update_request__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__UpdateRequest
+    @usableFromInline package static let messageName = "cosi.resource.UpdateRequest"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__update_request__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__update_request__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__update_request__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             newResource: c.pointee.new_resource.map { Resource(c: $0) },
             options: c.pointee.options.map { UpdateOptions(c: $0) }
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.new_resource = newResource.map { arena.message($0) }
         c.pointee.options = options.map { arena.message($0) }
     }
 }
 
 extension UpdateOptions: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__UpdateOptions
-    package static let messageName = "cosi.resource.UpdateOptions"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__update_options__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__update_options__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__update_options__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__UpdateOptions
+    @usableFromInline package static let messageName = "cosi.resource.UpdateOptions"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__update_options__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__update_options__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__update_options__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             owner: swiftString(c.pointee.owner),
             expectedPhase: c.pointee._expected_phase_case == COSI__RESOURCE__UPDATE_OPTIONS___EXPECTED_PHASE_EXPECTED_PHASE ? swiftString(c.pointee.expected_phase) : nil
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.owner = arena.string(owner)
         if let expectedPhase { c.pointee._expected_phase_case = COSI__RESOURCE__UPDATE_OPTIONS___EXPECTED_PHASE_EXPECTED_PHASE; c.pointee.expected_phase = arena.string(expectedPhase) }
     }
 }
 
 extension UpdateResponse: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__UpdateResponse
-    package static let messageName = "cosi.resource.UpdateResponse"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__update_response__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__update_response__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__update_response__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__UpdateResponse
+    @usableFromInline package static let messageName = "cosi.resource.UpdateResponse"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__update_response__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__update_response__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__update_response__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             resource: c.pointee.resource.map { Resource(c: $0) }
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.resource = resource.map { arena.message($0) }
     }
 }
 
 extension DestroyRequest: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__DestroyRequest
-    package static let messageName = "cosi.resource.DestroyRequest"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__destroy_request__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__destroy_request__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__destroy_request__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__DestroyRequest
+    @usableFromInline package static let messageName = "cosi.resource.DestroyRequest"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__destroy_request__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__destroy_request__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__destroy_request__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             namespace: swiftString(c.pointee.namespace_),
             type: swiftString(c.pointee.type),
@@ -523,7 +523,7 @@ extension DestroyRequest: CMessageBridged {
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
         c.pointee.id = arena.string(id)
@@ -532,43 +532,43 @@ extension DestroyRequest: CMessageBridged {
 }
 
 extension DestroyOptions: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__DestroyOptions
-    package static let messageName = "cosi.resource.DestroyOptions"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__destroy_options__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__destroy_options__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__destroy_options__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__DestroyOptions
+    @usableFromInline package static let messageName = "cosi.resource.DestroyOptions"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__destroy_options__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__destroy_options__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__destroy_options__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             owner: swiftString(c.pointee.owner)
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.owner = arena.string(owner)
     }
 }
 
 extension DestroyResponse: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__DestroyResponse
-    package static let messageName = "cosi.resource.DestroyResponse"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__destroy_response__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__destroy_response__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__destroy_response__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__DestroyResponse
+    @usableFromInline package static let messageName = "cosi.resource.DestroyResponse"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__destroy_response__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__destroy_response__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__destroy_response__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) { self.init() }
+    @usableFromInline package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }
 
 extension WatchRequest: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__WatchRequest
-    package static let messageName = "cosi.resource.WatchRequest"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__watch_request__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__watch_request__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__watch_request__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__WatchRequest
+    @usableFromInline package static let messageName = "cosi.resource.WatchRequest"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__watch_request__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__watch_request__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__watch_request__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             namespace: swiftString(c.pointee.namespace_),
             type: swiftString(c.pointee.type),
@@ -578,7 +578,7 @@ extension WatchRequest: CMessageBridged {
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
         if let id { c.pointee._id_case = COSI__RESOURCE__WATCH_REQUEST___ID_ID; c.pointee.id = arena.string(id) }
@@ -588,13 +588,13 @@ extension WatchRequest: CMessageBridged {
 }
 
 extension WatchOptions: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__WatchOptions
-    package static let messageName = "cosi.resource.WatchOptions"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__watch_options__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__watch_options__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__watch_options__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__WatchOptions
+    @usableFromInline package static let messageName = "cosi.resource.WatchOptions"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__watch_options__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__watch_options__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__watch_options__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             bootstrapContents: c.pointee.bootstrap_contents != 0,
             tailEvents: c.pointee.tail_events,
@@ -606,7 +606,7 @@ extension WatchOptions: CMessageBridged {
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.bootstrap_contents = bootstrapContents ? 1 : 0
         c.pointee.tail_events = tailEvents
         c.pointee.n_label_query = labelQuery.count; c.pointee.label_query = arena.messages(labelQuery)
@@ -618,31 +618,31 @@ extension WatchOptions: CMessageBridged {
 }
 
 extension WatchResponse: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__WatchResponse
-    package static let messageName = "cosi.resource.WatchResponse"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__watch_response__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__watch_response__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__watch_response__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__WatchResponse
+    @usableFromInline package static let messageName = "cosi.resource.WatchResponse"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__watch_response__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__watch_response__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__watch_response__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             event: swiftMessages(c.pointee.n_event, c.pointee.event, as: Event.self)
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.n_event = event.count; c.pointee.event = arena.messages(event)
     }
 }
 
 extension TeardownRequest: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__TeardownRequest
-    package static let messageName = "cosi.resource.TeardownRequest"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_request__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__teardown_request__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_request__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__TeardownRequest
+    @usableFromInline package static let messageName = "cosi.resource.TeardownRequest"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_request__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__teardown_request__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_request__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             namespace: swiftString(c.pointee.namespace_),
             type: swiftString(c.pointee.type),
@@ -651,7 +651,7 @@ extension TeardownRequest: CMessageBridged {
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
         c.pointee.id = arena.string(id)
@@ -660,49 +660,49 @@ extension TeardownRequest: CMessageBridged {
 }
 
 extension TeardownOptions: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__TeardownOptions
-    package static let messageName = "cosi.resource.TeardownOptions"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_options__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__teardown_options__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_options__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__TeardownOptions
+    @usableFromInline package static let messageName = "cosi.resource.TeardownOptions"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_options__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__teardown_options__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_options__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             owner: swiftString(c.pointee.owner)
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.owner = arena.string(owner)
     }
 }
 
 extension TeardownResponse: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__TeardownResponse
-    package static let messageName = "cosi.resource.TeardownResponse"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_response__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__teardown_response__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_response__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__TeardownResponse
+    @usableFromInline package static let messageName = "cosi.resource.TeardownResponse"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_response__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__teardown_response__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_response__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             destroyReady: c.pointee.destroy_ready != 0
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.destroy_ready = destroyReady ? 1 : 0
     }
 }
 
 extension TeardownAndDestroyRequest: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__TeardownAndDestroyRequest
-    package static let messageName = "cosi.resource.TeardownAndDestroyRequest"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_and_destroy_request__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__teardown_and_destroy_request__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_and_destroy_request__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__TeardownAndDestroyRequest
+    @usableFromInline package static let messageName = "cosi.resource.TeardownAndDestroyRequest"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_and_destroy_request__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__teardown_and_destroy_request__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_and_destroy_request__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             namespace: swiftString(c.pointee.namespace_),
             type: swiftString(c.pointee.type),
@@ -711,7 +711,7 @@ extension TeardownAndDestroyRequest: CMessageBridged {
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
         c.pointee.id = arena.string(id)
@@ -720,31 +720,31 @@ extension TeardownAndDestroyRequest: CMessageBridged {
 }
 
 extension TeardownAndDestroyOptions: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__TeardownAndDestroyOptions
-    package static let messageName = "cosi.resource.TeardownAndDestroyOptions"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_and_destroy_options__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__teardown_and_destroy_options__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_and_destroy_options__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__TeardownAndDestroyOptions
+    @usableFromInline package static let messageName = "cosi.resource.TeardownAndDestroyOptions"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_and_destroy_options__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__teardown_and_destroy_options__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_and_destroy_options__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             owner: swiftString(c.pointee.owner)
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.owner = arena.string(owner)
     }
 }
 
 extension TeardownAndDestroyResponse: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__TeardownAndDestroyResponse
-    package static let messageName = "cosi.resource.TeardownAndDestroyResponse"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_and_destroy_response__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__teardown_and_destroy_response__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_and_destroy_response__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__TeardownAndDestroyResponse
+    @usableFromInline package static let messageName = "cosi.resource.TeardownAndDestroyResponse"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_and_destroy_response__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__teardown_and_destroy_response__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__teardown_and_destroy_response__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) { self.init() }
+    @usableFromInline package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }

@@ -371,13 +371,13 @@ extension Runtime {
 // MARK: - protobuf-c bridges
 
 extension Runtime.ControllerInput: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__ControllerInput
-    package static let messageName = "cosi.runtime.ControllerInput"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__controller_input__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__controller_input__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__controller_input__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__ControllerInput
+    @usableFromInline package static let messageName = "cosi.runtime.ControllerInput"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__controller_input__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__controller_input__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__controller_input__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             kind: Runtime.ControllerInputKind(rawValue: Int32(bitPattern: c.pointee.kind.rawValue)),
             namespace: swiftString(c.pointee.namespace_),
@@ -386,7 +386,7 @@ extension Runtime.ControllerInput: CMessageBridged {
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.kind = Cosi__Runtime__ControllerInputKind(rawValue: UInt32(bitPattern: kind.rawValue))
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
@@ -395,33 +395,33 @@ extension Runtime.ControllerInput: CMessageBridged {
 }
 
 extension Runtime.ControllerOutput: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__ControllerOutput
-    package static let messageName = "cosi.runtime.ControllerOutput"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__controller_output__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__controller_output__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__controller_output__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__ControllerOutput
+    @usableFromInline package static let messageName = "cosi.runtime.ControllerOutput"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__controller_output__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__controller_output__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__controller_output__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             type: swiftString(c.pointee.type),
             kind: Runtime.ControllerOutputKind(rawValue: Int32(bitPattern: c.pointee.kind.rawValue))
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.type = arena.string(type)
         c.pointee.kind = Cosi__Runtime__ControllerOutputKind(rawValue: UInt32(bitPattern: kind.rawValue))
     }
 }
 
 extension Runtime.RegisterControllerRequest: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__RegisterControllerRequest
-    package static let messageName = "cosi.runtime.RegisterControllerRequest"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__register_controller_request__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__register_controller_request__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__register_controller_request__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__RegisterControllerRequest
+    @usableFromInline package static let messageName = "cosi.runtime.RegisterControllerRequest"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__register_controller_request__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__register_controller_request__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__register_controller_request__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             controllerName: swiftString(c.pointee.controller_name),
             inputs: swiftMessages(c.pointee.n_inputs, c.pointee.inputs, as: Runtime.ControllerInput.self),
@@ -429,7 +429,7 @@ extension Runtime.RegisterControllerRequest: CMessageBridged {
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.controller_name = arena.string(controllerName)
         c.pointee.n_inputs = inputs.count; c.pointee.inputs = arena.messages(inputs)
         c.pointee.n_outputs = outputs.count; c.pointee.outputs = arena.messages(outputs)
@@ -437,171 +437,171 @@ extension Runtime.RegisterControllerRequest: CMessageBridged {
 }
 
 extension Runtime.RegisterControllerResponse: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__RegisterControllerResponse
-    package static let messageName = "cosi.runtime.RegisterControllerResponse"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__register_controller_response__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__register_controller_response__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__register_controller_response__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__RegisterControllerResponse
+    @usableFromInline package static let messageName = "cosi.runtime.RegisterControllerResponse"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__register_controller_response__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__register_controller_response__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__register_controller_response__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             controllerToken: swiftString(c.pointee.controller_token)
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.controller_token = arena.string(controllerToken)
     }
 }
 
 extension Runtime.StartRequest: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__StartRequest
-    package static let messageName = "cosi.runtime.StartRequest"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__start_request__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__start_request__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__start_request__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__StartRequest
+    @usableFromInline package static let messageName = "cosi.runtime.StartRequest"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__start_request__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__start_request__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__start_request__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) { self.init() }
+    @usableFromInline package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }
 
 extension Runtime.StartResponse: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__StartResponse
-    package static let messageName = "cosi.runtime.StartResponse"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__start_response__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__start_response__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__start_response__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__StartResponse
+    @usableFromInline package static let messageName = "cosi.runtime.StartResponse"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__start_response__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__start_response__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__start_response__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) { self.init() }
+    @usableFromInline package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }
 
 extension Runtime.StopRequest: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__StopRequest
-    package static let messageName = "cosi.runtime.StopRequest"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__stop_request__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__stop_request__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__stop_request__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__StopRequest
+    @usableFromInline package static let messageName = "cosi.runtime.StopRequest"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__stop_request__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__stop_request__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__stop_request__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) { self.init() }
+    @usableFromInline package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }
 
 extension Runtime.StopResponse: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__StopResponse
-    package static let messageName = "cosi.runtime.StopResponse"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__stop_response__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__stop_response__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__stop_response__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__StopResponse
+    @usableFromInline package static let messageName = "cosi.runtime.StopResponse"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__stop_response__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__stop_response__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__stop_response__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) { self.init() }
+    @usableFromInline package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }
 
 extension Runtime.ReconcileEventsRequest: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__ReconcileEventsRequest
-    package static let messageName = "cosi.runtime.ReconcileEventsRequest"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__reconcile_events_request__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__reconcile_events_request__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__reconcile_events_request__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__ReconcileEventsRequest
+    @usableFromInline package static let messageName = "cosi.runtime.ReconcileEventsRequest"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__reconcile_events_request__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__reconcile_events_request__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__reconcile_events_request__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             controllerToken: swiftString(c.pointee.controller_token)
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.controller_token = arena.string(controllerToken)
     }
 }
 
 extension Runtime.ReconcileEventsResponse: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__ReconcileEventsResponse
-    package static let messageName = "cosi.runtime.ReconcileEventsResponse"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__reconcile_events_response__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__reconcile_events_response__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__reconcile_events_response__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__ReconcileEventsResponse
+    @usableFromInline package static let messageName = "cosi.runtime.ReconcileEventsResponse"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__reconcile_events_response__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__reconcile_events_response__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__reconcile_events_response__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) { self.init() }
+    @usableFromInline package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }
 
 extension Runtime.QueueReconcileRequest: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__QueueReconcileRequest
-    package static let messageName = "cosi.runtime.QueueReconcileRequest"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__queue_reconcile_request__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__queue_reconcile_request__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__queue_reconcile_request__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__QueueReconcileRequest
+    @usableFromInline package static let messageName = "cosi.runtime.QueueReconcileRequest"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__queue_reconcile_request__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__queue_reconcile_request__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__queue_reconcile_request__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             controllerToken: swiftString(c.pointee.controller_token)
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.controller_token = arena.string(controllerToken)
     }
 }
 
 extension Runtime.QueueReconcileResponse: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__QueueReconcileResponse
-    package static let messageName = "cosi.runtime.QueueReconcileResponse"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__queue_reconcile_response__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__queue_reconcile_response__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__queue_reconcile_response__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__QueueReconcileResponse
+    @usableFromInline package static let messageName = "cosi.runtime.QueueReconcileResponse"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__queue_reconcile_response__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__queue_reconcile_response__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__queue_reconcile_response__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) { self.init() }
+    @usableFromInline package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }
 
 extension Runtime.UpdateInputsRequest: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__UpdateInputsRequest
-    package static let messageName = "cosi.runtime.UpdateInputsRequest"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__update_inputs_request__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__update_inputs_request__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__update_inputs_request__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__UpdateInputsRequest
+    @usableFromInline package static let messageName = "cosi.runtime.UpdateInputsRequest"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__update_inputs_request__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__update_inputs_request__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__update_inputs_request__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             controllerToken: swiftString(c.pointee.controller_token),
             inputs: swiftMessages(c.pointee.n_inputs, c.pointee.inputs, as: Runtime.ControllerInput.self)
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.controller_token = arena.string(controllerToken)
         c.pointee.n_inputs = inputs.count; c.pointee.inputs = arena.messages(inputs)
     }
 }
 
 extension Runtime.UpdateInputsResponse: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__UpdateInputsResponse
-    package static let messageName = "cosi.runtime.UpdateInputsResponse"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__update_inputs_response__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__update_inputs_response__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__update_inputs_response__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__UpdateInputsResponse
+    @usableFromInline package static let messageName = "cosi.runtime.UpdateInputsResponse"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__update_inputs_response__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__update_inputs_response__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__update_inputs_response__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) { self.init() }
+    @usableFromInline package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }
 
 extension Runtime.RuntimeGetRequest: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__RuntimeGetRequest
-    package static let messageName = "cosi.runtime.RuntimeGetRequest"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_get_request__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_get_request__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_get_request__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__RuntimeGetRequest
+    @usableFromInline package static let messageName = "cosi.runtime.RuntimeGetRequest"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_get_request__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_get_request__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_get_request__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             controllerToken: swiftString(c.pointee.controller_token),
             namespace: swiftString(c.pointee.namespace_),
@@ -610,7 +610,7 @@ extension Runtime.RuntimeGetRequest: CMessageBridged {
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.controller_token = arena.string(controllerToken)
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
@@ -619,49 +619,49 @@ extension Runtime.RuntimeGetRequest: CMessageBridged {
 }
 
 extension Runtime.RuntimeGetResponse: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__RuntimeGetResponse
-    package static let messageName = "cosi.runtime.RuntimeGetResponse"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_get_response__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_get_response__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_get_response__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__RuntimeGetResponse
+    @usableFromInline package static let messageName = "cosi.runtime.RuntimeGetResponse"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_get_response__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_get_response__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_get_response__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             resource: c.pointee.resource.map { Resource(c: $0) }
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.resource = resource.map { arena.message($0) }
     }
 }
 
 extension Runtime.RuntimeListOptions: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__RuntimeListOptions
-    package static let messageName = "cosi.runtime.RuntimeListOptions"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_list_options__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_list_options__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_list_options__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__RuntimeListOptions
+    @usableFromInline package static let messageName = "cosi.runtime.RuntimeListOptions"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_list_options__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_list_options__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_list_options__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             labelQuery: swiftMessages(c.pointee.n_label_query, c.pointee.label_query, as: LabelQuery.self)
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.n_label_query = labelQuery.count; c.pointee.label_query = arena.messages(labelQuery)
     }
 }
 
 extension Runtime.RuntimeListRequest: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__RuntimeListRequest
-    package static let messageName = "cosi.runtime.RuntimeListRequest"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_list_request__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_list_request__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_list_request__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__RuntimeListRequest
+    @usableFromInline package static let messageName = "cosi.runtime.RuntimeListRequest"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_list_request__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_list_request__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_list_request__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             controllerToken: swiftString(c.pointee.controller_token),
             namespace: swiftString(c.pointee.namespace_),
@@ -670,7 +670,7 @@ extension Runtime.RuntimeListRequest: CMessageBridged {
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.controller_token = arena.string(controllerToken)
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
@@ -679,43 +679,43 @@ extension Runtime.RuntimeListRequest: CMessageBridged {
 }
 
 extension Runtime.RuntimeListResponse: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__RuntimeListResponse
-    package static let messageName = "cosi.runtime.RuntimeListResponse"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_list_response__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_list_response__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_list_response__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__RuntimeListResponse
+    @usableFromInline package static let messageName = "cosi.runtime.RuntimeListResponse"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_list_response__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_list_response__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_list_response__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             resource: c.pointee.resource.map { Resource(c: $0) }
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.resource = resource.map { arena.message($0) }
     }
 }
 
 extension Runtime.ConditionFinalizersEmpty: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__ConditionFinalizersEmpty
-    package static let messageName = "cosi.runtime.ConditionFinalizersEmpty"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__condition_finalizers_empty__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__condition_finalizers_empty__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__condition_finalizers_empty__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__ConditionFinalizersEmpty
+    @usableFromInline package static let messageName = "cosi.runtime.ConditionFinalizersEmpty"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__condition_finalizers_empty__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__condition_finalizers_empty__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__condition_finalizers_empty__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) { self.init() }
+    @usableFromInline package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }
 
 extension Runtime.RuntimeWatchForRequest: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__RuntimeWatchForRequest
-    package static let messageName = "cosi.runtime.RuntimeWatchForRequest"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_watch_for_request__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_watch_for_request__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_watch_for_request__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__RuntimeWatchForRequest
+    @usableFromInline package static let messageName = "cosi.runtime.RuntimeWatchForRequest"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_watch_for_request__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_watch_for_request__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_watch_for_request__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             controllerToken: swiftString(c.pointee.controller_token),
             namespace: swiftString(c.pointee.namespace_),
@@ -725,7 +725,7 @@ extension Runtime.RuntimeWatchForRequest: CMessageBridged {
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.controller_token = arena.string(controllerToken)
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
@@ -735,125 +735,125 @@ extension Runtime.RuntimeWatchForRequest: CMessageBridged {
 }
 
 extension Runtime.RuntimeWatchForResponse: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__RuntimeWatchForResponse
-    package static let messageName = "cosi.runtime.RuntimeWatchForResponse"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_watch_for_response__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_watch_for_response__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_watch_for_response__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__RuntimeWatchForResponse
+    @usableFromInline package static let messageName = "cosi.runtime.RuntimeWatchForResponse"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_watch_for_response__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_watch_for_response__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_watch_for_response__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             resource: c.pointee.resource.map { Resource(c: $0) }
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.resource = resource.map { arena.message($0) }
     }
 }
 
 extension Runtime.RuntimeCreateRequest: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__RuntimeCreateRequest
-    package static let messageName = "cosi.runtime.RuntimeCreateRequest"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_create_request__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_create_request__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_create_request__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__RuntimeCreateRequest
+    @usableFromInline package static let messageName = "cosi.runtime.RuntimeCreateRequest"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_create_request__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_create_request__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_create_request__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             controllerToken: swiftString(c.pointee.controller_token),
             resource: c.pointee.resource.map { Resource(c: $0) }
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.controller_token = arena.string(controllerToken)
         c.pointee.resource = resource.map { arena.message($0) }
     }
 }
 
 extension Runtime.RuntimeCreateResponse: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__RuntimeCreateResponse
-    package static let messageName = "cosi.runtime.RuntimeCreateResponse"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_create_response__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_create_response__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_create_response__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__RuntimeCreateResponse
+    @usableFromInline package static let messageName = "cosi.runtime.RuntimeCreateResponse"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_create_response__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_create_response__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_create_response__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             resource: c.pointee.resource.map { Resource(c: $0) }
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.resource = resource.map { arena.message($0) }
     }
 }
 
 extension Runtime.RuntimeUpdateRequest: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__RuntimeUpdateRequest
-    package static let messageName = "cosi.runtime.RuntimeUpdateRequest"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_update_request__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_update_request__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_update_request__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__RuntimeUpdateRequest
+    @usableFromInline package static let messageName = "cosi.runtime.RuntimeUpdateRequest"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_update_request__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_update_request__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_update_request__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             controllerToken: swiftString(c.pointee.controller_token),
             newResource: c.pointee.new_resource.map { Resource(c: $0) }
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.controller_token = arena.string(controllerToken)
         c.pointee.new_resource = newResource.map { arena.message($0) }
     }
 }
 
 extension Runtime.RuntimeUpdateResponse: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__RuntimeUpdateResponse
-    package static let messageName = "cosi.runtime.RuntimeUpdateResponse"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_update_response__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_update_response__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_update_response__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__RuntimeUpdateResponse
+    @usableFromInline package static let messageName = "cosi.runtime.RuntimeUpdateResponse"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_update_response__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_update_response__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_update_response__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             resource: c.pointee.resource.map { Resource(c: $0) }
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.resource = resource.map { arena.message($0) }
     }
 }
 
 extension Runtime.Options: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__Options
-    package static let messageName = "cosi.runtime.Options"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__options__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__options__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__options__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__Options
+    @usableFromInline package static let messageName = "cosi.runtime.Options"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__options__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__options__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__options__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             owner: c.pointee._owner_case == COSI__RUNTIME__OPTIONS___OWNER_OWNER ? swiftString(c.pointee.owner) : nil
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         if let owner { c.pointee._owner_case = COSI__RUNTIME__OPTIONS___OWNER_OWNER; c.pointee.owner = arena.string(owner) }
     }
 }
 
 extension Runtime.RuntimeTeardownRequest: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__RuntimeTeardownRequest
-    package static let messageName = "cosi.runtime.RuntimeTeardownRequest"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_teardown_request__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_teardown_request__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_teardown_request__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__RuntimeTeardownRequest
+    @usableFromInline package static let messageName = "cosi.runtime.RuntimeTeardownRequest"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_teardown_request__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_teardown_request__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_teardown_request__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             controllerToken: swiftString(c.pointee.controller_token),
             namespace: swiftString(c.pointee.namespace_),
@@ -863,7 +863,7 @@ extension Runtime.RuntimeTeardownRequest: CMessageBridged {
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.controller_token = arena.string(controllerToken)
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
@@ -873,31 +873,31 @@ extension Runtime.RuntimeTeardownRequest: CMessageBridged {
 }
 
 extension Runtime.RuntimeTeardownResponse: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__RuntimeTeardownResponse
-    package static let messageName = "cosi.runtime.RuntimeTeardownResponse"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_teardown_response__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_teardown_response__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_teardown_response__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__RuntimeTeardownResponse
+    @usableFromInline package static let messageName = "cosi.runtime.RuntimeTeardownResponse"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_teardown_response__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_teardown_response__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_teardown_response__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             ready: c.pointee.ready != 0
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.ready = ready ? 1 : 0
     }
 }
 
 extension Runtime.RuntimeDestroyRequest: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__RuntimeDestroyRequest
-    package static let messageName = "cosi.runtime.RuntimeDestroyRequest"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_destroy_request__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_destroy_request__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_destroy_request__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__RuntimeDestroyRequest
+    @usableFromInline package static let messageName = "cosi.runtime.RuntimeDestroyRequest"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_destroy_request__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_destroy_request__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_destroy_request__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             controllerToken: swiftString(c.pointee.controller_token),
             namespace: swiftString(c.pointee.namespace_),
@@ -907,7 +907,7 @@ extension Runtime.RuntimeDestroyRequest: CMessageBridged {
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.controller_token = arena.string(controllerToken)
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
@@ -917,25 +917,25 @@ extension Runtime.RuntimeDestroyRequest: CMessageBridged {
 }
 
 extension Runtime.RuntimeDestroyResponse: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__RuntimeDestroyResponse
-    package static let messageName = "cosi.runtime.RuntimeDestroyResponse"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_destroy_response__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_destroy_response__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_destroy_response__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__RuntimeDestroyResponse
+    @usableFromInline package static let messageName = "cosi.runtime.RuntimeDestroyResponse"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_destroy_response__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_destroy_response__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_destroy_response__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) { self.init() }
+    @usableFromInline package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }
 
 extension Runtime.RuntimeAddFinalizerRequest: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__RuntimeAddFinalizerRequest
-    package static let messageName = "cosi.runtime.RuntimeAddFinalizerRequest"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_add_finalizer_request__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_add_finalizer_request__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_add_finalizer_request__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__RuntimeAddFinalizerRequest
+    @usableFromInline package static let messageName = "cosi.runtime.RuntimeAddFinalizerRequest"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_add_finalizer_request__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_add_finalizer_request__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_add_finalizer_request__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             controllerToken: swiftString(c.pointee.controller_token),
             namespace: swiftString(c.pointee.namespace_),
@@ -945,7 +945,7 @@ extension Runtime.RuntimeAddFinalizerRequest: CMessageBridged {
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.controller_token = arena.string(controllerToken)
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
@@ -955,25 +955,25 @@ extension Runtime.RuntimeAddFinalizerRequest: CMessageBridged {
 }
 
 extension Runtime.RuntimeAddFinalizerResponse: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__RuntimeAddFinalizerResponse
-    package static let messageName = "cosi.runtime.RuntimeAddFinalizerResponse"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_add_finalizer_response__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_add_finalizer_response__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_add_finalizer_response__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__RuntimeAddFinalizerResponse
+    @usableFromInline package static let messageName = "cosi.runtime.RuntimeAddFinalizerResponse"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_add_finalizer_response__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_add_finalizer_response__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_add_finalizer_response__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) { self.init() }
+    @usableFromInline package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }
 
 extension Runtime.RuntimeRemoveFinalizerRequest: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__RuntimeRemoveFinalizerRequest
-    package static let messageName = "cosi.runtime.RuntimeRemoveFinalizerRequest"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_remove_finalizer_request__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_remove_finalizer_request__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_remove_finalizer_request__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__RuntimeRemoveFinalizerRequest
+    @usableFromInline package static let messageName = "cosi.runtime.RuntimeRemoveFinalizerRequest"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_remove_finalizer_request__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_remove_finalizer_request__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_remove_finalizer_request__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             controllerToken: swiftString(c.pointee.controller_token),
             namespace: swiftString(c.pointee.namespace_),
@@ -983,7 +983,7 @@ extension Runtime.RuntimeRemoveFinalizerRequest: CMessageBridged {
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.controller_token = arena.string(controllerToken)
         c.pointee.namespace_ = arena.string(namespace)
         c.pointee.type = arena.string(type)
@@ -993,13 +993,13 @@ extension Runtime.RuntimeRemoveFinalizerRequest: CMessageBridged {
 }
 
 extension Runtime.RuntimeRemoveFinalizerResponse: CMessageBridged {
-    package typealias CStruct = Cosi__Runtime__RuntimeRemoveFinalizerResponse
-    package static let messageName = "cosi.runtime.RuntimeRemoveFinalizerResponse"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_remove_finalizer_response__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_remove_finalizer_response__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_remove_finalizer_response__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Runtime__RuntimeRemoveFinalizerResponse
+    @usableFromInline package static let messageName = "cosi.runtime.RuntimeRemoveFinalizerResponse"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_remove_finalizer_response__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__runtime__runtime_remove_finalizer_response__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__runtime__runtime_remove_finalizer_response__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) { self.init() }
+    @usableFromInline package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }

@@ -120,20 +120,20 @@ public struct Timestamp: Hashable, Sendable {
 // MARK: - protobuf-c bridges
 
 extension Timestamp: CMessageBridged {
-    package typealias CStruct = Google__Protobuf__Timestamp
-    package static let messageName = "google.protobuf.Timestamp"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { google__protobuf__timestamp__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { google__protobuf__timestamp__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { google__protobuf__timestamp__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Google__Protobuf__Timestamp
+    @usableFromInline package static let messageName = "google.protobuf.Timestamp"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { google__protobuf__timestamp__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { google__protobuf__timestamp__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { google__protobuf__timestamp__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             seconds: c.pointee.seconds,
             nanos: c.pointee.nanos
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.seconds = seconds
         c.pointee.nanos = nanos
     }

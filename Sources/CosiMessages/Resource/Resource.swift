@@ -118,12 +118,12 @@ public func encodeWatchResponse(_ events: [Event]) -> ByteBuffer {
 // (scripts/gen-swift-messages.py).
 
 extension Resource: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__Resource
-    package static let messageName = "cosi.resource.Resource"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__resource__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__resource__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__resource__free_unpacked(p, nil) }
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package typealias CStruct = Cosi__Resource__Resource
+    @usableFromInline package static let messageName = "cosi.resource.Resource"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__resource__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__resource__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__resource__free_unpacked(p, nil) }
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             metadata: c.pointee.metadata.map { Metadata(c: $0) } ?? Metadata(),
             spec: c.pointee.spec.map { Spec(c: $0) } ?? Spec()
@@ -131,20 +131,20 @@ extension Resource: CMessageBridged {
         hasMetadata = c.pointee.metadata != nil
         hasSpec = c.pointee.spec != nil
     }
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.metadata = arena.message(metadata)
         c.pointee.spec = arena.message(spec)
     }
 }
 
 extension Event: CMessageBridged {
-    package typealias CStruct = Cosi__Resource__Event
-    package static let messageName = "cosi.resource.Event"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__event__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__event__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__event__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Resource__Event
+    @usableFromInline package static let messageName = "cosi.resource.Event"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__event__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__resource__event__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__resource__event__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         let e = c.pointee
         self.init(
             resource: e.resource.map { Resource(c: $0) },
@@ -155,7 +155,7 @@ extension Event: CMessageBridged {
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.resource = resource.map { arena.message($0) }
         c.pointee.event_type = Cosi__Resource__EventType(rawValue: UInt32(bitPattern: type.rawValue))
         c.pointee.old = old.map { arena.message($0) }

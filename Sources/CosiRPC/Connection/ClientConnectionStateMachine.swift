@@ -46,9 +46,9 @@ struct ClientConnectionStateMachine<Call> {
         case unavailable(String)
     }
 
-    private var flow: FlowControl<Never>
+    /// Windows, queues and each call's state, one entry per stream.
+    private var flow: FlowControl<Never, Stream>
     private var phase = Phase.connecting
-    private var streams: [UInt32: Stream] = [:]
     private var nextStreamID: UInt32 = 1
 
     init(localSettings: RPCSettings) {
@@ -58,7 +58,7 @@ struct ClientConnectionStateMachine<Call> {
     var localSettings: RPCSettings { flow.local }
     var remoteSettings: RPCSettings { flow.remote }
     /// The number of calls in flight.
-    var openStreams: Int { streams.count }
+    var openStreams: Int { flow.count }
 
     /// Why no new call may start, or nil while calls may start.
     var unavailableReason: String? {
@@ -83,7 +83,7 @@ struct ClientConnectionStateMachine<Call> {
         guard request.readableBytes <= Int(remoteSettings.maxFrameSize) else {
             return refuse(.resourceExhausted, "a request of \(request.readableBytes) bytes exceeds the server's max_frame_size \(remoteSettings.maxFrameSize)")
         }
-        guard streams.count < Int(remoteSettings.maxConcurrentStreams) else {
+        guard flow.count < Int(remoteSettings.maxConcurrentStreams) else {
             return refuse(.resourceExhausted, "the server allows \(remoteSettings.maxConcurrentStreams) concurrent calls on one connection")
         }
         guard nextStreamID < UInt32(Int32.max) else {
@@ -92,10 +92,9 @@ struct ClientConnectionStateMachine<Call> {
         }
         let id = nextStreamID
         nextStreamID += 1
-        streams[id] = Stream(call: call, kind: kind)
-        flow.open(id)
+        flow.open(id, Stream(call: call, kind: kind))
         var actions: [Action] = [.send(Frames.headers(id, headers))]
-        var out: [FlowControl<Never>.Output] = []
+        var out: [FlowControl<Never, Stream>.Output] = []
         flow.send(request, endStream: true, completion: nil, on: id, into: &out)
         apply(out, into: &actions)
         return (id, actions)
@@ -110,7 +109,7 @@ struct ClientConnectionStateMachine<Call> {
 
     /// The application consumed `bytes` of a stream's messages: maybe grant credit.
     mutating func consumed(_ bytes: Int, on id: UInt32) -> [Action] {
-        var out: [FlowControl<Never>.Output] = []
+        var out: [FlowControl<Never, Stream>.Output] = []
         flow.consumed(bytes, on: id, into: &out)
         var actions: [Action] = []
         apply(out, into: &actions)
@@ -147,16 +146,13 @@ struct ClientConnectionStateMachine<Call> {
         let reason = unavailableReason ?? reason ?? "the connection closed"
         phase = .unavailable(reason)
         let error = RPCError(code: .unavailable, message: reason)
-        let actions: [Action] = streams.keys.sorted().map { id in .finish(streamID: id, streams[id]!.call, .failure(error)) }
-        streams.removeAll()
-        _ = flow.closeAll()
-        return actions
+        return flow.closeAll().map { .finish(streamID: $0.id, $0.state.call, .failure(error)) }
     }
 
     private mutating func receive(_ frame: Frame, into actions: inout [Action]) throws(ConnectionError) {
         switch frame.type {
         case .settings:
-            var out: [FlowControl<Never>.Output] = []
+            var out: [FlowControl<Never, Stream>.Output] = []
             let first = try flow.receiveSettings(frame, into: &out)
             apply(out, into: &actions)
             if first == true, case .connecting = phase {
@@ -165,19 +161,22 @@ struct ClientConnectionStateMachine<Call> {
             }
         case .message:
             guard frame.streamID != 0 else { throw ConnectionError(code: .protocolError, message: "MESSAGE on stream 0") }
-            var out: [FlowControl<Never>.Output] = []
+            var out: [FlowControl<Never, Stream>.Output] = []
             try flow.receiveOnConnection(frame.payload.readableBytes, into: &out)
             apply(out, into: &actions)
             try requireOpened(frame)
-            guard var stream = streams[frame.streamID] else { return }
+            guard flow.isOpen(frame.streamID) else { return }
             try flow.receiveOnStream(frame.payload.readableBytes, on: frame.streamID)
-            switch stream.kind {
-            case .unary:
-                stream.response = frame.payload
-                streams[frame.streamID] = stream
-            case .serverStreaming:
-                actions.append(.deliver(stream.call, frame.payload))
-            }
+            let streaming: Call? = flow.withState(frame.streamID) { stream in
+                switch stream.kind {
+                case .unary:
+                    stream.response = frame.payload
+                    return nil
+                case .serverStreaming:
+                    return stream.call
+                }
+            } ?? nil
+            if let streaming { actions.append(.deliver(streaming, frame.payload)) }
         case .trailers:
             try requireOpened(frame)
             guard let stream = remove(frame.streamID) else { return }
@@ -192,7 +191,7 @@ struct ClientConnectionStateMachine<Call> {
             actions.append(.finish(streamID: frame.streamID, stream.call, .failure(RPCError(code: .cancelled, message: "the server cancelled the call"))))
         case .window:
             if frame.streamID != 0 { try requireOpened(frame) }
-            var out: [FlowControl<Never>.Output] = []
+            var out: [FlowControl<Never, Stream>.Output] = []
             try flow.receiveWindow(frame, into: &out)
             apply(out, into: &actions)
         case .ping:
@@ -205,7 +204,7 @@ struct ClientConnectionStateMachine<Call> {
             let reason = "the server sent GOAWAY(\(ConnectionErrorCode(rawValue: goAway.code)))\(goAway.reason.isEmpty ? "" : ": \(goAway.reason)")"
             phase = .unavailable(reason)
             // Calls above the last stream the server processes will never be answered.
-            for id in streams.keys.sorted() where id > goAway.lastStreamID {
+            for id in flow.ids.sorted() where id > goAway.lastStreamID {
                 let stream = remove(id)!
                 actions.append(.finish(streamID: id, stream.call, .failure(RPCError(code: .unavailable, message: reason))))
             }
@@ -218,15 +217,13 @@ struct ClientConnectionStateMachine<Call> {
     /// is ignored (it crossed our CANCEL).
     private func requireOpened(_ frame: Frame) throws(ConnectionError) {
         guard frame.streamID != 0 else { throw ConnectionError(code: .protocolError, message: "\(frame.type) on stream 0") }
-        if streams[frame.streamID] == nil, frame.streamID >= nextStreamID {
+        if !flow.isOpen(frame.streamID), frame.streamID >= nextStreamID {
             throw ConnectionError(code: .protocolError, message: "\(frame.type) on stream \(frame.streamID), which was never opened")
         }
     }
 
     private mutating func remove(_ id: UInt32) -> Stream? {
-        guard let stream = streams.removeValue(forKey: id) else { return nil }
-        _ = flow.close(id)
-        return stream
+        flow.close(id)?.state
     }
 
     private func outcome(_ stream: Stream, _ status: RPCStatus) -> Result<ByteBuffer?, RPCError> {
@@ -242,7 +239,7 @@ struct ClientConnectionStateMachine<Call> {
         }
     }
 
-    private func apply(_ outputs: [FlowControl<Never>.Output], into actions: inout [Action]) {
+    private func apply(_ outputs: [FlowControl<Never, Stream>.Output], into actions: inout [Action]) {
         for output in outputs {
             if case .frame(let frame) = output { actions.append(.send(frame)) }
         }

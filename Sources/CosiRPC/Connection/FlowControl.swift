@@ -91,11 +91,13 @@ struct PeerSettings: Sendable {
 /// payloads, the streams waiting for connection credit, in arrival order) and the receive side
 /// (windows, and credit granted back once half a window is consumed).
 ///
-/// It does no I/O and knows nothing of calls: the server and client state machines own their
-/// streams' meaning (requests, responses, trailers) and use this for bytes and credit. Every
-/// method appends what must happen to `out`, in order. `Completion` is the caller's token for
-/// a queued message; it comes back in ``Output/written(_:)`` once the message has been sent.
-struct FlowControl<Completion> {
+/// It does no I/O and knows nothing of calls: the server and client state machines keep their
+/// own per-stream state (requests, responses, trailers) as each stream's `State`, stored here
+/// with the stream's windows so that a stream costs one dictionary entry, and use this for bytes
+/// and credit. Every method appends what must happen to `out`, in order. `Completion` is the
+/// caller's token for a queued message; it comes back in ``Output/written(_:)`` once the message
+/// has been sent.
+struct FlowControl<Completion, State> {
     /// What the caller must do, in order.
     enum Output {
         /// Write this frame.
@@ -114,6 +116,7 @@ struct FlowControl<Completion> {
     }
 
     private struct Stream {
+        var state: State
         var sendWindow: FlowWindow
         var receiveWindow: FlowWindow
         var receiveCredit: CreditGrant
@@ -139,71 +142,89 @@ struct FlowControl<Completion> {
 
     /// What the peer announced (the protocol defaults until its first SETTINGS).
     var remote: RPCSettings { peer.current }
-    /// Whether the peer's first SETTINGS has arrived.
-    var receivedPeerSettings: Bool { peer.received }
 
     // MARK: Streams
 
     /// Starts tracking a stream, with windows from both sides' current settings.
-    mutating func open(_ id: UInt32) {
+    mutating func open(_ id: UInt32, _ state: State) {
         streams[id] = Stream(
+            state: state,
             sendWindow: FlowWindow(remote.initialWindow),
             receiveWindow: FlowWindow(local.initialWindow),
             receiveCredit: CreditGrant(window: local.initialWindow)
         )
     }
 
-    /// Stops tracking a stream; returns the completions of its messages that were never sent.
-    mutating func close(_ id: UInt32) -> [Completion] {
-        guard let stream = streams.removeValue(forKey: id) else { return [] }
+    /// Stops tracking a stream; returns its state and the completions of its messages that were
+    /// never sent, or nil when it is not tracked.
+    mutating func close(_ id: UInt32) -> (state: State, unsent: [Completion])? {
+        guard let stream = streams.removeValue(forKey: id) else { return nil }
         // A stale entry in `waitingForConnection` is skipped when it comes up.
-        return stream.queue.compactMap(\.completion)
+        return (stream.state, stream.queue.compactMap(\.completion))
     }
 
-    /// Stops tracking every stream; returns the completions of messages never sent.
-    mutating func closeAll() -> [Completion] {
-        let completions = streams.keys.sorted().flatMap { close($0) }
+    /// Stops tracking every stream; returns their ids and states, in id order, each with the
+    /// completions of its messages never sent.
+    mutating func closeAll() -> [(id: UInt32, state: State, unsent: [Completion])] {
+        let closed = streams.keys.sorted().map { id in
+            let stream = streams[id]!
+            return (id, stream.state, stream.queue.compactMap(\.completion))
+        }
+        streams.removeAll()
         waitingForConnection.removeAll()
-        return completions
+        return closed
     }
+
+    /// The number of streams tracked.
+    var count: Int { streams.count }
 
     func isOpen(_ id: UInt32) -> Bool { streams[id] != nil }
 
-    /// Whether a stream has nothing queued (true for a stream not tracked).
-    func isDrained(_ id: UInt32) -> Bool { streams[id]?.queue.isEmpty ?? true }
+    /// The ids of the streams tracked.
+    var ids: Dictionary<UInt32, some Any>.Keys { streams.keys }
+
+    /// Reads or changes a stream's state in place; nil when the stream is not tracked.
+    @inline(__always)
+    mutating func withState<R, E: Error>(_ id: UInt32, _ body: (inout State) throws(E) -> R) throws(E) -> R? {
+        guard let index = streams.index(forKey: id) else { return nil }
+        return try body(&streams.values[index].state)
+    }
 
     // MARK: Sending
 
     /// Queues a MESSAGE payload on an open stream and sends what the windows allow.
     mutating func send(_ payload: ByteBuffer, endStream: Bool = false, completion: Completion?, on id: UInt32, into out: inout [Output]) {
-        guard streams[id] != nil else { return }
-        streams[id]!.queue.append(Queued(payload: payload, endStream: endStream, completion: completion))
-        flush(id, into: &out)
+        guard let index = streams.index(forKey: id) else { return }
+        streams.values[index].queue.append(Queued(payload: payload, endStream: endStream, completion: completion))
+        flush(at: index, id, into: &out)
     }
 
     /// Sends a stream's queued messages while both windows are open. A message may be sent
     /// whenever the windows are positive, whatever its size (they may go negative).
     mutating func flush(_ id: UInt32, into out: inout [Output]) {
-        guard var stream = streams[id] else { return }
-        while let next = stream.queue.first {
-            guard stream.sendWindow.isOpen else { break }
+        guard let index = streams.index(forKey: id) else { return }
+        flush(at: index, id, into: &out)
+    }
+
+    private mutating func flush(at index: Dictionary<UInt32, Stream>.Index, _ id: UInt32, into out: inout [Output]) {
+        // Every access below is in place: the stream is never copied out of the dictionary.
+        while let next = streams.values[index].queue.first {
+            guard streams.values[index].sendWindow.isOpen else { break }
             guard connectionSendWindow.isOpen else {
-                if !stream.waitsForConnection {
-                    stream.waitsForConnection = true
+                if !streams.values[index].waitsForConnection {
+                    streams.values[index].waitsForConnection = true
                     waitingForConnection.append(id)
                 }
                 break
             }
-            stream.queue.removeFirst()
+            streams.values[index].queue.removeFirst()
             let length = next.payload.readableBytes
-            stream.sendWindow.consume(length)
+            streams.values[index].sendWindow.consume(length)
             connectionSendWindow.consume(length)
             out.append(.frame(Frame(type: .message, flags: next.endStream ? .endStream : [], streamID: id, payload: next.payload)))
             if let completion = next.completion { out.append(.written(completion)) }
         }
-        let drained = stream.queue.isEmpty
-        streams[id] = stream
-        if drained { out.append(.drained(id)) }
+        if streams.values[index].queue.isEmpty { out.append(.drained(id)) }
     }
 
     /// Flushes every stream, in stream order.
@@ -216,9 +237,9 @@ struct FlowControl<Completion> {
         var waiting = waitingForConnection
         waitingForConnection = []
         while connectionSendWindow.isOpen, let id = waiting.popFirst() {
-            guard streams[id] != nil else { continue }
-            streams[id]!.waitsForConnection = false
-            flush(id, into: &out)
+            guard let index = streams.index(forKey: id) else { continue }
+            streams.values[index].waitsForConnection = false
+            flush(at: index, id, into: &out)
         }
         // Those not reached wait on, ahead of any that started waiting meanwhile.
         waitingForConnection = waiting + waitingForConnection
@@ -232,7 +253,7 @@ struct FlowControl<Completion> {
         guard let change = try peer.apply(frame) else { return nil }
         connectionSendWindow.adjust(by: change.connectionWindowDelta)
         if change.streamWindowDelta != 0 {
-            for id in streams.keys { streams[id]!.sendWindow.adjust(by: change.streamWindowDelta) }
+            for index in streams.indices { streams.values[index].sendWindow.adjust(by: change.streamWindowDelta) }
         }
         out.append(.frame(Frames.settingsAck))
         flushAll(into: &out)
@@ -251,11 +272,11 @@ struct FlowControl<Completion> {
             flushWaitingForConnection(into: &out)
             return
         }
-        guard streams[id] != nil else { return }
-        guard streams[id]!.sendWindow.increment(increment) else {
+        guard let index = streams.index(forKey: id) else { return }
+        guard streams.values[index].sendWindow.increment(increment) else {
             throw ConnectionError(code: .flowControlError, message: "WINDOW takes the window of stream \(id) above 2^31-1")
         }
-        flush(id, into: &out)
+        flush(at: index, id, into: &out)
     }
 
     /// Charges a MESSAGE's payload to the connection window (whatever its stream). Both ends
@@ -274,18 +295,18 @@ struct FlowControl<Completion> {
 
     /// Charges a MESSAGE's payload to its (open) stream's window.
     mutating func receiveOnStream(_ length: Int, on id: UInt32) throws(ConnectionError) {
-        guard streams[id] != nil else { return }
-        guard streams[id]!.receiveWindow.isOpen else {
+        guard let index = streams.index(forKey: id) else { return }
+        guard streams.values[index].receiveWindow.isOpen else {
             throw ConnectionError(code: .flowControlError, message: "MESSAGE sent while the window of stream \(id) is exhausted")
         }
-        streams[id]!.receiveWindow.consume(length)
+        streams.values[index].receiveWindow.consume(length)
     }
 
     /// The application consumed `bytes` of a stream's messages: grants stream credit once half
     /// the window is consumed.
     mutating func consumed(_ bytes: Int, on id: UInt32, into out: inout [Output]) {
-        guard streams[id] != nil, let grant = streams[id]!.receiveCredit.consume(bytes) else { return }
-        _ = streams[id]!.receiveWindow.increment(grant)
+        guard let index = streams.index(forKey: id), let grant = streams.values[index].receiveCredit.consume(bytes) else { return }
+        _ = streams.values[index].receiveWindow.increment(grant)
         out.append(.frame(Frames.window(id, grant)))
     }
 }

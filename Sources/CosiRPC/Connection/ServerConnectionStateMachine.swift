@@ -43,9 +43,9 @@ struct ServerConnectionStateMachine<Completion> {
         case closed
     }
 
-    private var flow: FlowControl<Completion>
+    /// Windows, queues and each open call's state, one entry per stream.
+    private var flow: FlowControl<Completion, Call>
     private var phase = Phase.open
-    private var calls: [UInt32: Call] = [:]
     private var highestStreamID: UInt32 = 0
     /// Times of PINGs received since the last call, for the flood guard.
     private var recentPings: Deque<NIODeadline> = []
@@ -59,9 +59,7 @@ struct ServerConnectionStateMachine<Completion> {
     var localSettings: RPCSettings { flow.local }
     var remoteSettings: RPCSettings { flow.remote }
     /// The number of calls open on the connection.
-    var openStreams: Int { calls.count }
-    /// The open calls' stream ids.
-    var streamIDs: [UInt32] { Array(calls.keys) }
+    var openStreams: Int { flow.count }
     /// Whether the connection is closed or closing.
     var isClosed: Bool { if case .closed = phase { true } else { false } }
 
@@ -96,7 +94,7 @@ struct ServerConnectionStateMachine<Completion> {
     private mutating func receive(_ frame: Frame, now: NIODeadline, into actions: inout [Action]) throws(ConnectionError) {
         switch frame.type {
         case .settings:
-            var out: [FlowControl<Completion>.Output] = []
+            var out: [FlowControl<Completion, Call>.Output] = []
             _ = try flow.receiveSettings(frame, into: &out)
             apply(out, into: &actions)
         case .headers:
@@ -109,7 +107,7 @@ struct ServerConnectionStateMachine<Completion> {
             try receiveCancel(frame, into: &actions)
         case .window:
             if frame.streamID != 0 { try requireOpened(frame) }
-            var out: [FlowControl<Completion>.Output] = []
+            var out: [FlowControl<Completion, Call>.Output] = []
             try flow.receiveWindow(frame, into: &out)
             apply(out, into: &actions)
         case .ping:
@@ -127,7 +125,7 @@ struct ServerConnectionStateMachine<Completion> {
     /// has ended is ignored (it crossed our TRAILERS or CANCEL).
     private func requireOpened(_ frame: Frame) throws(ConnectionError) {
         guard frame.streamID != 0 else { throw ConnectionError(code: .protocolError, message: "\(frame.type) on stream 0") }
-        if calls[frame.streamID] == nil, frame.streamID > highestStreamID {
+        if !flow.isOpen(frame.streamID), frame.streamID > highestStreamID {
             throw ConnectionError(code: .protocolError, message: "\(frame.type) on stream \(frame.streamID), which was never opened")
         }
     }
@@ -143,7 +141,7 @@ struct ServerConnectionStateMachine<Completion> {
             actions.append(.send(Frames.trailers(id, RPCStatus(code: .unavailable, message: "server shutting down"))))
             return
         }
-        guard calls.count < Int(localSettings.maxConcurrentStreams) else {
+        guard flow.count < Int(localSettings.maxConcurrentStreams) else {
             actions.append(.send(Frames.trailers(id, RPCStatus(code: .resourceExhausted, message: "more than \(localSettings.maxConcurrentStreams) concurrent calls on one connection"))))
             return
         }
@@ -151,44 +149,46 @@ struct ServerConnectionStateMachine<Completion> {
             actions.append(.send(Frames.trailers(id, RPCStatus(code: .invalidArgument, message: "HEADERS payload does not decode as CallHeaders"))))
             return
         }
-        calls[id] = Call(headers: headers)
-        flow.open(id)
+        flow.open(id, Call(headers: headers))
     }
 
     private mutating func receiveMessage(_ frame: Frame, into actions: inout [Action]) throws(ConnectionError) {
         let id = frame.streamID
         let length = frame.payload.readableBytes
         guard id != 0 else { throw ConnectionError(code: .protocolError, message: "MESSAGE on stream 0") }
-        var out: [FlowControl<Completion>.Output] = []
+        var out: [FlowControl<Completion, Call>.Output] = []
         try flow.receiveOnConnection(length, into: &out)
         apply(out, into: &actions)
         try requireOpened(frame)
-        guard var call = calls[id] else { return }
-        guard !call.requestComplete else {
+        guard let complete = flow.withState(id, { $0.requestComplete }) else { return }
+        guard !complete else {
             throw ConnectionError(code: .protocolError, message: "MESSAGE on stream \(id) after END_STREAM")
         }
         // No stream credit is granted back for requests: a call takes one request message, so
         // the stream window bounds what one call can make the server buffer.
         try flow.receiveOnStream(length, on: id)
-        if call.request == nil { call.request = frame.payload } else { call.extraMessages = true }
-        guard frame.flags.contains(.endStream) else {
-            calls[id] = call
-            return
-        }
-        call.requestComplete = true
-        calls[id] = call
-        if call.extraMessages {
+        let endStream = frame.flags.contains(.endStream)
+        let ready: (headers: Envelope.CallHeaders, request: ByteBuffer, extra: Bool)? = flow.withState(id) { call in
+            if call.request == nil { call.request = frame.payload } else { call.extraMessages = true }
+            guard endStream else { return nil }
+            call.requestComplete = true
+            // The call no longer needs its request once it starts.
+            defer { call.request = nil }
+            return (call.headers, call.request ?? ByteBuffer(), call.extraMessages)
+        } ?? nil
+        guard let ready else { return }
+        if ready.extra {
             actions += finishCall(id, status: RPCStatus(code: .invalidArgument, message: "a call takes exactly one request message"))
             return
         }
-        actions.append(.startCall(streamID: id, headers: call.headers, request: call.request ?? ByteBuffer()))
+        actions.append(.startCall(streamID: id, headers: ready.headers, request: ready.request))
     }
 
     private mutating func receiveCancel(_ frame: Frame, into actions: inout [Action]) throws(ConnectionError) {
         try requireOpened(frame)
         let id = frame.streamID
-        guard calls.removeValue(forKey: id) != nil else { return }
-        failWrites(flow.close(id), RPCError(code: .cancelled, message: "the client cancelled the call"), into: &actions)
+        guard let closed = flow.close(id) else { return }
+        failWrites(closed.unsent, RPCError(code: .cancelled, message: "the client cancelled the call"), into: &actions)
         actions.append(.cancelCall(streamID: id))
         closeIfDrained(into: &actions)
     }
@@ -212,13 +212,13 @@ struct ServerConnectionStateMachine<Completion> {
 
     /// Queues a response message; it is sent as soon as both windows allow.
     mutating func sendMessage(_ id: UInt32, _ payload: ByteBuffer, completion: Completion?) -> [Action] {
-        guard let call = calls[id], call.trailers == nil, !isClosed else {
+        guard flow.withState(id, { $0.trailers == nil }) == true, !isClosed else {
             return completion.map { [.failWrite($0, RPCError(code: .cancelled, message: "the call has ended"))] } ?? []
         }
         if let error = oversize(payload) {
             return completion.map { [.failWrite($0, error)] } ?? []
         }
-        var out: [FlowControl<Completion>.Output] = []
+        var out: [FlowControl<Completion, Call>.Output] = []
         flow.send(payload, completion: completion, on: id, into: &out)
         var actions: [Action] = []
         apply(out, into: &actions)
@@ -229,15 +229,19 @@ struct ServerConnectionStateMachine<Completion> {
     /// `response` (a unary call's reply). A response larger than the client's `max_frame_size`
     /// is not sent; the call ends with RESOURCE_EXHAUSTED instead.
     mutating func finishCall(_ id: UInt32, response: ByteBuffer? = nil, status: RPCStatus) -> [Action] {
-        guard calls[id] != nil, calls[id]!.trailers == nil else { return [] }
         var status = status
         var response = response
         if let payload = response, let error = oversize(payload) {
             status = error.status
             response = nil
         }
-        calls[id]!.trailers = status
-        var out: [FlowControl<Completion>.Output] = []
+        let finishing = flow.withState(id) { call -> Bool in
+            guard call.trailers == nil else { return false }
+            call.trailers = status
+            return true
+        }
+        guard finishing == true else { return [] }
+        var out: [FlowControl<Completion, Call>.Output] = []
         if let response {
             flow.send(response, completion: nil, on: id, into: &out)
         } else {
@@ -251,9 +255,9 @@ struct ServerConnectionStateMachine<Completion> {
     /// Ends a call at once with `status`, dropping its queued messages, and stops its handler
     /// (deadline passed, shutdown).
     mutating func abortCall(_ id: UInt32, status: RPCStatus) -> [Action] {
-        guard calls.removeValue(forKey: id) != nil else { return [] }
+        guard let closed = flow.close(id) else { return [] }
         var actions: [Action] = []
-        failWrites(flow.close(id), RPCError(status: status), into: &actions)
+        failWrites(closed.unsent, RPCError(status: status), into: &actions)
         actions.append(.send(Frames.trailers(id, status)))
         actions.append(.cancelCall(streamID: id))
         closeIfDrained(into: &actions)
@@ -292,7 +296,7 @@ struct ServerConnectionStateMachine<Completion> {
     }
 
     /// Carries out the flow core's outputs; a finished call's TRAILERS go once its queue drains.
-    private mutating func apply(_ outputs: [FlowControl<Completion>.Output], into actions: inout [Action]) {
+    private mutating func apply(_ outputs: [FlowControl<Completion, Call>.Output], into actions: inout [Action]) {
         for output in outputs {
             switch output {
             case .frame(let frame):
@@ -300,8 +304,7 @@ struct ServerConnectionStateMachine<Completion> {
             case .written(let completion):
                 actions.append(.completeWrite(completion))
             case .drained(let id):
-                guard let status = calls[id]?.trailers else { continue }
-                calls[id] = nil
+                guard let status = flow.withState(id, { $0.trailers }) ?? nil else { continue }
                 _ = flow.close(id)
                 actions.append(.send(Frames.trailers(id, status)))
                 closeIfDrained(into: &actions)
@@ -311,13 +314,11 @@ struct ServerConnectionStateMachine<Completion> {
 
     private mutating func abortAll(_ error: RPCError, sendTrailers: Bool) -> [Action] {
         var actions: [Action] = []
-        for id in calls.keys.sorted() {
-            failWrites(flow.close(id), error, into: &actions)
+        for (id, _, unsent) in flow.closeAll() {
+            failWrites(unsent, error, into: &actions)
             if sendTrailers { actions.append(.send(Frames.trailers(id, error.status))) }
             actions.append(.cancelCall(streamID: id))
         }
-        calls.removeAll()
-        _ = flow.closeAll()
         return actions
     }
 
@@ -326,7 +327,7 @@ struct ServerConnectionStateMachine<Completion> {
     }
 
     private mutating func closeIfDrained(into actions: inout [Action]) {
-        if case .draining = phase, calls.isEmpty {
+        if case .draining = phase, flow.count == 0 {
             phase = .closed
             actions.append(.close)
         }

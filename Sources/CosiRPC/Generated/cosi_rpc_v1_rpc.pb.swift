@@ -116,13 +116,13 @@ extension Envelope {
 // MARK: - protobuf-c bridges
 
 extension Envelope.Settings: CMessageBridged {
-    package typealias CStruct = Cosi__Rpc__V1__Settings
-    package static let messageName = "cosi.rpc.v1.Settings"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__rpc__v1__settings__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__rpc__v1__settings__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__rpc__v1__settings__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Rpc__V1__Settings
+    @usableFromInline package static let messageName = "cosi.rpc.v1.Settings"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__rpc__v1__settings__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__rpc__v1__settings__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__rpc__v1__settings__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             maxFrameSize: c.pointee.max_frame_size,
             maxConcurrentStreams: c.pointee.max_concurrent_streams,
@@ -131,7 +131,7 @@ extension Envelope.Settings: CMessageBridged {
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.max_frame_size = maxFrameSize
         c.pointee.max_concurrent_streams = maxConcurrentStreams
         c.pointee.initial_window = initialWindow
@@ -140,13 +140,13 @@ extension Envelope.Settings: CMessageBridged {
 }
 
 extension Envelope.CallHeaders: CMessageBridged {
-    package typealias CStruct = Cosi__Rpc__V1__CallHeaders
-    package static let messageName = "cosi.rpc.v1.CallHeaders"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__rpc__v1__call_headers__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__rpc__v1__call_headers__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__rpc__v1__call_headers__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Rpc__V1__CallHeaders
+    @usableFromInline package static let messageName = "cosi.rpc.v1.CallHeaders"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__rpc__v1__call_headers__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__rpc__v1__call_headers__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__rpc__v1__call_headers__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             method: swiftString(c.pointee.method),
             metadata: swiftMap(c.pointee.n_metadata, c.pointee.metadata) { ($0.pointee.key, $0.pointee.value) },
@@ -154,7 +154,7 @@ extension Envelope.CallHeaders: CMessageBridged {
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.method = arena.string(method)
         (c.pointee.n_metadata, c.pointee.metadata) = arena.map(metadata, initEntry: cosi__rpc__v1__call_headers__metadata_entry__init) { $0.pointee.key = $1; $0.pointee.value = $2 }
         c.pointee.timeout_ms = timeoutMS
@@ -162,13 +162,13 @@ extension Envelope.CallHeaders: CMessageBridged {
 }
 
 extension Envelope.Status: CMessageBridged {
-    package typealias CStruct = Cosi__Rpc__V1__Status
-    package static let messageName = "cosi.rpc.v1.Status"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__rpc__v1__status__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__rpc__v1__status__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__rpc__v1__status__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Rpc__V1__Status
+    @usableFromInline package static let messageName = "cosi.rpc.v1.Status"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__rpc__v1__status__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__rpc__v1__status__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__rpc__v1__status__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             code: c.pointee.code,
             message: swiftString(c.pointee.message),
@@ -176,7 +176,7 @@ extension Envelope.Status: CMessageBridged {
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.code = code
         c.pointee.message = arena.string(message)
         (c.pointee.n_details, c.pointee.details) = arena.map(details, initEntry: cosi__rpc__v1__status__details_entry__init) { $0.pointee.key = $1; $0.pointee.value = $2 }
@@ -184,13 +184,13 @@ extension Envelope.Status: CMessageBridged {
 }
 
 extension Envelope.GoAway: CMessageBridged {
-    package typealias CStruct = Cosi__Rpc__V1__GoAway
-    package static let messageName = "cosi.rpc.v1.GoAway"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__rpc__v1__go_away__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__rpc__v1__go_away__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__rpc__v1__go_away__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Rpc__V1__GoAway
+    @usableFromInline package static let messageName = "cosi.rpc.v1.GoAway"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__rpc__v1__go_away__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__rpc__v1__go_away__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__rpc__v1__go_away__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             lastStreamID: c.pointee.last_stream_id,
             code: c.pointee.code,
@@ -198,7 +198,7 @@ extension Envelope.GoAway: CMessageBridged {
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.last_stream_id = lastStreamID
         c.pointee.code = code
         c.pointee.reason = arena.string(reason)
@@ -206,25 +206,25 @@ extension Envelope.GoAway: CMessageBridged {
 }
 
 extension Envelope.InfoRequest: CMessageBridged {
-    package typealias CStruct = Cosi__Rpc__V1__InfoRequest
-    package static let messageName = "cosi.rpc.v1.InfoRequest"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__rpc__v1__info_request__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__rpc__v1__info_request__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__rpc__v1__info_request__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Rpc__V1__InfoRequest
+    @usableFromInline package static let messageName = "cosi.rpc.v1.InfoRequest"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__rpc__v1__info_request__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__rpc__v1__info_request__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__rpc__v1__info_request__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) { self.init() }
+    @usableFromInline package init(c: UnsafePointer<CStruct>) { self.init() }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {}
 }
 
 extension Envelope.InfoResponse: CMessageBridged {
-    package typealias CStruct = Cosi__Rpc__V1__InfoResponse
-    package static let messageName = "cosi.rpc.v1.InfoResponse"
-    package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__rpc__v1__info_response__init(p) }
-    package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__rpc__v1__info_response__unpack(nil, n, d) }
-    package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__rpc__v1__info_response__free_unpacked(p, nil) }
+    @usableFromInline package typealias CStruct = Cosi__Rpc__V1__InfoResponse
+    @usableFromInline package static let messageName = "cosi.rpc.v1.InfoResponse"
+    @usableFromInline package static func cInit(_ p: UnsafeMutablePointer<CStruct>) { cosi__rpc__v1__info_response__init(p) }
+    @usableFromInline package static func cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<CStruct>? { cosi__rpc__v1__info_response__unpack(nil, n, d) }
+    @usableFromInline package static func cFree(_ p: UnsafeMutablePointer<CStruct>) { cosi__rpc__v1__info_response__free_unpacked(p, nil) }
 
-    package init(c: UnsafePointer<CStruct>) {
+    @usableFromInline package init(c: UnsafePointer<CStruct>) {
         self.init(
             version: swiftString(c.pointee.version),
             methods: swiftStrings(c.pointee.n_methods, c.pointee.methods),
@@ -233,7 +233,7 @@ extension Envelope.InfoResponse: CMessageBridged {
         )
     }
 
-    package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
+    @usableFromInline package func fill(_ c: UnsafeMutablePointer<CStruct>, arena: CArena) {
         c.pointee.version = arena.string(version)
         c.pointee.n_methods = methods.count; c.pointee.methods = arena.strings(methods)
         c.pointee.identity = arena.string(identity)
