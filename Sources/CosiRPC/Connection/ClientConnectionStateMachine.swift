@@ -195,8 +195,7 @@ struct ClientConnectionStateMachine<Call> {
             try flow.receiveWindow(frame, into: &out)
             apply(out, into: &actions)
         case .ping:
-            guard frame.streamID == 0 else { throw ConnectionError(code: .protocolError, message: "PING on stream \(frame.streamID)") }
-            guard frame.payload.readableBytes == 8 else { throw ConnectionError(code: .protocolError, message: "PING payload must be 8 bytes") }
+            try Frames.validatePing(frame)
             if !frame.flags.contains(.ack) { actions.append(.send(Frames.ping(frame.payload, ack: true))) }
         case .goAway:
             guard frame.streamID == 0 else { throw ConnectionError(code: .protocolError, message: "GOAWAY on stream \(frame.streamID)") }

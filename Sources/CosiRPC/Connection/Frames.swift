@@ -39,6 +39,12 @@ enum Frames {
         Frame(type: .goAway, streamID: 0, payload: Envelope.GoAway(lastStreamID: lastStreamID, code: code.rawValue, reason: reason).serializedBytes())
     }
 
+    /// Checks a PING: on stream 0, with an 8-byte payload (PROTOCOL_ERROR otherwise).
+    static func validatePing(_ frame: Frame) throws(ConnectionError) {
+        guard frame.streamID == 0 else { throw ConnectionError(code: .protocolError, message: "PING on stream \(frame.streamID)") }
+        guard frame.payload.readableBytes == 8 else { throw ConnectionError(code: .protocolError, message: "PING payload must be 8 bytes") }
+    }
+
     /// Reads a WINDOW payload: exactly 4 bytes, an increment of 1 to 2^31-1.
     static func windowIncrement(_ frame: Frame) throws(ConnectionError) -> UInt32 {
         guard frame.payload.readableBytes == 4, let increment = frame.payload.getInteger(at: frame.payload.readerIndex, as: UInt32.self) else {

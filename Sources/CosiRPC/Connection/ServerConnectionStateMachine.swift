@@ -194,8 +194,7 @@ struct ServerConnectionStateMachine<Completion> {
     }
 
     private mutating func receivePing(_ frame: Frame, now: NIODeadline, into actions: inout [Action]) throws(ConnectionError) {
-        guard frame.streamID == 0 else { throw ConnectionError(code: .protocolError, message: "PING on stream \(frame.streamID)") }
-        guard frame.payload.readableBytes == 8 else { throw ConnectionError(code: .protocolError, message: "PING payload must be 8 bytes") }
+        try Frames.validatePing(frame)
         if frame.flags.contains(.ack) {
             actions.append(.pingAcknowledged)
             return
