@@ -9,11 +9,13 @@ import PackageDescription
 //   cosi-bench       -> CosiClient, CosiRPC, CosiMessages, CosiTLS
 //   cosictl          -> CosiCLI
 //   CosiCLI          -> CosiClient, CosiRPC, CosiMessages, CosiTLS
-//   CosiTesting      -> CosiServer, CosiClient, CosiStateService, CosiState, CosiRPC, CosiMessages, CosiTLS
+//   CosiTesting      -> CosiServer, CosiClient, CosiStateService, CosiState, CosiRPC, CosiController, CosiMessages, CosiTLS
 //   CosiServer       -> CosiStateService, CosiState, CosiRPC, CosiMessages, CosiProtobuf, CosiTLS
 //   CosiClient       -> CosiRPC, CosiMessages, CosiProtobuf, CosiTLS
 //   CosiStateService -> CosiState, CosiRPC, CosiMessages
+//   CosiControllerRuntime -> CosiController, CosiState, CosiMessages
 //   CosiState        -> CosiMessages, CSQLite
+//   CosiController   -> CosiMessages
 //   CosiRPC          -> CosiWire, CosiTLS, CosiProtobuf, CCosiRPCProto, CProtobufC
 //   CosiMessages     -> CosiProtobuf, CCosiProto, CProtobufC
 //   CosiProtobuf     -> CProtobufC
@@ -111,6 +113,21 @@ let package = Package(
             ]
         ),
 
+        // MARK: Controllers: the API a controller is written against (no engine, no network), and
+        // the runtime that runs them on the state engine (no network).
+        .target(
+            name: "CosiController",
+            dependencies: ["CosiMessages", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]
+        ),
+        .target(
+            name: "CosiControllerRuntime",
+            dependencies: [
+                "CosiController", "CosiState", "CosiMessages",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
         // MARK: COSI on top of the RPC core.
         .target(name: "CosiStateService", dependencies: ["CosiState", "CosiRPC", "CosiMessages"]),
         .target(
@@ -180,7 +197,7 @@ let package = Package(
         .target(
             name: "CosiTesting",
             dependencies: [
-                "CosiServer", "CosiClient", "CosiStateService", "CosiState", "CosiRPC", "CosiMessages", "CosiTLS",
+                "CosiServer", "CosiClient", "CosiStateService", "CosiState", "CosiRPC", "CosiController", "CosiMessages", "CosiTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -222,6 +239,13 @@ let package = Package(
             ]
         ),
         .testTarget(name: "CosiCLITests", dependencies: ["CosiCLI", "CosiMessages"]),
+        .testTarget(
+            name: "CosiControllerRuntimeTests",
+            dependencies: [
+                "CosiController", "CosiControllerRuntime", "CosiState", "CosiTesting", "CosiMessages",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
         .testTarget(
             name: "CosiServerTests",
             dependencies: [

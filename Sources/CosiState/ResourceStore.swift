@@ -165,6 +165,29 @@ public struct ResourceStore: Sendable {
         return (ready, apply(StateEvent(revision: 0, type: .updated, resource: stored, old: current)))
     }
 
+    /// Adds or removes finalizers, whoever owns the resource (controllers put finalizers on their
+    /// inputs). Returns nil when nothing changes. Adding a finalizer the resource does not have
+    /// yet to a resource that is tearing down is a phase conflict: it could block its
+    /// destruction for ever.
+    public mutating func changeFinalizers(_ address: ResourceAddress, add: [String], remove: [String], now: Timestamp) throws(StateError) -> StateEvent? {
+        try validateAddress(namespace: address.kind.namespace, type: address.kind.type, id: address.id)
+        guard let current = get(address) else {
+            throw StateError(.notFound, "resource \(address) does not exist")
+        }
+        var finalizers = current.metadata.finalizers.filter { !remove.contains($0) }
+        let added = deduplicated(add).filter { !finalizers.contains($0) }
+        if !added.isEmpty, current.metadata.phase == Phase.tearingDown {
+            throw StateError(.phaseConflict, "resource \(address) is tearing down: no finalizer can be added")
+        }
+        finalizers += added
+        guard finalizers != current.metadata.finalizers else { return nil }
+        var stored = current
+        stored.metadata.finalizers = finalizers
+        stored.metadata.version = String((UInt64(current.metadata.version) ?? 0) + 1)
+        stored.metadata.updated = now
+        return apply(StateEvent(revision: 0, type: .updated, resource: stored, old: current))
+    }
+
     /// Applies an event (from an operation above, or replayed from the log) and assigns the next
     /// revision to it.
     @discardableResult

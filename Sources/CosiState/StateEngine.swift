@@ -153,6 +153,28 @@ public final class StateEngine: Sendable {
         }.ready
     }
 
+    /// Adds finalizers to a resource, whoever owns it; returns the resource as stored. See
+    /// ``ResourceStore/changeFinalizers(_:add:remove:now:)``.
+    @discardableResult
+    public func addFinalizers(_ address: ResourceAddress, _ finalizers: [String]) async throws -> Resource {
+        try await changeFinalizers(address, add: finalizers, remove: [])
+    }
+
+    /// Removes finalizers from a resource, whoever owns it; returns the resource as stored.
+    @discardableResult
+    public func removeFinalizers(_ address: ResourceAddress, _ finalizers: [String]) async throws -> Resource {
+        try await changeFinalizers(address, add: [], remove: finalizers)
+    }
+
+    private func changeFinalizers(_ address: ResourceAddress, add: [String], remove: [String]) async throws -> Resource {
+        try await write { store, now throws(StateError) in
+            if let event = try store.changeFinalizers(address, add: add, remove: remove, now: now) {
+                return WriteResult(events: [event], resource: event.resource)
+            }
+            return WriteResult(resource: store.get(address))
+        }.resource!
+    }
+
     /// Tears a resource down, waits until its finalizers are gone, then destroys it. Succeeds also
     /// when someone else destroys it meanwhile. Waits until the calling task is cancelled (the
     /// call's deadline).
