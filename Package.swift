@@ -8,11 +8,13 @@ import PackageDescription
 //   cosid            -> CosiServer, CosiState, CosiRPC, CosiTLS
 //   cosi-bench       -> CosiClient, CosiRPC, CosiMessages, CosiTLS
 //   cosictl          -> CosiCLI
+//   cosi-controller-example -> CosiClient, CosiController, CosiTLS
 //   CosiCLI          -> CosiClient, CosiRPC, CosiMessages, CosiTLS
-//   CosiTesting      -> CosiServer, CosiClient, CosiStateService, CosiState, CosiRPC, CosiController, CosiMessages, CosiTLS
-//   CosiServer       -> CosiStateService, CosiState, CosiRPC, CosiMessages, CosiProtobuf, CosiTLS
-//   CosiClient       -> CosiRPC, CosiMessages, CosiProtobuf, CosiTLS
+//   CosiTesting      -> CosiServer, CosiClient, CosiStateService, CosiState, CosiRPC, CosiMessages, CosiTLS
+//   CosiServer       -> CosiStateService, CosiControllerService, CosiControllerRuntime, CosiState, CosiRPC, CosiMessages, CosiProtobuf, CosiTLS
+//   CosiClient       -> CosiRPC, CosiController, CosiMessages, CosiProtobuf, CosiTLS
 //   CosiStateService -> CosiState, CosiRPC, CosiMessages
+//   CosiControllerService -> CosiControllerRuntime, CosiController, CosiRPC, CosiMessages
 //   CosiControllerRuntime -> CosiController, CosiState, CosiMessages
 //   CosiState        -> CosiMessages, CSQLite
 //   CosiController   -> CosiMessages
@@ -36,6 +38,7 @@ let package = Package(
         .executable(name: "cosid", targets: ["cosid"]),
         .executable(name: "cosi-bench", targets: ["cosi-bench"]),
         .executable(name: "cosictl", targets: ["cosictl"]),
+        .executable(name: "cosi-controller-example", targets: ["cosi-controller-example"]),
         .library(name: "CosiClient", targets: ["CosiClient"]),
         .library(name: "CosiRPC", targets: ["CosiRPC"]),
         .library(name: "CosiMessages", targets: ["CosiMessages"]),
@@ -131,9 +134,17 @@ let package = Package(
         // MARK: COSI on top of the RPC core.
         .target(name: "CosiStateService", dependencies: ["CosiState", "CosiRPC", "CosiMessages"]),
         .target(
+            name: "CosiControllerService",
+            dependencies: [
+                "CosiControllerRuntime", "CosiController", "CosiRPC", "CosiMessages",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
+        .target(
             name: "CosiClient",
             dependencies: [
-                "CosiRPC", "CosiMessages", "CosiProtobuf", "CosiTLS",
+                "CosiRPC", "CosiController", "CosiMessages", "CosiProtobuf", "CosiTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "DequeModule", package: "swift-collections"),
@@ -142,7 +153,7 @@ let package = Package(
         .target(
             name: "CosiServer",
             dependencies: [
-                "CosiStateService", "CosiState", "CosiRPC", "CosiMessages", "CosiProtobuf", "CosiTLS",
+                "CosiStateService", "CosiControllerService", "CosiControllerRuntime", "CosiState", "CosiRPC", "CosiMessages", "CosiProtobuf", "CosiTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -182,6 +193,13 @@ let package = Package(
             ]
         ),
         .executableTarget(
+            name: "cosi-controller-example",
+            dependencies: [
+                "CosiClient", "CosiController", "CosiTLS",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
             name: "cosi-bench",
             dependencies: [
                 "CosiClient", "CosiRPC", "CosiMessages", "CosiTLS",
@@ -197,7 +215,7 @@ let package = Package(
         .target(
             name: "CosiTesting",
             dependencies: [
-                "CosiServer", "CosiClient", "CosiStateService", "CosiState", "CosiRPC", "CosiController", "CosiMessages", "CosiTLS",
+                "CosiServer", "CosiClient", "CosiStateService", "CosiState", "CosiRPC", "CosiMessages", "CosiTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

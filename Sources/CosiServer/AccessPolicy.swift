@@ -116,6 +116,12 @@ extension AccessPolicy {
         }
     }
 
+    /// Every controller-service method, guarded (`os:controller` or `os:admin`); `writes` are
+    /// audited.
+    public func guardedControllerMethods(_ methods: [RPCMethod], writes: Set<String>) -> [RPCMethod] {
+        methods.map { guarded($0, operation: { _ in .controller }, isWrite: writes.contains($0.name)) }
+    }
+
     /// How to read what a State call does from its request.
     static func stateOperation(_ method: String) -> (@Sendable (ByteBuffer) -> Operation?, Bool) {
         func read<M: ProtobufMessage>(_: M.Type, _ address: @escaping @Sendable (M) -> (String, String)?) -> @Sendable (ByteBuffer) -> Operation? {

@@ -1,3 +1,5 @@
+import CosiControllerRuntime
+import CosiControllerService
 import CosiMessages
 import CosiRPC
 import CosiState
@@ -11,48 +13,77 @@ import ServiceLifecycle
 /// The version string `cosid` reports through Info.
 public let cosiVersion = "0.1.0"
 
-/// The `cosid` server: the COSI-RPC/1 transport with the COSI services mounted on it, run as a
-/// swift-service-lifecycle `Service` (graceful shutdown on SIGTERM/SIGINT). It owns the engine's
-/// end: ``run()`` shuts the engine down after the transport has returned.
+/// The `cosid` server: the COSI-RPC/1 transport with the COSI services mounted on it (Info, State,
+/// the controller services), and the controller runtime, run as a swift-service-lifecycle
+/// `Service` (graceful shutdown on SIGTERM/SIGINT). It owns their ends, in order: ``run()``
+/// drains the transport, then stops the controllers, then shuts the engine down.
 public final class CosiServer: Service, Sendable {
     public let rpc: RPCServer
     public let engine: StateEngine
+    /// The controller runtime: register in-process controllers here (before or after `run()`).
+    public let controllers: ControllerRuntime
+    /// The remote side of the controllers: tokens, event streams, the reconnect grace period.
+    public let controllerService: ControllerService
     private let logger: Logger
 
     /// - Parameters:
     ///   - configuration: transport settings; the services are added here.
     ///   - engine: the state the State service serves.
+    ///   - controllerGrace: how long a disconnected remote controller keeps its registration.
     ///   - audit: where every refusal and every write is logged, with the caller's identity.
     public init(
         configuration: RPCServerConfiguration, engine: StateEngine, logger: Logger,
+        controllers: ControllerRuntimeConfiguration = .init(), controllerGrace: Duration = .seconds(60),
         audit: Logger = Logger(label: "cosid.audit"), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) {
-        // Every State call passes the access policy first (and writes are audited).
+        let runtime = ControllerRuntime(engine: engine, configuration: controllers, logger: Logger(label: "cosid.controllers"))
+        let controllerService = ControllerService(runtime: runtime, gracePeriod: controllerGrace, logger: Logger(label: "cosid.controllers"))
+        // Every call passes the access policy first (and writes are audited).
         let policy = AccessPolicy.over(engine, audit: audit)
         let services = policy.guardedStateMethods(StateService.methods(engine: engine))
+            + policy.guardedControllerMethods(controllerService.methods, writes: ControllerService.writes)
         // Info lists every method, itself included.
         let names = [InfoService.method] + services.map(\.name)
         var table = RPCMethodTable(services)
         table.register(InfoService.rpcMethod(methods: names))
         self.rpc = RPCServer(configuration: configuration, methods: table, group: group, logger: logger)
         self.engine = engine
+        self.controllers = runtime
+        self.controllerService = controllerService
         self.logger = logger
     }
 
     /// Serves until a graceful shutdown (swift-service-lifecycle's, or
     /// `rpc.beginGracefulShutdown()`) has drained every connection, or the task is cancelled;
-    /// then shuts the engine down, once no call can use it any more.
+    /// then stops the controllers and shuts the engine down, once nothing can use it any more.
+    /// A controller runtime that fails (an input watch broke) shuts the server down and its error
+    /// is thrown.
     ///
-    /// - Throws: the bind error when an address cannot be listened on.
+    /// - Throws: the bind error when an address cannot be listened on; the runtime's failure.
     public func run() async throws {
         defer {
             engine.shutdown()
             logger.info("stopped")
         }
-        try await withGracefulShutdownHandler {
-            try await rpc.serve()
-        } onGracefulShutdown: {
-            self.rpc.beginGracefulShutdown()
+        let rpc = self.rpc, runtime = controllers, logger = self.logger
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                do {
+                    try await runtime.run()
+                } catch {
+                    logger.critical("the controller runtime failed; shutting down", metadata: ["error": "\(error)"])
+                    rpc.beginGracefulShutdown()
+                    throw error
+                }
+            }
+            group.addTask { await self.controllerService.expireDisconnected() }
+            try await withGracefulShutdownHandler {
+                try await rpc.serve()
+            } onGracefulShutdown: {
+                rpc.beginGracefulShutdown()
+            }
+            group.cancelAll()
+            try await group.waitForAll()
         }
     }
 }

@@ -1,11 +1,12 @@
-import CosiController
 import CosiMessages
 
 /// A controller that derives one resource type from another, id for id, following the spec's
 /// teardown pattern: it holds a finalizer on each running input; when an input tears down, it
 /// tears the derived output down, destroys it once it is destroy-ready, and then removes its
-/// finalizer from the input. Used by the chain tests (ints -> strings -> sentences) and the
-/// controller benchmark.
+/// finalizer from the input. No output outlives its input.
+///
+/// The tests' chain (ints -> strings -> sentences), the controller benchmark and
+/// `cosi-controller-example` are made of it.
 public struct DerivingController: Controller {
     public let name: String
     public let namespace: String

@@ -1,0 +1,229 @@
+import CosiController
+import CosiControllerRuntime
+import CosiMessages
+import CosiRPC
+import Logging
+import NIOConcurrencyHelpers
+
+/// The controller services (`/cosi.runtime.ControllerRuntime/*` and
+/// `/cosi.runtime.ControllerAdapter/*`) on a ``ControllerRuntime``: controllers on other
+/// machines register, receive reconcile events and read and write through the runtime's
+/// access-checked handle (spec: controllers.md, "Remote controllers").
+///
+/// This is the service edge: requests are decoded here and ``ControllerError``s become status codes
+/// here. Tokens are 256 random bits (hex), bound to the registering certificate's identity (its
+/// common name): an unknown token, or a token presented by another identity, is PERMISSION_DENIED.
+public final class ControllerService: Sendable {
+    public static let register = "/cosi.runtime.ControllerRuntime/RegisterController"
+    public static let start = "/cosi.runtime.ControllerRuntime/Start"
+    public static let stop = "/cosi.runtime.ControllerRuntime/Stop"
+    public static let reconcileEvents = "/cosi.runtime.ControllerAdapter/ReconcileEvents"
+    public static let queueReconcile = "/cosi.runtime.ControllerAdapter/QueueReconcile"
+    public static let updateInputs = "/cosi.runtime.ControllerAdapter/UpdateInputs"
+    public static let get = "/cosi.runtime.ControllerAdapter/Get"
+    public static let list = "/cosi.runtime.ControllerAdapter/List"
+    public static let watchFor = "/cosi.runtime.ControllerAdapter/WatchFor"
+    public static let create = "/cosi.runtime.ControllerAdapter/Create"
+    public static let update = "/cosi.runtime.ControllerAdapter/Update"
+    public static let teardown = "/cosi.runtime.ControllerAdapter/Teardown"
+    public static let destroy = "/cosi.runtime.ControllerAdapter/Destroy"
+    public static let addFinalizer = "/cosi.runtime.ControllerAdapter/AddFinalizer"
+    public static let removeFinalizer = "/cosi.runtime.ControllerAdapter/RemoveFinalizer"
+
+    /// The methods that change state (audited).
+    public static let writes: Set<String> = [register, start, stop, queueReconcile, updateInputs, create, update, teardown, destroy, addFinalizer, removeFinalizer]
+
+    let runtime: ControllerRuntime
+    /// How long a disconnected remote controller keeps its registration.
+    let gracePeriod: Duration
+    let logger: Logger
+    private let remotes = NIOLockedValueBox<[String: Remote]>([:])
+
+    /// A registered remote controller, by token.
+    private struct Remote {
+        var name: String
+        var identity: String
+        var queue: ReconcileQueue
+        /// The event stream now connected, if any.
+        var stream: StreamControl?
+        /// When it last had no stream (registration counts), for the grace period.
+        var disconnectedSince: ContinuousClock.Instant?
+    }
+
+    public init(runtime: ControllerRuntime, gracePeriod: Duration = .seconds(60), logger: Logger = Logger(label: "cosi.controllers")) {
+        self.runtime = runtime
+        self.gracePeriod = gracePeriod
+        self.logger = logger
+    }
+
+    // MARK: Registration and delivery
+
+    func register(_ request: Runtime.RegisterControllerRequest, identity: String) throws(ControllerError) -> String {
+        let inputs = try request.inputs.map(Self.input)
+        let outputs = try request.outputs.map(Self.output)
+        let queue = try runtime.registerRemote(name: request.controllerName, inputs: inputs, outputs: outputs, identity: identity)
+        let token = Self.newToken()
+        remotes.withLockedValue { $0[token] = Remote(name: request.controllerName, identity: identity, queue: queue, disconnectedSince: .now) }
+        return token
+    }
+
+    /// The remote controller a token stands for, if `identity` presented it.
+    private func resolve(_ token: String, _ identity: String) throws(ControllerError) -> Remote {
+        guard let remote = remotes.withLockedValue({ $0[token] }) else {
+            throw ControllerError(.permissionDenied, "unknown controller token (never issued, or the controller was unregistered after its grace period)")
+        }
+        guard remote.identity == identity else {
+            throw ControllerError(.permissionDenied, "this controller token was issued to another identity")
+        }
+        return remote
+    }
+
+    func handle(_ token: String, _ context: CallContext) throws(ControllerError) -> any ControllerRuntimeHandle {
+        runtime.handle(for: try resolve(token, context.peer.commonName).name)
+    }
+
+    /// Serves one event stream: an event at once, then one per coalesced reconcile event, while
+    /// delivery runs. A newer stream for the same token ends this one with ABORTED.
+    func streamEvents(_ token: String, _ context: CallContext, _ writer: TypedResponseWriter<Runtime.ReconcileEventsResponse>) async throws {
+        let remote = try resolve(token, context.peer.commonName)
+        let control = StreamControl()
+        let previous = remotes.withLockedValue { remotes -> StreamControl? in
+            defer {
+                remotes[token]?.stream = control
+                remotes[token]?.disconnectedSince = nil
+            }
+            return remotes[token]?.stream
+        }
+        if let previous {
+            previous.replace()
+            await previous.ended.wait()
+        }
+        runtime.noteRemote(remote.name, running: true)
+        logger.info("remote controller connected", metadata: ["controller": "\(remote.name)", "identity": "\(remote.identity)"])
+        var failure: String?
+        defer { disconnected(token, control, remote.name, failure: failure) }
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    // An event may have been lost while disconnected.
+                    remote.queue.signal()
+                    for await _ in remote.queue.events {
+                        await self.runtime.waitForDelivery()
+                        try Task.checkCancellation()
+                        try await writer.write(Runtime.ReconcileEventsResponse())
+                    }
+                    throw RPCError(code: .unavailable, message: "controller \(remote.name) is no longer registered")
+                }
+                group.addTask {
+                    await control.replaced.wait()
+                    throw RPCError(code: .aborted, message: "another ReconcileEvents stream for this controller replaced this one")
+                }
+                try await group.next()
+            }
+        } catch let error as RPCError where error.code == .aborted {
+            throw error
+        } catch {
+            failure = "the event stream broke: \(error)"
+            throw error
+        }
+    }
+
+    private func disconnected(_ token: String, _ control: StreamControl, _ name: String, failure: String?) {
+        let current = remotes.withLockedValue { remotes -> Bool in
+            guard remotes[token]?.stream === control else { return false }
+            remotes[token]?.stream = nil
+            remotes[token]?.disconnectedSince = .now
+            return true
+        }
+        if current {
+            runtime.noteRemote(name, running: false, failure: failure ?? "the event stream ended")
+            logger.info("remote controller disconnected", metadata: ["controller": "\(name)", "grace": "\(gracePeriod)"])
+        }
+        control.ended.open()
+    }
+
+    /// Unregisters remote controllers that stayed disconnected for the grace period, until
+    /// cancelled. Run it beside the server.
+    public func expireDisconnected() async {
+        while !Task.isCancelled {
+            let now = ContinuousClock.now
+            let expired = remotes.withLockedValue { remotes -> [String] in
+                let tokens = remotes.filter { $0.value.stream == nil && ($0.value.disconnectedSince.map { now - $0 >= gracePeriod } ?? false) }.map(\.key)
+                return tokens.compactMap { remotes.removeValue(forKey: $0)?.name }
+            }
+            for name in expired {
+                logger.notice("remote controller unregistered: no stream within the grace period", metadata: ["controller": "\(name)", "grace": "\(gracePeriod)"])
+                runtime.unregister(name)
+            }
+            try? await Task.sleep(for: min(gracePeriod / 4, .milliseconds(250)))
+        }
+    }
+
+    // MARK: Conversions
+
+    static func input(_ input: Runtime.ControllerInput) throws(ControllerError) -> ControllerInput {
+        let kind: ControllerInput.Kind = switch input.kind {
+        case .weak: .weak
+        case .strong: .strong
+        case .destroyReady: .destroyReady
+        default: throw ControllerError(.invalidArgument, "unknown input kind \(input.kind.rawValue)")
+        }
+        return ControllerInput(namespace: input.namespace, type: input.type, id: input.id, kind: kind)
+    }
+
+    static func output(_ output: Runtime.ControllerOutput) throws(ControllerError) -> ControllerOutput {
+        let kind: ControllerOutput.Kind = switch output.kind {
+        case .exclusive: .exclusive
+        case .shared: .shared
+        default: throw ControllerError(.invalidArgument, "unknown output kind \(output.kind.rawValue)")
+        }
+        return ControllerOutput(type: output.type, kind: kind)
+    }
+
+    /// The wire status for a runtime error.
+    public static func rpcError(_ error: ControllerError) -> RPCError {
+        let code: RPCStatus.Code = switch error.code {
+        case .notFound: .notFound
+        case .alreadyExists: .alreadyExists
+        case .failedPrecondition: .failedPrecondition
+        case .permissionDenied: .permissionDenied
+        case .invalidArgument: .invalidArgument
+        case .unavailable: .unavailable
+        case .deadlineExceeded: .deadlineExceeded
+        default: .internal
+        }
+        return RPCError(code: code, message: error.message)
+    }
+
+    /// 256 random bits, hex.
+    static func newToken() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<4).map { _ in
+            let hex = String(generator.next() as UInt64, radix: 16)
+            return String(repeating: "0", count: 16 - hex.count) + hex
+        }.joined()
+    }
+}
+
+/// One event stream's lifecycle: replaced by a newer one, and ended.
+final class StreamControl: Sendable {
+    let replaced = Gate()
+    let ended = Gate()
+    func replace() { replaced.open() }
+}
+
+/// Opens once; `wait()` returns once it is open (or the task is cancelled).
+final class Gate: Sendable {
+    private let queue = ReconcileQueue()
+    private let isOpen = NIOLockedValueBox(false)
+
+    func open() {
+        isOpen.withLockedValue { $0 = true }
+        queue.finish()
+    }
+
+    func wait() async {
+        var events = queue.events.makeAsyncIterator()
+        while !isOpen.withLockedValue({ $0 }), await events.next() != nil {}
+    }
+}
