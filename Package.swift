@@ -267,7 +267,7 @@ let package = Package(
         .testTarget(
             name: "CosiServerTests",
             dependencies: [
-                "CosiServer", "CosiClient", "CosiTesting", "CosiState", "CosiRPC", "CosiMessages",
+                "CosiServer", "CosiClient", "CosiTesting", "CosiState", "CosiRPC", "CosiMessages", "CosiController", "CosiControllerService",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -275,8 +275,10 @@ let package = Package(
         .testTarget(
             name: "CosidTests",
             dependencies: [
-                "CosiClient", "CosiTesting", "CosiState", "CosiServer", "CosiTLS", "CosiRPC", "CosiMessages", "cosid", "cosictl",
+                "CosiClient", "CosiTesting", "CosiState", "CosiServer", "CosiTLS", "CosiRPC", "CosiMessages", "CosiController",
+                "cosid", "cosictl", "cosi-controller-example",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Yams", package: "Yams"),
             ],
             // Golden files are read from the source tree (and rewritten by COSI_UPDATE_GOLDEN=1).

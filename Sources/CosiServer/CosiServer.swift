@@ -38,19 +38,24 @@ public final class CosiServer: Service, Sendable {
     ) {
         let runtime = ControllerRuntime(engine: engine, configuration: controllers, logger: Logger(label: "cosid.controllers"))
         let controllerService = ControllerService(runtime: runtime, gracePeriod: controllerGrace, logger: Logger(label: "cosid.controllers"))
-        // Every call passes the access policy first (and writes are audited).
-        let policy = AccessPolicy.over(engine, audit: audit)
-        let services = policy.guardedStateMethods(StateService.methods(engine: engine))
-            + policy.guardedControllerMethods(controllerService.methods, writes: ControllerService.writes)
-        // Info lists every method, itself included.
-        let names = [InfoService.method] + services.map(\.name)
-        var table = RPCMethodTable(services)
-        table.register(InfoService.rpcMethod(methods: names))
+        let table = Self.methods(engine: engine, controllers: controllerService, audit: audit)
         self.rpc = RPCServer(configuration: configuration, methods: table, group: group, logger: logger)
         self.engine = engine
         self.controllers = runtime
         self.controllerService = controllerService
         self.logger = logger
+    }
+
+    /// Every method cosid serves: Info, State and the controller services, each State and
+    /// controller method behind the access policy (writes audited). Info lists them all, itself
+    /// included.
+    public static func methods(engine: StateEngine, controllers: ControllerService, audit: Logger) -> RPCMethodTable {
+        let policy = AccessPolicy.over(engine, audit: audit)
+        let services = policy.guardedStateMethods(StateService.methods(engine: engine))
+            + policy.guardedControllerMethods(controllers.methods, writes: ControllerService.writes)
+        var table = RPCMethodTable(services)
+        table.register(InfoService.rpcMethod(methods: [InfoService.method] + services.map(\.name)))
+        return table
     }
 
     /// Serves until a graceful shutdown (swift-service-lifecycle's, or

@@ -1,0 +1,223 @@
+import CosiClient
+import CosiController
+import CosiControllerService
+import CosiMessages
+import CosiRPC
+import CosiServer
+import CosiTesting
+import NIOCore
+import Testing
+
+/// The controller services over mutual TLS on 127.0.0.1, against an in-process cosid.
+@Suite("Controller services", .timeLimit(.minutes(2)))
+struct ControllerServiceTests {
+    let pki: TestPKI
+    init() throws { pki = try TestPKI() }
+
+    /// A cosid server (State, controllers) for the duration of `body`.
+    func withServer(grace: Duration = .seconds(60), _ body: (CosiServer, Int) async throws -> Void) async throws {
+        let engine = try StateBackends.memory().engine
+        let server = CosiServer(
+            configuration: RPCServerConfiguration(host: "127.0.0.1", port: 0, tls: try pki.serverContext()),
+            engine: engine, logger: quietLogger("test"), controllerGrace: grace, audit: quietLogger("audit")
+        )
+        try await withRunningServer(server.rpc, serve: { try await server.run() }) { running in
+            try await body(server, running.port)
+        }
+    }
+
+    func client(_ port: Int, name: String, roles: [String] = ["os:controller"]) throws -> CosiClientConfiguration {
+        CosiClientConfiguration(host: "127.0.0.1", port: port, tls: try pki.client(name: name, roles: roles))
+    }
+
+    static let declaration = Runtime.RegisterControllerRequest(
+        controllerName: "c",
+        inputs: [Runtime.ControllerInput(kind: .strong, namespace: "default", type: "Ints.test.dev")],
+        outputs: [Runtime.ControllerOutput(type: "Strings.test.dev", kind: .exclusive)]
+    )
+
+    func code(_ call: () async throws -> Void) async -> RPCStatus.Code {
+        do {
+            try await call()
+            return .ok
+        } catch let error as RPCError {
+            return error.code
+        } catch {
+            return .unknown
+        }
+    }
+
+    @Test func aTokenWorksOnlyForTheIdentityItWasIssuedTo() async throws {
+        try await withServer { _, port in
+            try await withCosiClient(try client(port, name: "alice")) { alice in
+                try await withCosiClient(try client(port, name: "bob")) { bob in
+                    let token = try await alice.unary(ControllerService.register, Self.declaration, as: Runtime.RegisterControllerResponse.self).controllerToken
+                    #expect(token.count == 64, "256 bits, hex")
+                    let queue = Runtime.QueueReconcileRequest(controllerToken: token)
+                    #expect(await code { _ = try await alice.unary(ControllerService.queueReconcile, queue, as: Runtime.QueueReconcileResponse.self) } == .ok)
+                    #expect(await code { _ = try await bob.unary(ControllerService.queueReconcile, queue, as: Runtime.QueueReconcileResponse.self) } == .permissionDenied, "another identity")
+                    let forged = Runtime.QueueReconcileRequest(controllerToken: String(repeating: "0", count: 64))
+                    #expect(await code { _ = try await alice.unary(ControllerService.queueReconcile, forged, as: Runtime.QueueReconcileResponse.self) } == .permissionDenied, "an unknown token")
+                    // The name is taken: FAILED_PRECONDITION, whoever asks.
+                    #expect(await code { _ = try await bob.unary(ControllerService.register, Self.declaration, as: Runtime.RegisterControllerResponse.self) } == .failedPrecondition)
+                }
+            }
+        }
+    }
+
+    @Test func aControllerThatNeverComesBackLosesItsRegistration() async throws {
+        try await withServer(grace: .seconds(1)) { server, port in
+            try await withCosiClient(try client(port, name: "alice")) { alice in
+                let token = try await alice.unary(ControllerService.register, Self.declaration, as: Runtime.RegisterControllerResponse.self).controllerToken
+                #expect(server.controllers.controllers.map(\.name) == ["c"])
+                // No event stream within the grace period: unregistered, its output type free again.
+                try await eventually("unregistered") { server.controllers.controllers.isEmpty }
+                #expect(await code {
+                    _ = try await alice.unary(ControllerService.queueReconcile, Runtime.QueueReconcileRequest(controllerToken: token), as: Runtime.QueueReconcileResponse.self)
+                } == .permissionDenied)
+                #expect(await code { _ = try await alice.unary(ControllerService.register, Self.declaration, as: Runtime.RegisterControllerResponse.self) } == .ok)
+            }
+        }
+    }
+
+    @Test func aSecondStreamReplacesTheFirstWithAborted() async throws {
+        try await withServer { server, port in
+            try await withCosiClient(try client(port, name: "alice")) { alice in
+                let token = try await alice.unary(ControllerService.register, Self.declaration, as: Runtime.RegisterControllerResponse.self).controllerToken
+                let request = Runtime.ReconcileEventsRequest(controllerToken: token)
+                var first = alice.serverStream(ControllerService.reconcileEvents, request, as: Runtime.ReconcileEventsResponse.self).makeAsyncIterator()
+                #expect(try await first.next() != nil, "one event at once on connect")
+                var second = alice.serverStream(ControllerService.reconcileEvents, request, as: Runtime.ReconcileEventsResponse.self).makeAsyncIterator()
+                #expect(try await second.next() != nil)
+                await #expect { _ = try await first.next() } throws: { ($0 as? RPCError)?.code == .aborted }
+                // Events flow to the second one.
+                _ = try await alice.unary(ControllerService.queueReconcile, Runtime.QueueReconcileRequest(controllerToken: token), as: Runtime.QueueReconcileResponse.self)
+                #expect(try await second.next() != nil)
+                #expect(server.controllers.controllers.first?.running == true)
+            }
+        }
+    }
+
+    @Test func startAndStopGateDelivery() async throws {
+        try await withServer { _, port in
+            try await withCosiClient(try client(port, name: "alice")) { alice in
+                // cosid starts with delivery running.
+                #expect(await code { _ = try await alice.unary(ControllerService.start, Runtime.StartRequest(), as: Runtime.StartResponse.self) } == .failedPrecondition)
+                #expect(await code { _ = try await alice.unary(ControllerService.stop, Runtime.StopRequest(), as: Runtime.StopResponse.self) } == .ok)
+                #expect(await code { _ = try await alice.unary(ControllerService.stop, Runtime.StopRequest(), as: Runtime.StopResponse.self) } == .failedPrecondition)
+                let token = try await alice.unary(ControllerService.register, Self.declaration, as: Runtime.RegisterControllerResponse.self).controllerToken
+                let events = alice.serverStream(ControllerService.reconcileEvents, Runtime.ReconcileEventsRequest(controllerToken: token), as: Runtime.ReconcileEventsResponse.self)
+                try await withThrowingTaskGroup(of: Bool.self) { group in
+                    group.addTask {
+                        var iterator = events.makeAsyncIterator()
+                        return try await iterator.next() != nil
+                    }
+                    group.addTask {
+                        try await Task.sleep(for: .milliseconds(300))
+                        return false
+                    }
+                    #expect(try await group.next() == false, "no event while stopped")
+                    _ = try await alice.unary(ControllerService.start, Runtime.StartRequest(), as: Runtime.StartResponse.self)
+                    #expect(try await group.next() == true, "the queued event flows on Start")
+                }
+            }
+        }
+    }
+
+    enum Who: String, CaseIterable, CustomTestStringConvertible {
+        case admin, controller, `operator`, reader, none, unknown
+        var testDescription: String { rawValue }
+        var roles: [String] {
+            switch self {
+            case .admin: ["os:admin"]
+            case .controller: ["os:controller"]
+            case .operator: ["os:operator"]
+            case .reader: ["os:reader"]
+            case .none: []
+            case .unknown: ["os:superuser"]
+            }
+        }
+    }
+
+    /// Every method, in an order where each allowed call has a known outcome.
+    @Test(arguments: Who.allCases)
+    func everyControllerMethodByRole(_ who: Who) async throws {
+        try await withServer { _, port in
+            try await withCosiClient(try client(port, name: who.rawValue, roles: who.roles)) { c in
+                let allowed = [.admin, .controller].contains(who)
+                var outcomes: [(String, RPCStatus.Code, RPCStatus.Code)] = []
+                func record(_ method: String, _ granted: RPCStatus.Code, _ outcome: RPCStatus.Code) {
+                    outcomes.append((method, granted, outcome))
+                }
+                var token = "none"
+                record(ControllerService.register, .ok, await code {
+                    token = try await c.unary(ControllerService.register, Self.declaration, as: Runtime.RegisterControllerResponse.self).controllerToken
+                })
+                record(ControllerService.start, .failedPrecondition, await code { _ = try await c.unary(ControllerService.start, Runtime.StartRequest(), as: Runtime.StartResponse.self) })
+                record(ControllerService.stop, .ok, await code { _ = try await c.unary(ControllerService.stop, Runtime.StopRequest(), as: Runtime.StopResponse.self) })
+                record(ControllerService.start, .ok, await code { _ = try await c.unary(ControllerService.start, Runtime.StartRequest(), as: Runtime.StartResponse.self) })
+                record(ControllerService.reconcileEvents, .ok, await code {
+                    var events = c.serverStream(ControllerService.reconcileEvents, Runtime.ReconcileEventsRequest(controllerToken: token), as: Runtime.ReconcileEventsResponse.self).makeAsyncIterator()
+                    guard try await events.next() != nil else { throw RPCError(code: .internal, message: "no event") }
+                })
+                record(ControllerService.queueReconcile, .ok, await code { _ = try await c.unary(ControllerService.queueReconcile, Runtime.QueueReconcileRequest(controllerToken: token), as: Runtime.QueueReconcileResponse.self) })
+                record(ControllerService.updateInputs, .ok, await code {
+                    _ = try await c.unary(ControllerService.updateInputs, Runtime.UpdateInputsRequest(controllerToken: token, inputs: Self.declaration.inputs), as: Runtime.UpdateInputsResponse.self)
+                })
+                let out = (namespace: "default", type: "Strings.test.dev", id: "s")
+                record(ControllerService.get, .notFound, await code {
+                    _ = try await c.unary(ControllerService.get, Runtime.RuntimeGetRequest(controllerToken: token, namespace: out.namespace, type: out.type, id: out.id), as: Runtime.RuntimeGetResponse.self)
+                })
+                record(ControllerService.create, .ok, await code {
+                    _ = try await c.unary(ControllerService.create, Runtime.RuntimeCreateRequest(controllerToken: token, resource: Resource(metadata: Metadata(namespace: out.namespace, type: out.type, id: out.id))), as: Runtime.RuntimeCreateResponse.self)
+                })
+                record(ControllerService.list, .ok, await code {
+                    for try await _ in c.serverStream(ControllerService.list, Runtime.RuntimeListRequest(controllerToken: token, namespace: out.namespace, type: out.type), as: Runtime.RuntimeListResponse.self) {}
+                })
+                record(ControllerService.update, .ok, await code {
+                    var resource = try #require(try await c.unary(ControllerService.get, Runtime.RuntimeGetRequest(controllerToken: token, namespace: out.namespace, type: out.type, id: out.id), as: Runtime.RuntimeGetResponse.self).resource)
+                    resource.spec.yamlSpec = "text: changed\n"
+                    _ = try await c.unary(ControllerService.update, Runtime.RuntimeUpdateRequest(controllerToken: token, newResource: resource), as: Runtime.RuntimeUpdateResponse.self)
+                })
+                record(ControllerService.watchFor, .ok, await code {
+                    _ = try await c.unary(ControllerService.watchFor, Runtime.RuntimeWatchForRequest(controllerToken: token, namespace: out.namespace, type: out.type, id: out.id, finalizersEmpty: Runtime.ConditionFinalizersEmpty()), as: Runtime.RuntimeWatchForResponse.self)
+                })
+                record(ControllerService.teardown, .ok, await code {
+                    _ = try await c.unary(ControllerService.teardown, Runtime.RuntimeTeardownRequest(controllerToken: token, namespace: out.namespace, type: out.type, id: out.id), as: Runtime.RuntimeTeardownResponse.self)
+                })
+                record(ControllerService.destroy, .ok, await code {
+                    _ = try await c.unary(ControllerService.destroy, Runtime.RuntimeDestroyRequest(controllerToken: token, namespace: out.namespace, type: out.type, id: out.id), as: Runtime.RuntimeDestroyResponse.self)
+                })
+                record(ControllerService.addFinalizer, .notFound, await code {
+                    _ = try await c.unary(ControllerService.addFinalizer, Runtime.RuntimeAddFinalizerRequest(controllerToken: token, namespace: "default", type: "Ints.test.dev", id: "missing", finalizers: ["c"]), as: Runtime.RuntimeAddFinalizerResponse.self)
+                })
+                record(ControllerService.removeFinalizer, .ok, await code {
+                    _ = try await c.unary(ControllerService.removeFinalizer, Runtime.RuntimeRemoveFinalizerRequest(controllerToken: token, namespace: "default", type: "Ints.test.dev", id: "missing", finalizers: ["c"]), as: Runtime.RuntimeRemoveFinalizerResponse.self)
+                })
+                #expect(Set(outcomes.map(\.0)).count == 15, "every method")
+                for (method, granted, outcome) in outcomes {
+                    #expect(outcome == (allowed ? granted : .permissionDenied), "\(who) \(method)")
+                }
+                // os:controller has no State access at all.
+                let stateRead = await code { _ = try await c.list(namespace: "default", type: "Strings.test.dev") }
+                #expect(stateRead == (who == .admin || who == .operator || who == .reader ? .ok : .permissionDenied))
+                // Info is for everyone, and lists every method served.
+                let info = try await c.info()
+                #expect(Set(info.methods).isSuperset(of: outcomes.map(\.0)))
+            }
+        }
+    }
+}
+
+/// Polls `condition` until it holds, failing after `timeout`.
+func eventually(_ what: String, timeout: Duration = .seconds(15), _ condition: () async throws -> Bool) async throws {
+    let clock = ContinuousClock()
+    let end = clock.now + timeout
+    while try await !condition() {
+        guard clock.now < end else {
+            Issue.record("not within \(timeout): \(what)")
+            return
+        }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+}
