@@ -22,7 +22,7 @@ public struct Cosictl: AsyncParsableCommand {
           cosictl get Hostnames.net.talos.dev -o yaml --watch
         """,
         version: "0.1.0",
-        subcommands: [Get.self, Apply.self, Create.self, Edit.self, Delete.self, Teardown.self, Info.self, Version.self, Gen.self]
+        subcommands: [Get.self, Apply.self, Create.self, Edit.self, Delete.self, Teardown.self, Controllers.self, Graph.self, Info.self, Version.self, Gen.self]
     )
 
     public init() {}
@@ -150,18 +150,6 @@ struct Printer {
         (watching ? [" "] : []) + ["NAMESPACE", "TYPE", "ID", "VERSION"] + columns.map { $0.name.uppercased() }
     }
 
-    func printTable(_ rows: [[String]]) {
-        guard let first = rows.first else { return }
-        var widths = first.map(\.count)
-        for row in rows { for (index, cell) in row.enumerated() where index < widths.count { widths[index] = max(widths[index], cell.count) } }
-        for row in rows {
-            let line = row.enumerated().map { index, cell in
-                index == row.count - 1 ? cell : cell.padding(toLength: widths[index] + 3, withPad: " ", startingAt: 0)
-            }.joined()
-            print(line)
-        }
-    }
-
     func printList(_ resources: [Resource]) throws {
         switch format {
         case .yaml:
@@ -172,7 +160,7 @@ struct Printer {
         case .json:
             for resource in resources { print(try json(resource, event: nil)) }
         case .table:
-            printTable([header(watching: false)] + resources.map { row($0, marker: nil) })
+            CosiCLI.printTable([header(watching: false)] + resources.map { row($0, marker: nil) })
         }
     }
 
@@ -193,7 +181,7 @@ struct Printer {
             print(try json(resource, event: name))
         case .table:
             let marker = event.type == .created ? "+" : event.type == .destroyed ? "-" : " "
-            printTable([row(resource, marker: marker)])
+            CosiCLI.printTable([row(resource, marker: marker)])
         }
         fflush(nil)
     }

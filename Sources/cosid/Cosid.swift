@@ -95,6 +95,9 @@ struct Cosid: AsyncParsableCommand {
     @Option(help: "Concurrent calls allowed on one connection. (default: \(CosidSettings.defaults.maxConcurrentStreams))")
     var maxConcurrentStreams: UInt32?
 
+    @Option(help: "Seconds a disconnected remote controller keeps its registration (and can reconnect with its token). (default: \(CosidSettings.defaults.controllerGrace))")
+    var controllerGrace: Int?
+
     /// The defaults, then the config file, then the flags given.
     func effectiveSettings() throws -> CosidSettings {
         var settings = try config.map(CosidSettings.load(file:)) ?? .defaults
@@ -124,6 +127,7 @@ struct Cosid: AsyncParsableCommand {
         overlay(maxFrameSize, \.maxFrameSize)
         overlay(maxConnections, \.maxConnections)
         overlay(maxConcurrentStreams, \.maxConcurrentStreams)
+        overlay(controllerGrace, \.controllerGrace)
         try settings.validate()
         return settings
     }
@@ -204,7 +208,7 @@ struct Cosid: AsyncParsableCommand {
             logger.critical("cannot open the state: \(error.message)")
             throw ExitCode.failure
         }
-        let server = CosiServer(configuration: configuration, engine: engine, logger: logger)
+        let server = CosiServer(configuration: configuration, engine: engine, logger: logger, controllerGrace: .seconds(settings.controllerGrace))
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
             services: [
                 // Services shut down in reverse order: the server first. When it has drained,

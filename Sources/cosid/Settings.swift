@@ -45,6 +45,8 @@ struct CosidSettings: Codable, Equatable, Sendable {
     var maxFrameSize = RPCSettings.defaultMaxFrameSize
     var maxConnections = 10_000
     var maxConcurrentStreams = RPCSettings.defaultMaxConcurrentStreams
+    /// Seconds a disconnected remote controller keeps its registration.
+    var controllerGrace = 60
 
     static let defaults = CosidSettings()
 
@@ -59,7 +61,7 @@ struct CosidSettings: Codable, Equatable, Sendable {
         guard maxConnections >= 1 else { throw ValidationError("max-connections must be at least 1") }
         guard maxConcurrentStreams >= 1 else { throw ValidationError("max-concurrent-streams must be at least 1") }
         guard retainEvents >= 1 else { throw ValidationError("retain-events must be at least 1") }
-        for (name, seconds) in [("grace-period", gracePeriod), ("handshake-timeout", handshakeTimeout), ("keepalive", keepalive)] where seconds < 1 {
+        for (name, seconds) in [("grace-period", gracePeriod), ("handshake-timeout", handshakeTimeout), ("keepalive", keepalive), ("controller-grace", controllerGrace)] where seconds < 1 {
             throw ValidationError("\(name) must be at least 1 second")
         }
         _ = try listenAddresses()

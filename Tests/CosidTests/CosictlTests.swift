@@ -1,4 +1,5 @@
 import CosiClient
+import CosiController
 import CosiTesting
 import Foundation
 import Testing
@@ -84,6 +85,47 @@ struct CosictlTests {
             // The server logs the close as the client's GOAWAY, not as a dropped connection.
             try await CosidProcessTests.waitFor("the client sent GOAWAY", in: setup.output, after: before)
         }
+    }
+
+    @Test func controllersAndTheirGraph() async throws {
+        let setup = try await Setup()
+        // A remote controller, registered with the development admin certificate and connected.
+        let client = try await CosiClient.connect(.development(directory: setup.dir + "/Certs", port: setup.port))
+        let (first, _) = DerivingController.chain()
+        let host = RemoteControllerHost(client: client, controller: first)
+        let hosting = Task { try await host.run() }
+        defer { hosting.cancel() }
+        try await eventually("connected") { host.isConnected }
+        try await eventually("published") {
+            try setup.run(["controllers"]).out.contains("ints-to-strings")
+        }
+
+        let listed = try setup.run(["controllers"])
+        #expect(listed.status == 0, "\(listed.err)")
+        let rows = listed.out.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true).map(String.init) }
+        #expect(rows.first == ["NAME", "ORIGIN", "IDENTITY", "RUNNING", "RESTARTS", "LAST", "ERROR"])
+        #expect(rows.dropFirst().first == ["ints-to-strings", "remote", "admin", "yes", "0", "-"])
+
+        let graph = try setup.run(["graph"])
+        let edges = graph.out.split(separator: "\n").dropFirst().map { $0.split(separator: " ", omittingEmptySubsequences: true).map(String.init) }
+        #expect(edges == [
+            ["ints-to-strings", "output", "exclusive", "*", "Strings.test.dev", "*"],
+            ["ints-to-strings", "input", "strong", "default", "Ints.test.dev", "*"],
+            ["ints-to-strings", "input", "destroyReady", "default", "Strings.test.dev", "*"],
+        ], "\(graph.out)")
+
+        let dot = try setup.run(["graph", "--dot"])
+        #expect(dot.out.hasPrefix("digraph controllers {"))
+        #expect(dot.out.contains("\"resource:default/Ints.test.dev\" -> \"controller:ints-to-strings\" [label=\"strong\", style=bold];"))
+        #expect(dot.out.contains("\"controller:ints-to-strings\" -> \"resource:Strings.test.dev\" [label=\"exclusive\"];"))
+
+        let png = try setup.run(["graph", "-o", "png", "graph.png"])
+        #expect(png.status == 0, "\(png.err)")
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: setup.dir + "/graph.png"))
+        #expect(bytes.prefix(4) == Data([0x89, 0x50, 0x4e, 0x47]), "a PNG")
+        hosting.cancel()
+        _ = try? await hosting.value
+        await client.close()
     }
 
     @Test func applyGetInEveryFormatAndDelete() async throws {
