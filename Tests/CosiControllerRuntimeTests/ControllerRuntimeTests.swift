@@ -236,10 +236,10 @@ struct ReconcileTests {
         }
         let starts = flaky.starts.withLockedValue { $0 }
         let gaps = zip(starts.dropFirst(), starts).map { $0 - $1 }
-        // 40 ms, 80 ms, 160 ms (no jitter): each gap at least its delay, and growing.
+        // 40 ms, 80 ms, 160 ms (no jitter): each gap is at least its (growing) delay. A constant
+        // delay would fail the third bound; scheduling can only lengthen gaps.
         #expect(gaps.count >= 3)
         #expect(gaps[0] >= .milliseconds(40) && gaps[1] >= .milliseconds(80) && gaps[2] >= .milliseconds(160), "\(gaps)")
-        #expect(gaps[1] > gaps[0] && gaps[2] > gaps[1], "\(gaps)")
     }
 
     @Test func anInputWatchThatFailsStopsTheRuntimeLoudly() async throws {
