@@ -6,7 +6,7 @@ import PackageDescription
 // disagrees with this list.
 //
 //   cosid            -> CosiServer, CosiState, CosiRPC, CosiTLS
-//   cosi-bench       -> CosiClient, CosiRPC, CosiMessages, CosiTLS
+//   cosi-bench       -> CosiServer, CosiClient, CosiController, CosiState, CosiRPC, CosiMessages, CosiTLS
 //   cosictl          -> CosiCLI
 //   cosi-controller-example -> CosiClient, CosiController, CosiTLS
 //   CosiCLI          -> CosiClient, CosiRPC, CosiMessages, CosiTLS
@@ -202,9 +202,10 @@ let package = Package(
         .executableTarget(
             name: "cosi-bench",
             dependencies: [
-                "CosiClient", "CosiRPC", "CosiMessages", "CosiTLS",
+                "CosiServer", "CosiClient", "CosiController", "CosiState", "CosiRPC", "CosiMessages", "CosiTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -39,43 +39,66 @@ public struct DerivingController: Controller {
         }
     }
 
-    /// Makes the outputs match the inputs.
+    /// Makes the outputs match the inputs. The writes of one reconcile are issued concurrently
+    /// (up to `parallelWrites` at once), so a durable runtime commits them in a few groups.
     public func reconcile(_ runtime: any ControllerRuntimeHandle) async throws {
-        let inputs = try await runtime.list(namespace: namespace, type: inputType)
-        let outputs = Dictionary(uniqueKeysWithValues: try await runtime.list(namespace: namespace, type: outputType).map { ($0.metadata.id, $0) })
+        // Both reads at once: for a remote controller they are two round trips.
+        async let listedInputs = runtime.list(namespace: namespace, type: inputType)
+        async let listedOutputs = runtime.list(namespace: namespace, type: outputType)
+        let inputs = try await listedInputs
+        let outputs = Dictionary(uniqueKeysWithValues: try await listedOutputs.map { ($0.metadata.id, $0) })
+        var work: [@Sendable () async throws -> Void] = []
         var wanted = Set<String>()
         for input in inputs where input.metadata.phase != "tearingDown" {
             let id = input.metadata.id
             wanted.insert(id)
-            if !input.metadata.finalizers.contains(name) {
-                do {
-                    try await runtime.addFinalizers(namespace: namespace, type: inputType, id: id, [name])
-                } catch let error as ControllerError where error.code == .failedPrecondition || error.code == .notFound {
-                    // It started tearing down (or went) meanwhile: the next event handles it.
-                    wanted.remove(id)
-                    continue
-                }
-            }
             let spec = derive(input.spec.yamlSpec)
-            if var output = outputs[id] {
-                guard output.metadata.phase != "tearingDown", output.spec.yamlSpec != spec else { continue }
-                output.spec.yamlSpec = spec
-                _ = try await runtime.update(output)
-            } else {
-                _ = try await runtime.create(Resource(metadata: Metadata(namespace: namespace, type: outputType, id: id), spec: Spec(yamlSpec: spec)))
+            let needsFinalizer = !input.metadata.finalizers.contains(name)
+            let existing = outputs[id]
+            if let existing, existing.metadata.phase == "tearingDown" || (existing.spec.yamlSpec == spec && !needsFinalizer) { continue }
+            work.append { [name, namespace, inputType, outputType] in
+                if needsFinalizer {
+                    do {
+                        try await runtime.addFinalizers(namespace: namespace, type: inputType, id: id, [name])
+                    } catch let error as ControllerError where error.code == .failedPrecondition || error.code == .notFound {
+                        // It started tearing down (or went) meanwhile: the next event handles it.
+                        return
+                    }
+                }
+                if var output = existing {
+                    guard output.spec.yamlSpec != spec else { return }
+                    output.spec.yamlSpec = spec
+                    _ = try await runtime.update(output)
+                } else {
+                    _ = try await runtime.create(Resource(metadata: Metadata(namespace: namespace, type: outputType, id: id), spec: Spec(yamlSpec: spec)))
+                }
             }
         }
         // Outputs whose input is tearing down or gone: tear down, destroy when ready, release the input.
         for (id, output) in outputs where !wanted.contains(id) && output.metadata.owner == name {
-            guard try await runtime.teardown(namespace: namespace, type: outputType, id: id) else { continue }
-            try await runtime.destroy(namespace: namespace, type: outputType, id: id)
-            try await runtime.removeFinalizers(namespace: namespace, type: inputType, id: id, [name])
+            work.append { [name, namespace, inputType, outputType] in
+                guard try await runtime.teardown(namespace: namespace, type: outputType, id: id) else { return }
+                try await runtime.destroy(namespace: namespace, type: outputType, id: id)
+                try await runtime.removeFinalizers(namespace: namespace, type: inputType, id: id, [name])
+            }
         }
         // Inputs still holding our finalizer whose output is already gone.
         for input in inputs where input.metadata.phase == "tearingDown" && input.metadata.finalizers.contains(name) && outputs[input.metadata.id] == nil {
-            try await runtime.removeFinalizers(namespace: namespace, type: inputType, id: input.metadata.id, [name])
+            work.append { [name, namespace, inputType] in
+                try await runtime.removeFinalizers(namespace: namespace, type: inputType, id: input.metadata.id, [name])
+            }
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (index, item) in work.enumerated() {
+                if index >= parallelWrites { try await group.next() }
+                group.addTask { try await item() }
+            }
+            try await group.waitForAll()
         }
     }
+
+    /// How many writes one reconcile has in flight at once.
+    public var parallelWrites = 64
 
     /// The chain of the tests: `Ints.test.dev` {value: N} -> `Strings.test.dev` {text: "N"} ->
     /// `Sentences.test.dev` {sentence: "the number is N"}.

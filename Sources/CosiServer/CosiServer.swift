@@ -36,8 +36,8 @@ public final class CosiServer: Service, Sendable {
         controllers: ControllerRuntimeConfiguration = .init(), controllerGrace: Duration = .seconds(60),
         audit: Logger = Logger(label: "cosid.audit"), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) {
-        let runtime = ControllerRuntime(engine: engine, configuration: controllers, logger: Logger(label: "cosid.controllers"))
-        let controllerService = ControllerService(runtime: runtime, gracePeriod: controllerGrace, logger: Logger(label: "cosid.controllers"))
+        let runtime = ControllerRuntime(engine: engine, configuration: controllers, logger: logger)
+        let controllerService = ControllerService(runtime: runtime, gracePeriod: controllerGrace, logger: logger)
         let table = Self.methods(engine: engine, controllers: controllerService, audit: audit)
         self.rpc = RPCServer(configuration: configuration, methods: table, group: group, logger: logger)
         self.engine = engine
