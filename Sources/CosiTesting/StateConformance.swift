@@ -18,14 +18,8 @@ public enum StateConformance {
         if !condition { throw ConformanceFailure(message()) }
     }
 
-    /// Waits until `condition` holds (polling), failing with `message` after `timeout`.
     static func eventually(_ message: String, timeout: Duration = .seconds(5), _ condition: () async throws -> Bool) async throws {
-        let clock = ContinuousClock()
-        let end = clock.now + timeout
-        while try await !condition() {
-            guard clock.now < end else { throw ConformanceFailure(message) }
-            try await Task.sleep(for: .milliseconds(10))
-        }
+        try await CosiTesting.eventually(message, timeout: timeout, condition)
     }
 
     /// Runs `body`, which must fail with `code`; returns the error's message.

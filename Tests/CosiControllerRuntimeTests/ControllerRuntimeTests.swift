@@ -27,19 +27,6 @@ func withRunning<R>(_ runtime: ControllerRuntime, _ body: () async throws -> R) 
     }
 }
 
-/// Polls `condition` until it holds, failing after `timeout`.
-func eventually(_ what: String, timeout: Duration = .seconds(15), _ condition: () async throws -> Bool) async throws {
-    let clock = ContinuousClock()
-    let end = clock.now + timeout
-    while try await !condition() {
-        guard clock.now < end else {
-            Issue.record("not within \(timeout): \(what)")
-            return
-        }
-        try await Task.sleep(for: .milliseconds(10))
-    }
-}
-
 func fastRestarts() -> ControllerRuntimeConfiguration {
     var configuration = ControllerRuntimeConfiguration()
     configuration.backoffInitial = .milliseconds(20)

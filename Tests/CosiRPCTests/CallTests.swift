@@ -107,7 +107,7 @@ struct CallTests {
             await #expect {
                 _ = try await client.unary(TestMethods.sleep, request: request, metadata: ["key": "deadline"], timeout: .milliseconds(100))
             } throws: { ($0 as? RPCError)?.code == .deadlineExceeded }
-            try await eventually { observations.wasCancelled("deadline") }
+            try await eventually("observations.wasCancelled('deadline')") { observations.wasCancelled("deadline") }
         }
     }
 
@@ -116,10 +116,10 @@ struct CallTests {
             let task = Task {
                 for try await _ in client.serverStream(TestMethods.hang, request: ByteBuffer(), metadata: ["key": "cancel-me"]) {}
             }
-            try await eventually { observations.wasStarted("cancel-me") }
+            try await eventually("observations.wasStarted('cancel-me')") { observations.wasStarted("cancel-me") }
             #expect(!observations.wasCancelled("cancel-me"))
             task.cancel()
-            try await eventually { observations.wasCancelled("cancel-me") }
+            try await eventually("observations.wasCancelled('cancel-me')") { observations.wasCancelled("cancel-me") }
             // The connection is still fine.
             #expect(String(buffer: try await client.unary(TestMethods.echo, request: ByteBuffer(string: "ok"))) == "ok")
         }
@@ -134,7 +134,7 @@ struct CallTests {
             // The server's writer stops once the 1 MiB stream window is spent: 1,024 messages of
             // 1 KiB (the client has granted no credit: it consumed one message, far from half).
             let window = Int(RPCSettings.defaultInitialWindow) / 1024
-            try await eventually { observations.written("stalled") >= window }
+            try await eventually("observations.written('stalled') >= window") { observations.written("stalled") >= window }
             // It stays there (the next write waits for credit).
             try await Task.sleep(for: .milliseconds(100))
             #expect(observations.written("stalled") == window)
@@ -146,7 +146,7 @@ struct CallTests {
             }
             // Reading resumes the stream.
             for _ in 0..<1000 { _ = try await iterator.next() }
-            try await eventually { observations.written("stalled") > blockedAt + 200 }
+            try await eventually("observations.written('stalled') > blockedAt + 200") { observations.written("stalled") > blockedAt + 200 }
         }
     }
 
@@ -183,7 +183,7 @@ struct CallTests {
             // The first two still work; a slot frees when one closes.
             _ = try await first.unary(TestMethods.echo, request: ByteBuffer(string: "a"))
             await second.close()
-            try await eventually { server.connectionCount == 1 }
+            try await eventually("server.connectionCount == 1") { server.connectionCount == 1 }
             let third = try await connectTestClient(pki: pki, port: port)
             _ = try await third.unary(TestMethods.echo, request: ByteBuffer(string: "b"))
             await first.close()
@@ -200,7 +200,7 @@ struct CallTests {
                 for try await _ in client.serverStream(TestMethods.hang, request: ByteBuffer(), metadata: ["key": "watch"]) {}
             }
             // Both calls are running on the server before it is asked to shut down.
-            try await eventually { observations.wasStarted("in-flight") && observations.wasStarted("watch") }
+            try await eventually("observations.wasStarted('in-flight') && observations.wasStarted('watch')") { observations.wasStarted("in-flight") && observations.wasStarted("watch") }
             server.beginGracefulShutdown()
             // The waiting call ends at once with UNAVAILABLE.
             await #expect {
@@ -214,7 +214,7 @@ struct CallTests {
             let reply = try await inFlight.value
             #expect(reply.readableBytes == 4)
             // Drained: the connection closes by itself, long before the grace period ends.
-            try await eventually(timeout: .seconds(4)) { server.connectionCount == 0 }
+            try await eventually("server.connectionCount == 0", timeout: .seconds(4)) { server.connectionCount == 0 }
         }
     }
 
@@ -227,7 +227,7 @@ struct CallTests {
             let port = try await server.listeningAddress.port!
             let client = try await connectTestClient(pki: pki, port: port)
             let call = Task { try await client.unary(TestMethods.lingering, request: ByteBuffer(), metadata: ["key": "lingering"]) }
-            try await eventually { observations.wasStarted("lingering") }
+            try await eventually("observations.wasStarted('lingering')") { observations.wasStarted("lingering") }
             // The grace period ends the call; its handler takes 200 ms more to return. serve()
             // returns after that, not before.
             server.beginGracefulShutdown()
@@ -236,18 +236,5 @@ struct CallTests {
             await #expect(throws: RPCError.self) { try await call.value }
             await client.close()
         }
-    }
-}
-
-/// Polls `condition` until it holds, failing after `timeout`.
-func eventually(timeout: Duration = .seconds(20), _ condition: () -> Bool) async throws {
-    let clock = ContinuousClock()
-    let end = clock.now + timeout
-    while !condition() {
-        guard clock.now < end else {
-            Issue.record("condition not met within \(timeout)")
-            return
-        }
-        try await Task.sleep(for: .milliseconds(10))
     }
 }

@@ -208,16 +208,3 @@ struct ControllerServiceTests {
         }
     }
 }
-
-/// Polls `condition` until it holds, failing after `timeout`.
-func eventually(_ what: String, timeout: Duration = .seconds(15), _ condition: () async throws -> Bool) async throws {
-    let clock = ContinuousClock()
-    let end = clock.now + timeout
-    while try await !condition() {
-        guard clock.now < end else {
-            Issue.record("not within \(timeout): \(what)")
-            return
-        }
-        try await Task.sleep(for: .milliseconds(10))
-    }
-}

@@ -100,16 +100,3 @@ struct RemoteControllerTests {
         Resource(metadata: Metadata(namespace: "default", type: "Ints.test.dev", id: id), spec: Spec(yamlSpec: "value: \(value)\n"))
     }
 }
-
-/// Polls `condition` until it holds, failing after `timeout`.
-func eventually(_ what: String, timeout: Duration = .seconds(20), _ condition: () async throws -> Bool) async throws {
-    let clock = ContinuousClock()
-    let end = clock.now + timeout
-    while try await !condition() {
-        guard clock.now < end else {
-            Issue.record("not within \(timeout): \(what)")
-            return
-        }
-        try await Task.sleep(for: .milliseconds(20))
-    }
-}
