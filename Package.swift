@@ -5,7 +5,7 @@ import PackageDescription
 // only; scripts/check-layers (run by scripts/test) fails when an import or a dependency below
 // disagrees with this list.
 //
-//   cosid            -> CosiServer, CosiState, CosiRPC, CosiTLS
+//   cosid            -> CosiServer, CosiOSControllers, CosiState, CosiRPC, CosiMessages, CosiTLS
 //   cosi-bench       -> CosiServer, CosiClient, CosiController, CosiState, CosiRPC, CosiMessages, CosiTLS
 //   cosictl          -> CosiCLI
 //   cosi-controller-example -> CosiClient, CosiController, CosiTLS
@@ -17,6 +17,7 @@ import PackageDescription
 //   CosiControllerService -> CosiControllerRuntime, CosiController, CosiRPC, CosiMessages
 //   CosiControllerRuntime -> CosiController, CosiState, CosiMessages
 //   CosiState        -> CosiMessages, CSQLite
+//   CosiOSControllers -> CosiController, CosiMessages
 //   CosiController   -> CosiMessages
 //   CosiRPC          -> CosiWire, CosiTLS, CosiProtobuf, CCosiRPCProto, CProtobufC
 //   CosiMessages     -> CosiProtobuf, CCosiProto, CProtobufC
@@ -122,6 +123,11 @@ let package = Package(
             name: "CosiController",
             dependencies: ["CosiMessages", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]
         ),
+        // The built-in operating-system controllers: specs in, files under a root out.
+        .target(
+            name: "CosiOSControllers",
+            dependencies: ["CosiController", "CosiMessages", .product(name: "Yams", package: "Yams")]
+        ),
         .target(
             name: "CosiControllerRuntime",
             dependencies: [
@@ -179,7 +185,7 @@ let package = Package(
         .executableTarget(
             name: "cosid",
             dependencies: [
-                "CosiServer", "CosiState", "CosiRPC", "CosiTLS",
+                "CosiServer", "CosiOSControllers", "CosiState", "CosiRPC", "CosiMessages", "CosiTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -76,6 +76,10 @@ public enum ResourceYAML {
             node = next
         }
         if let scalar = node.string { return scalar }
+        // A list of scalars reads best on one line in a table cell.
+        if let sequence = node.sequence, sequence.allSatisfy({ $0.string != nil }) {
+            return sequence.compactMap(\.string).joined(separator: ",")
+        }
         return (try? Yams.serialize(node: node).trimmingCharacters(in: .whitespacesAndNewlines)) ?? ""
     }
 

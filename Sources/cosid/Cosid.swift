@@ -1,4 +1,6 @@
 import ArgumentParser
+import CosiMessages
+import CosiOSControllers
 import CosiRPC
 import CosiServer
 import CosiState
@@ -98,6 +100,12 @@ struct Cosid: AsyncParsableCommand {
     @Option(help: "Seconds a disconnected remote controller keeps its registration (and can reconnect with its token). (default: \(CosidSettings.defaults.controllerGrace))")
     var controllerGrace: Int?
 
+    @Option(help: "Where the built-in controllers act: / for this machine, or a sandbox directory (created, with a few kernel parameter files). (default: \(CosidSettings.defaults.root))")
+    var root: String?
+
+    @Option(help: "Built-in controllers to run: \(BuiltInControllers.names.joined(separator: ",")), all or none. (default: \(CosidSettings.defaults.controllers))")
+    var controllers: String?
+
     /// The defaults, then the config file, then the flags given.
     func effectiveSettings() throws -> CosidSettings {
         var settings = try config.map(CosidSettings.load(file:)) ?? .defaults
@@ -128,6 +136,8 @@ struct Cosid: AsyncParsableCommand {
         overlay(maxConnections, \.maxConnections)
         overlay(maxConcurrentStreams, \.maxConcurrentStreams)
         overlay(controllerGrace, \.controllerGrace)
+        overlay(root, \.root)
+        overlay(controllers, \.controllers)
         try settings.validate()
         return settings
     }
@@ -209,6 +219,12 @@ struct Cosid: AsyncParsableCommand {
             throw ExitCode.failure
         }
         let server = CosiServer(configuration: configuration, engine: engine, logger: logger, controllerGrace: .seconds(settings.controllerGrace))
+        do {
+            try await startBuiltInControllers(settings, server: server, logger: logger)
+        } catch {
+            logger.critical("cannot start the built-in controllers: \(error)")
+            throw ExitCode.failure
+        }
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
             services: [
                 // Services shut down in reverse order: the server first. When it has drained,
@@ -233,6 +249,32 @@ struct Cosid: AsyncParsableCommand {
             throw ExitCode.failure
         }
     }
+}
+
+/// Registers the chosen built-in controllers (and their resource types) on `server`, acting under
+/// `settings.root`. A root other than `/` is a sandbox: created, and seeded with a few kernel
+/// parameter files so kernel-parameter specs have something to act on.
+func startBuiltInControllers(_ settings: CosidSettings, server: CosiServer, logger: Logger) async throws {
+    let chosen = try BuiltInControllers.select(settings.controllers)
+    guard !chosen.isEmpty else { return }
+    let path = settings.root.hasPrefix("/") ? settings.root : FileManager.default.currentDirectoryPath + "/" + settings.root
+    let root = MachineRoot(path)
+    if !root.isSystemRoot {
+        try root.makeDirectories(root.path)
+        try BuiltInControllers.seedSandbox(root)
+    }
+    for setting in chosen {
+        for spec in BuiltInControllers.definitions(setting) {
+            do {
+                _ = try await server.engine.create(try MetaNamespace.definition(spec), owner: "cosid")
+            } catch let error as StateError where error.code == .alreadyExists {
+            }
+        }
+        try server.controllers.register(MachineController(setting, root: root))
+    }
+    logger.notice("built-in controllers acting on \(root.isSystemRoot ? "this machine (/)" : "the sandbox \(root.path)")", metadata: [
+        "controllers": "\(chosen.map(\.name).joined(separator: ","))",
+    ])
 }
 
 /// Reloads the TLS material on SIGHUP (new handshakes use it; open connections are untouched; a

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CosiOSControllers
 import CosiRPC
 import CosiState
 import Foundation
@@ -47,6 +48,10 @@ struct CosidSettings: Codable, Equatable, Sendable {
     var maxConcurrentStreams = RPCSettings.defaultMaxConcurrentStreams
     /// Seconds a disconnected remote controller keeps its registration.
     var controllerGrace = 60
+    /// Where the built-in controllers act: `/`, or a sandbox directory (created and seeded).
+    var root = "/"
+    /// The built-in controllers to run: names separated by commas, `all` or `none`.
+    var controllers = "all"
 
     static let defaults = CosidSettings()
 
@@ -66,6 +71,12 @@ struct CosidSettings: Codable, Equatable, Sendable {
         }
         _ = try listenAddresses()
         _ = try metricsAddress()
+        guard !root.isEmpty else { throw ValidationError("root must be a directory (/ for this machine)") }
+        do {
+            _ = try BuiltInControllers.select(controllers)
+        } catch {
+            throw ValidationError("controllers: \(error.message)")
+        }
     }
 
     /// The listen addresses: the first is TCP (the TLS listener), the rest TCP or Unix sockets.

@@ -1,0 +1,51 @@
+import CosiController
+import CosiMessages
+
+/// The built-in operating-system controllers, by the names `cosid --controllers` takes.
+public enum BuiltInControllers {
+    /// Every setting, in the order of `--controllers all`.
+    public static let settings: [any MachineSetting] = [
+        HostnameSetting(), ResolverSetting(), StaticHostSetting(), KernelParamSetting(), TimeServerSetting(),
+    ]
+
+    /// Every name (`hostname`, `resolvers`, `hosts`, `kernel-params`, `time-servers`).
+    public static var names: [String] { settings.map(\.name) }
+
+    /// The settings a `--controllers` list chooses: names separated by commas, `all` or `none`.
+    ///
+    /// - Throws: ``ControllerError`` (invalid argument) naming an unknown controller.
+    public static func select(_ list: String) throws(ControllerError) -> [any MachineSetting] {
+        let wanted = list.split(separator: ",").map { String($0).trimmingSpaces }.filter { !$0.isEmpty }
+        if wanted == ["none"] || wanted.isEmpty { return [] }
+        if wanted == ["all"] { return settings }
+        for name in wanted where !names.contains(name) {
+            throw ControllerError(.invalidArgument, "unknown controller \"\(name)\": choose from \(names.joined(separator: ", ")), all or none")
+        }
+        return settings.filter { wanted.contains($0.name) }
+    }
+
+    /// The ResourceDefinitions of a setting's spec and status types, with their print columns.
+    public static func definitions(_ setting: any MachineSetting) -> [Meta.ResourceDefinitionSpec] {
+        [(setting.specType, setting.specColumns), (setting.statusType, setting.statusColumns)].map { type, columns in
+            Meta.ResourceDefinitionSpec(
+                resourceType: type, defaultNamespace: setting.namespace,
+                printColumns: columns.map { Meta.ResourceDefinitionSpec.PrintColumn(name: $0.0, jsonPath: $0.1) }
+            )
+        }
+    }
+
+    /// A few kernel parameter files for a sandbox root, so kernel-parameter specs have something
+    /// to act on outside a real `/proc/sys`: created only where missing.
+    public static let sandboxKernelParameters: [(String, String)] = [
+        ("net/ipv4/ip_forward", "0"), ("net/ipv6/conf/all/forwarding", "0"), ("vm/swappiness", "60"),
+        ("kernel/pid_max", "4194304"), ("fs/file-max", "9223372036854775807"), ("net/core/somaxconn", "4096"),
+    ]
+
+    /// Seeds a sandbox root's `proc/sys` with ``sandboxKernelParameters`` (existing files are kept).
+    public static func seedSandbox(_ root: MachineRoot) throws(MachineError) {
+        for (path, value) in sandboxKernelParameters where try root.read("proc/sys/" + path) == nil {
+            try root.replace("proc/sys/" + path, with: value + "\n")
+        }
+        try root.makeDirectories(root.resolve("etc"))
+    }
+}
