@@ -265,6 +265,13 @@ let package = Package(
         ),
         .testTarget(name: "CosiCLITests", dependencies: ["CosiCLI", "CosiMessages"]),
         .testTarget(
+            name: "CosiOSControllersTests",
+            dependencies: [
+                "CosiOSControllers", "CosiControllerRuntime", "CosiController", "CosiState", "CosiTesting", "CosiMessages",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
             name: "CosiControllerRuntimeTests",
             dependencies: [
                 "CosiController", "CosiControllerRuntime", "CosiState", "CosiTesting", "CosiMessages",

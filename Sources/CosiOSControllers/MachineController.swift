@@ -72,13 +72,20 @@ public struct StatusReport: Sendable {
     var yaml: String {
         var mapping: [(Node, Node)] = fields.map { key, value in
             switch value {
-            case .scalar(let text): (Node(key), Node(text, Tag(.str)))
-            case .list(let items): (Node(key), Node(items.map { Node($0, Tag(.str)) }))
+            case .scalar(let text): (Node(key), Self.string(text))
+            case .list(let items): (Node(key), Node(items.map(Self.string)))
             case .other: (Node(key), Node("null", Tag(.null)))
             }
         }
-        if let error { mapping.append((Node("error"), Node(error, Tag(.str)))) }
+        if let error { mapping.append((Node("error"), Self.string(error))) }
         return (try? Yams.serialize(node: Node(mapping))) ?? ""
+    }
+
+    /// A text scalar that reads back as text: quoted when its plain form would read as something
+    /// else (`10`, `true`, `null`, the empty string).
+    static func string(_ text: String) -> Node {
+        let plain = Node(text)
+        return Resolver.default.resolveTag(of: plain) == .str && !text.isEmpty ? plain : Node(text, Tag(.str), .singleQuoted)
     }
 }
 
