@@ -19,7 +19,7 @@ public struct Cosictl: AsyncParsableCommand {
 
         Example:
           cosictl get rd
-          cosictl get Hostnames.net.talos.dev -o yaml --watch
+          cosictl get Hostnames.net.cosi.dev -o yaml --watch
         """,
         version: "0.1.0",
         subcommands: [Get.self, Apply.self, Create.self, Edit.self, Delete.self, Teardown.self, Controllers.self, Graph.self, Info.self, Version.self, Gen.self]
@@ -62,7 +62,7 @@ struct Get: AsyncParsableCommand {
         discussion: """
         Examples:
           cosictl get rd                                  # every resource definition
-          cosictl get HostnameSpecs.net.talos.dev -n network -o yaml
+          cosictl get HostnameSpecs.net.cosi.dev -n network -o yaml
           cosictl get ns meta -o json
           cosictl get Links -l 'kind=physical,mtu<=1500' --watch
         """
@@ -260,7 +260,7 @@ struct Create: AsyncParsableCommand {
 struct Delete: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Tear a resource down and destroy it once its finalizers are gone.",
-        discussion: "Example:\n  cosictl delete HostnameSpecs.net.talos.dev hostname -n network\n  cosictl delete ns staging --no-wait"
+        discussion: "Example:\n  cosictl delete HostnameSpecs.net.cosi.dev hostname -n network\n  cosictl delete ns staging --no-wait"
     )
     @OptionGroup var connection: ConnectionOptions
     @Argument var type: String
@@ -288,7 +288,7 @@ struct Delete: AsyncParsableCommand {
 }
 
 struct Teardown: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Move a resource to phase tearingDown.", discussion: "Example:\n  cosictl teardown HostnameSpecs.net.talos.dev hostname -n network")
+    static let configuration = CommandConfiguration(abstract: "Move a resource to phase tearingDown.", discussion: "Example:\n  cosictl teardown HostnameSpecs.net.cosi.dev hostname -n network")
     @OptionGroup var connection: ConnectionOptions
     @Argument var type: String
     @Argument var id: String
@@ -326,7 +326,7 @@ struct Info: AsyncParsableCommand {
 struct Edit: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Edit a resource in $EDITOR; the change is saved with Update (retried on a version conflict).",
-        discussion: "Example:\n  EDITOR=vi cosictl edit HostnameSpecs.net.talos.dev hostname -n network"
+        discussion: "Example:\n  EDITOR=vi cosictl edit HostnameSpecs.net.cosi.dev hostname -n network"
     )
     @OptionGroup var connection: ConnectionOptions
     @Argument var type: String

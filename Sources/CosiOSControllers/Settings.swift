@@ -254,12 +254,12 @@ public struct KernelParamSetting: MachineSetting {
             do {
                 guard let value = spec.string("value") else { throw MachineError(path, message: "value is missing") }
                 guard let before = try root.read(path) else { throw MachineError(root.resolve(path), message: "\(root.resolve(path)): no such kernel parameter") }
-                let remembered = original ?? before.trimmingSpaces
-                if before.trimmingSpaces != value { try root.writeInPlace(path, value + "\n") }
-                let readBack = try root.read(path)?.trimmingSpaces ?? ""
+                let remembered = original ?? before.words
+                if before.words != value.words { try root.writeInPlace(path, value + "\n") }
+                let readBack = try root.read(path)?.words ?? ""
                 reports[spec.id] = StatusReport(fields: [("value", .scalar(readBack))], annotations: [Self.originalAnnotation: remembered])
             } catch {
-                let current = (try? root.read(path))??.trimmingSpaces ?? ""
+                let current = (try? root.read(path))??.words ?? ""
                 reports[spec.id] = StatusReport(fields: [("value", .scalar(current))], error: "\(error)", annotations: original.map { [Self.originalAnnotation: $0] } ?? [:])
             }
         }
@@ -286,6 +286,12 @@ func isIPAddress(_ text: String) -> Bool {
 }
 
 extension String {
+    /// The words separated by single spaces: how a kernel parameter's value is compared and
+    /// reported (`/proc/sys/net/ipv4/tcp_rmem` reads back as `4096\t131072\t6291456\n`).
+    var words: String {
+        split(whereSeparator: \.isWhitespace).joined(separator: " ")
+    }
+
     var trimmingSpaces: String {
         var text = Substring(self)
         while let first = text.first, first.isWhitespace { text = text.dropFirst() }

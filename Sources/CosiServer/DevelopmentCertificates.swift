@@ -33,7 +33,12 @@ public struct DevelopmentCertificates: Sendable {
         guard !fileExists(caCertificate), !fileExists(caKey) else {
             throw TLSError(code: .invalidMaterial, message: "\(directory) holds a partial set of certificates; remove it or complete it (expected ca.crt, ca.key, server.crt, server.key, admin.crt, admin.key)")
         }
-        mkdir(directory, 0o755)
+        // The directory and its parents (a failure shows as the first file that cannot be created).
+        var path = directory.hasPrefix("/") ? "" : "."
+        for component in directory.split(separator: "/") {
+            path += "/" + component
+            mkdir(path, 0o755)
+        }
         let caKey = try PrivateKey(generating: .ed25519)
         let ca = try CertificateFactory.issue(
             CertificateProfile(commonName: "swift-cosi development CA", organizations: ["swift-cosi"], usage: .certificateAuthority, validDays: 3650),

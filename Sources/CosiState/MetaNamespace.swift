@@ -51,7 +51,7 @@ extension MetaNamespace {
     static func complete(_ spec: Meta.ResourceDefinitionSpec, field: String = "spec") throws(StateError) -> Meta.ResourceDefinitionSpec {
         let type = spec.resourceType
         guard let dot = type.firstIndex(of: ".") else {
-            throw StateError(.invalidArgument, "\(field).resource_type \"\(type)\" must be Name.suffix, e.g. HostnameStatuses.net.talos.dev")
+            throw StateError(.invalidArgument, "\(field).resource_type \"\(type)\" must be Name.suffix, e.g. HostnameStatuses.net.cosi.dev")
         }
         let name = String(type[..<dot])
         let suffix = String(type[type.index(after: dot)...])

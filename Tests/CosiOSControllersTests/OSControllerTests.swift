@@ -137,6 +137,22 @@ struct OSControllerTests {
         }
     }
 
+    @Test func aParameterWithSeveralWordsComparesWordByWord() async throws {
+        let root = MachineRoot(StateBackends.temporaryDirectory())
+        defer { try? FileManager.default.removeItem(atPath: root.path) }
+        try BuiltInControllers.seedSandbox(root)
+        // As /proc/sys shows it: tabs between the words.
+        try root.replace("proc/sys/net/ipv4/tcp_rmem", with: "4096\t131072\t6291456\n")
+        let before = try FileManager.default.attributesOfItem(atPath: root.resolve("proc/sys/net/ipv4/tcp_rmem"))[.modificationDate] as! Date
+        try await Task.sleep(for: .milliseconds(20))
+        try await withMachine(root: root) { engine, root, _ in
+            try await apply(engine, "runtime", "KernelParamSpecs.runtime.cosi.dev", "net.ipv4.tcp_rmem", "value: 4096 131072 6291456\n")
+            try await eventually("reported") { status(engine, "runtime", "KernelParamStatuses.runtime.cosi.dev", "net.ipv4.tcp_rmem") == "value: 4096 131072 6291456\n" }
+        }
+        #expect(file(root, "proc/sys/net/ipv4/tcp_rmem") == "4096\t131072\t6291456\n", "the same value is not written again")
+        #expect(try FileManager.default.attributesOfItem(atPath: root.resolve("proc/sys/net/ipv4/tcp_rmem"))[.modificationDate] as! Date == before)
+    }
+
     @Test func failuresAreReportedAndTheControllerKeepsRunning() async throws {
         try await withMachine { engine, root, _ in
             // A parameter that does not exist: reported, nothing created.

@@ -18,7 +18,7 @@ struct CosictlTests {
 
         init() async throws {
             process.executableURL = CosidProcessTests.executable
-            process.arguments = ["--listen", "127.0.0.1:0", "--listen", "unix:" + dir + "/admin.sock", "--in-memory", "--certs-dir", dir + "/Certs"]
+            process.arguments = ["--listen", "127.0.0.1:0", "--listen", "unix:" + dir + "/admin.sock", "--in-memory", "--certs-dir", dir + "/Certs", "--controllers", "none"]
             let pipe = Pipe()
             process.standardError = pipe
             let output = self.output

@@ -1,4 +1,5 @@
 import CosiClient
+import CosiMessages
 import Foundation
 import Testing
 import Yams
@@ -51,7 +52,7 @@ struct CosidProcessTests {
 
         let process = Process()
         process.executableURL = Self.executable
-        process.arguments = ["--listen", "127.0.0.1:0", "--certs-dir", certs]
+        process.arguments = ["--listen", "127.0.0.1:0", "--certs-dir", certs, "--controllers", "none"]
         let pipe = Pipe()
         let output = Output()
         process.standardError = pipe
@@ -94,6 +95,38 @@ struct CosidProcessTests {
         #expect(log.contains("connection open"), "\(log)")
         #expect(log.contains("peer=admin"), "\(log)")
         #expect(log.contains("stopped"), "\(log)")
+    }
+
+    @Test func builtInControllersActOnTheSandboxRoot() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cosid-root-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let process = Process()
+        process.executableURL = Self.executable
+        process.arguments = ["--listen", "127.0.0.1:0", "--certs-dir", directory + "/certs", "--in-memory", "--root", directory + "/root", "--controllers", "hostname,kernel-params"]
+        let pipe = Pipe()
+        let output = Output()
+        process.standardError = pipe
+        pipe.fileHandleForReading.readabilityHandler = { output.append($0.availableData) }
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+        let port = try await Self.port(from: output)
+        #expect(output.value.contains("built-in controllers acting on the sandbox \(directory)/root"), "\(output.value)")
+        // The sandbox was created and seeded.
+        #expect(FileManager.default.fileExists(atPath: directory + "/root/proc/sys/vm/swappiness"))
+
+        try await withCosiClient(.development(directory: directory + "/certs", port: port)) { client in
+            _ = try await client.create(Resource(
+                metadata: Metadata(namespace: "network", type: "HostnameSpecs.net.cosi.dev", id: "hostname"),
+                spec: Spec(yamlSpec: "hostname: sandboxed\n")))
+            func status() async throws -> Resource { try await client.get(namespace: "network", type: "HostnameStatuses.net.cosi.dev", id: "hostname") }
+            for _ in 0..<200 where (try? await status()) == nil { try await Task.sleep(for: .milliseconds(25)) }
+            #expect(try await status().spec.yamlSpec == "hostname: sandboxed\ndomainname: ''\n")
+            #expect(try String(contentsOfFile: directory + "/root/etc/hostname", encoding: .utf8) == "sandboxed\n")
+            // Only the chosen controllers run, and only their types are defined.
+            let definitions = try await client.list(namespace: "meta", type: "ResourceDefinitions.meta.cosi.dev").map(\.metadata.id)
+            #expect(definitions.contains("kernelparamspecs.runtime.cosi.dev"))
+            #expect(!definitions.contains("resolverspecs.net.cosi.dev"))
+        }
     }
 
     @Test func badCertificatePathIsOneClearError() async throws {
@@ -174,6 +207,8 @@ struct CosidConfigTests {
             ("in-memory: perhaps\n", "in-memory must be true or false"),
             ("- a\n- b\n", "must be a mapping of setting: value"),
             ("max-frame-size: 100\n", "max-frame-size must be within 16384...67108864"),
+            ("controllers: hostname,bogus\n", "controllers: unknown controller \"bogus\": choose from hostname, resolvers, hosts, kernel-params, time-servers, all or none"),
+            ("root: \"\"\n", "root must be a directory"),
         ] {
             let path = try temporaryFile(text)
             defer { try? FileManager.default.removeItem(atPath: path) }
@@ -199,7 +234,7 @@ struct CosidMetricsTests {
         let metricsPort = Int.random(in: 20_000...60_000)
         let process = Process()
         process.executableURL = CosidProcessTests.executable
-        process.arguments = ["--listen", "127.0.0.1:0", "--in-memory", "--certs-dir", certs, "--metrics-listen", "127.0.0.1:\(metricsPort)"]
+        process.arguments = ["--listen", "127.0.0.1:0", "--in-memory", "--certs-dir", certs, "--metrics-listen", "127.0.0.1:\(metricsPort)", "--controllers", "none"]
         let pipe = Pipe()
         let output = CosidProcessTests.Output()
         process.standardError = pipe

@@ -18,7 +18,7 @@ struct DurabilityTests {
 
         init(dataDir: String, certs: String) throws {
             process.executableURL = CosidProcessTests.executable
-            process.arguments = ["--listen", "127.0.0.1:0", "--certs-dir", certs, "--data-dir", dataDir, "--sync", "full"]
+            process.arguments = ["--listen", "127.0.0.1:0", "--certs-dir", certs, "--data-dir", dataDir, "--sync", "full", "--controllers", "none"]
             let pipe = Pipe()
             process.standardError = pipe
             let output = self.output

@@ -33,7 +33,7 @@ struct ReloadTests {
 
         let process = Process()
         process.executableURL = CosidProcessTests.executable
-        process.arguments = ["--listen", "127.0.0.1:0", "--in-memory", "--ca", dir + "/ca.crt", "--cert", dir + "/server.crt", "--key", dir + "/server.key"]
+        process.arguments = ["--listen", "127.0.0.1:0", "--in-memory", "--ca", dir + "/ca.crt", "--cert", dir + "/server.crt", "--key", dir + "/server.key", "--controllers", "none"]
         let pipe = Pipe()
         let output = CosidProcessTests.Output()
         process.standardError = pipe
