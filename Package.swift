@@ -6,7 +6,7 @@ import PackageDescription
 // disagrees with this list.
 //
 //   cosid            -> CosiServer, CosiOSControllers, CosiState, CosiRPC, CosiMessages, CosiTLS
-//   cosi-bench       -> CosiServer, CosiClient, CosiController, CosiState, CosiRPC, CosiMessages, CosiTLS
+//   cosi-bench       -> CosiServer, CosiClient, CosiController, CosiOSControllers, CosiState, CosiRPC, CosiMessages, CosiTLS
 //   cosictl          -> CosiCLI
 //   cosi-controller-example -> CosiClient, CosiController, CosiTLS
 //   CosiCLI          -> CosiClient, CosiRPC, CosiMessages, CosiTLS
@@ -208,7 +208,7 @@ let package = Package(
         .executableTarget(
             name: "cosi-bench",
             dependencies: [
-                "CosiServer", "CosiClient", "CosiController", "CosiState", "CosiRPC", "CosiMessages", "CosiTLS",
+                "CosiServer", "CosiClient", "CosiController", "CosiOSControllers", "CosiState", "CosiRPC", "CosiMessages", "CosiTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Logging", package: "swift-log"),

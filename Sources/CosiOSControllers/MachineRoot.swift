@@ -64,10 +64,14 @@ public struct MachineRoot: Sendable {
         do throws(MachineError) {
             try writeAll(fd, content, file)
             guard fsync(fd) == 0 else { throw MachineError(file, "cannot fsync", errno) }
-            close(fd)
-            guard rename(temporary, file) == 0 else { throw MachineError(file, "cannot rename the new content into place", errno) }
         } catch {
             close(fd)
+            unlink(temporary)
+            throw error
+        }
+        close(fd)
+        guard rename(temporary, file) == 0 else {
+            let error = MachineError(file, "cannot rename the new content into place", errno)
             unlink(temporary)
             throw error
         }
