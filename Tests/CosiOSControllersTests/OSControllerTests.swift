@@ -98,7 +98,8 @@ struct OSControllerTests {
             stop.withLockedValue { $0 = true }
             #expect(partial.withLockedValue { $0 }.isEmpty, "a reader saw a partial file")
             #expect(reads.withLockedValue { $0 } > 100)
-            #expect(status(engine, "network", "ResolverStatuses.net.cosi.dev", "resolvers") == "dnsServers:\n- 10.0.39.1\n- 10.0.39.2\n- 2001:db8::39\n")
+            // The status follows the file.
+            try await eventually("the last status") { status(engine, "network", "ResolverStatuses.net.cosi.dev", "resolvers") == "dnsServers:\n- 10.0.39.1\n- 10.0.39.2\n- 2001:db8::39\n" }
         }
     }
 
@@ -113,7 +114,7 @@ struct OSControllerTests {
             try await apply(engine, "network", "StaticHostSpecs.net.cosi.dev", "10.0.0.6", "hostnames: [cache]\n")
             try await eventually("both entries") { file(root, "etc/hosts")?.contains("10.0.0.6 cache") == true && file(root, "etc/hosts")?.contains("10.0.0.5 db db.internal") == true }
             #expect(file(root, "etc/hosts")?.hasPrefix(foreign) == true)
-            #expect(status(engine, "network", "StaticHostStatuses.net.cosi.dev", "10.0.0.5") == "hostnames:\n- db\n- db.internal\n")
+            try await eventually("the status") { status(engine, "network", "StaticHostStatuses.net.cosi.dev", "10.0.0.5") == "hostnames:\n- db\n- db.internal\n" }
             // Removed: its line goes, the foreign lines stay; the last one removes the block.
             try await engine.teardownAndDestroy(ResourceAddress(namespace: "network", type: "StaticHostSpecs.net.cosi.dev", id: "10.0.0.5"), owner: "")
             try await eventually("one entry") { file(root, "etc/hosts")?.contains("10.0.0.5") == false }
