@@ -264,10 +264,19 @@ func startBuiltInControllers(_ settings: CosidSettings, server: CosiServer, logg
         try BuiltInControllers.seedSandbox(root)
     }
     for setting in chosen {
+        // Defined, or brought up to date (a newer cosid may have changed the print columns).
         for spec in BuiltInControllers.definitions(setting) {
+            let definition = try MetaNamespace.definition(spec)
             do {
-                _ = try await server.engine.create(try MetaNamespace.definition(spec), owner: "cosid")
-            } catch let error as StateError where error.code == .alreadyExists {
+                if var current = try? server.engine.get(definition.address) {
+                    guard current.spec != definition.spec else { continue }
+                    current.spec = definition.spec
+                    _ = try await server.engine.update(current, owner: "cosid")
+                } else {
+                    _ = try await server.engine.create(definition, owner: "cosid")
+                }
+            } catch {
+                logger.warning("cannot define \(definition.metadata.id): \(error)")
             }
         }
         try server.controllers.register(MachineController(setting, root: root))

@@ -129,6 +129,49 @@ struct CosidProcessTests {
         }
     }
 
+    @Test func builtInDefinitionsAreBroughtUpToDateAtStart() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cosid-defs-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let id = "hostnamespecs.net.cosi.dev"
+        /// Runs cosid on the same state until `body` returns, then stops it with SIGTERM.
+        func withCosid<R>(_ body: (CosiClient) async throws -> R) async throws -> R {
+            let process = Process()
+            process.executableURL = Self.executable
+            process.arguments = ["--listen", "127.0.0.1:0", "--certs-dir", directory + "/certs", "--data-dir", directory + "/data", "--root", directory + "/root", "--controllers", "hostname"]
+            let pipe = Pipe()
+            let output = Output()
+            process.standardError = pipe
+            pipe.fileHandleForReading.readabilityHandler = { output.append($0.availableData) }
+            try process.run()
+            defer { if process.isRunning { process.terminate() } }
+            let port = try await Self.port(from: output)
+            let result = try await withCosiClient(.development(directory: directory + "/certs", port: port), body)
+            process.terminate()
+            process.waitUntilExit()
+            return result
+        }
+        func definition(_ client: CosiClient) async throws -> (Resource, Meta.ResourceDefinitionSpec) {
+            let resource = try await client.get(namespace: "meta", type: "ResourceDefinitions.meta.cosi.dev", id: id)
+            return (resource, try Meta.ResourceDefinitionSpec(serializedBytes: resource.spec.protoSpec))
+        }
+        // An older cosid's definition: no print columns.
+        let changed = try await withCosid { client in
+            var (resource, spec) = try await definition(client)
+            #expect(spec.printColumns.count == 2)
+            spec.printColumns = []
+            resource.spec = Spec(protoSpec: Array(buffer: spec.serializedBytes()))
+            return try await client.update(resource, owner: "cosid").metadata.version
+        }
+        let restored = try await withCosid { client in
+            let (resource, spec) = try await definition(client)
+            #expect(spec.printColumns.map(\.name) == ["Hostname", "Domainname"], "brought up to date")
+            return resource.metadata.version
+        }
+        #expect(restored != changed)
+        let again = try await withCosid { client in try await definition(client).0.metadata.version }
+        #expect(again == restored, "an up-to-date definition is left alone")
+    }
+
     @Test func badCertificatePathIsOneClearError() async throws {
         let process = Process()
         process.executableURL = Self.executable
