@@ -238,7 +238,7 @@ let package = Package(
         .testTarget(
             name: "CosiTLSTests",
             dependencies: [
-                "CosiTLS", "CosiTesting", "CosiRPC", "CosiClient", "CosiMessages",
+                "CosiTLS", "COpenSSL", "CosiTesting", "CosiRPC", "CosiClient", "CosiMessages",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]

@@ -5,7 +5,9 @@ import NIOCore
 /// One OpenSSL `SSL` object driven over two memory BIOs: ciphertext from the network goes into
 /// the read BIO, ciphertext for the network comes out of the write BIO.
 ///
-/// Not thread-safe: owned by one ``TLSHandler`` on one event loop.
+/// Not thread-safe: owned by one ``TLSHandler`` on one event loop. Every `SSL_*` call starts
+/// with an empty error queue (`ERR_clear_error()`, as swift-nio-ssl does): `SSL_get_error`
+/// reports any error on the thread's queue, whoever left it there.
 final class TLSConnection {
     /// The outcome of one OpenSSL step, from `SSL_get_error`.
     enum StepResult {
@@ -85,11 +87,13 @@ final class TLSConnection {
 
     /// Advances the handshake.
     func doHandshake() -> StepResult {
-        result(of: SSL_do_handshake(ssl), failure: .handshakeFailed, context: "TLS handshake failed")
+        ERR_clear_error()
+        return result(of: SSL_do_handshake(ssl), failure: .handshakeFailed, context: "TLS handshake failed")
     }
 
     /// Decrypts whatever application data is available, appending it to `buffer`.
     func readPlaintext(into buffer: inout ByteBuffer) -> StepResult {
+        ERR_clear_error()
         while true {
             var rc: Int32 = 0
             buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 16_384) { raw in
@@ -106,6 +110,7 @@ final class TLSConnection {
     func writePlaintext(_ buffer: ByteBuffer) -> StepResult {
         buffer.withUnsafeReadableBytes { raw in
             guard let base = raw.baseAddress, raw.count > 0 else { return .complete }
+            ERR_clear_error()
             let rc = SSL_write(ssl, base, Int32(raw.count))
             return rc > 0 ? .complete : result(of: rc, failure: .protocolFailure, context: "TLS write failed")
         }
@@ -113,6 +118,7 @@ final class TLSConnection {
 
     /// Queues a close_notify alert.
     func shutdown() {
+        ERR_clear_error()
         _ = SSL_shutdown(ssl)
         _ = drainOpenSSLErrors()
     }

@@ -16,7 +16,7 @@ public struct FrameType: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let ping = FrameType(rawValue: 0x7)
     public static let goAway = FrameType(rawValue: 0x8)
 
-    /// Whether this build knows the type; unknown types are skipped by the receiver.
+    /// Whether this build knows the type; receivers ignore frames of unknown types.
     public var isKnown: Bool { (1...8).contains(rawValue) }
 
     public var description: String {

@@ -23,7 +23,12 @@ public struct FrameDecodingError: Error, Hashable, Sendable, CustomStringConvert
 /// The length limit is enforced from the header alone, before any payload is buffered, and the
 /// first frame of a connection is checked to be SETTINGS by its type byte before its length is
 /// trusted (so `GET / HTTP/1.1` is a protocol error, not a huge frame). Frames of unknown type are
-/// skipped without being returned.
+/// returned like the others (their type's ``FrameType/isKnown`` is false): the receiver ignores
+/// them, and may count them.
+///
+/// Memory: bytes of returned frames are given up as soon as the buffer holds at most a partial
+/// frame, so a peer whose frames straddle reads never makes the buffer grow beyond one frame
+/// (plus the bytes of the read that completed it).
 public struct FrameDecoder: Sendable {
     /// The largest payload this receiver accepts (its advertised `max_frame_size`).
     public var maxFrameSize: UInt32
@@ -51,14 +56,18 @@ public struct FrameDecoder: Sendable {
     /// Bytes received but not yet returned as frames.
     public var bufferedBytes: Int { buffer.readableBytes }
 
+    /// Bytes the buffer holds, returned or not (for tests of its bound).
+    public var retainedBytes: Int { buffer.writerIndex }
+
     /// Returns the next complete frame, `nil` when more bytes are needed, or throws a connection
-    /// error. Unknown frame types are consumed and skipped.
+    /// error.
     public mutating func nextFrame() throws(FrameDecodingError) -> Frame? {
-        while true {
+        do {
             guard buffer.readableBytes >= FrameHeader.size else {
                 if expectingFirstFrame, buffer.readableBytes >= 6 {
                     try checkFirstFrameType()
                 }
+                compact()
                 return nil
             }
             let start = buffer.readerIndex
@@ -78,15 +87,24 @@ public struct FrameDecoder: Sendable {
                 )
             }
             let total = FrameHeader.size + Int(length)
-            guard buffer.readableBytes >= total else { return nil }
+            guard buffer.readableBytes >= total else {
+                compact()
+                return nil
+            }
             buffer.moveReaderIndex(forwardBy: FrameHeader.size)
             let payload = buffer.readSlice(length: Int(length))!
-            if buffer.readableBytes == 0 {
-                // Let the storage go instead of growing one buffer for the connection's lifetime.
-                buffer = ByteBuffer()
-            }
-            guard type.isKnown else { continue }
             return Frame(type: type, flags: flags, streamID: streamID, payload: payload)
+        }
+    }
+
+    /// Gives up the bytes already returned, once no more complete frame is buffered: the storage
+    /// goes when nothing is left, or the partial frame moves to the front (into new storage
+    /// when returned payloads still share the old one) once the consumed part is large.
+    private mutating func compact() {
+        if buffer.readableBytes == 0 {
+            if buffer.writerIndex > 0 { buffer = ByteBuffer() }
+        } else if buffer.readerIndex >= 16 << 10 || buffer.readerIndex >= buffer.readableBytes {
+            buffer.discardReadBytes()
         }
     }
 

@@ -114,6 +114,60 @@ struct ProtocolErrorTests {
         }
     }
 
+    @Test func headersThatDoNotDecodeDoNotResetThePingGuard() async throws {
+        try await withTestServer(pki: pki, methods: TestMethods.table(observations)) { _, port in
+            let connection = try await raw(port)
+            var frames: [Frame] = [.settings()]
+            for index in 0..<11 {
+                frames.append(Frame(type: .headers, streamID: UInt32(2 * index + 1), payload: ByteBuffer(bytes: [0xff, 0xff, 0xff])))
+                frames.append(Frame(type: .ping, streamID: 0, payload: ByteBuffer(bytes: [0, 0, 0, 0, 0, 0, 0, UInt8(index)])))
+            }
+            try await connection.send(frames)
+            try await expectGoAway(connection, .enhanceYourCalm)
+        }
+    }
+
+    @Test func aCallRefillsThePingBudget() async throws {
+        try await withTestServer(pki: pki, methods: TestMethods.table(observations)) { _, port in
+            let connection = try await raw(port)
+            var frames: [Frame] = [.settings()]
+            for index in 0..<3 {
+                for ping in 0..<8 {
+                    frames.append(Frame(type: .ping, streamID: 0, payload: ByteBuffer(bytes: [0, 0, 0, 0, 0, 0, UInt8(index), UInt8(ping)])))
+                }
+                frames.append(Self.headers(UInt32(2 * index + 1), TestMethods.echo))
+                frames.append(Frame(type: .message, flags: .endStream, streamID: UInt32(2 * index + 1), payload: ByteBuffer(string: "x")))
+            }
+            try await connection.send(frames)
+            let third = try await connection.waitForFrame { $0.type == .trailers && $0.streamID == 5 }
+            #expect(third != nil)
+            #expect(connection.frames.filter { $0.type == .ping }.count == 24)
+            #expect(connection.frames.compactMap(\.goAway).isEmpty)
+            await connection.close()
+        }
+    }
+
+    @Test func aFloodOfUnknownFramesIsEnhanceYourCalm() async throws {
+        try await withTestServer(pki: pki, methods: TestMethods.table(observations)) { _, port in
+            let connection = try await raw(port)
+            var frames: [Frame] = [.settings()]
+            // A few are ignored, as the protocol says; thousands at once are not.
+            for _ in 0..<2_000 { frames.append(Frame(type: FrameType(rawValue: 0x42), streamID: 0, payload: ByteBuffer(string: "future"))) }
+            try await connection.send(frames)
+            try await expectGoAway(connection, .enhanceYourCalm)
+        }
+    }
+
+    @Test func aStormOfSettingsIsEnhanceYourCalm() async throws {
+        try await withTestServer(pki: pki, methods: TestMethods.table(observations)) { _, port in
+            let connection = try await raw(port)
+            var frames: [Frame] = [.settings()]
+            for index in 0..<50 { frames.append(.settings(Envelope.Settings(initialWindow: UInt32(65_536 + index)))) }
+            try await connection.send(frames)
+            try await expectGoAway(connection, .enhanceYourCalm)
+        }
+    }
+
     @Test func messageOnANeverOpenedStreamIsProtocolError() async throws {
         try await withTestServer(pki: pki, methods: TestMethods.table(observations)) { _, port in
             let connection = try await raw(port)

@@ -85,6 +85,15 @@ struct ServerConnectionStateMachineTests {
         // Raising initial_window by 1 KiB raises the open stream's window from 0 to 1 KiB.
         let actions = machine.receive(Self.settings(initialWindow: 17_408), now: now)
         #expect(sentTypes(actions) == [.settings, .message])
+        // A stream opened now starts with the new initial window, not the shifted old one.
+        _ = open(&machine, 3)
+        #expect(sentMessages(machine.sendMessage(3, ByteBuffer(repeating: 0, count: 17_407), completion: nil)) == [17_407])
+        #expect(sentMessages(machine.sendMessage(3, ByteBuffer(repeating: 0, count: 1), completion: nil)) == [1])
+        #expect(sentMessages(machine.sendMessage(3, ByteBuffer(repeating: 0, count: 1), completion: nil)) == [])
+        // Lowering it takes both below zero; a WINDOW on one stream frees only that one.
+        _ = machine.receive(Self.settings(initialWindow: 16_384), now: now)
+        #expect(sentMessages(machine.receive(Self.window(3, 1_024), now: now)) == [])
+        #expect(sentMessages(machine.receive(Self.window(3, 1), now: now)) == [1])
     }
 
     @Test func connectionWindowBlocksEveryStreamUntilCredited() {

@@ -12,7 +12,13 @@ struct FlowWindow: Hashable, Sendable {
 
     init(_ initial: UInt32) { value = Int64(initial) }
 
+    /// A window stored less `shift` (see ``FlowControl``'s send windows).
+    init(_ initial: UInt32, shiftedBy shift: Int64) { value = Int64(initial) + shift }
+
     var isOpen: Bool { value > 0 }
+
+    /// Whether the window, stored less `shift`, is open.
+    func isOpen(shift: Int64) -> Bool { value + shift > 0 }
 
     mutating func consume(_ bytes: Int) { value -= Int64(bytes) }
 
@@ -23,8 +29,15 @@ struct FlowWindow: Hashable, Sendable {
         return true
     }
 
-    /// Applies a SETTINGS change of the initial window (may go negative).
+    /// Applies a change of the initial window (may go negative).
     mutating func adjust(by delta: Int64) { value += delta }
+
+    /// Applies a WINDOW increment to a window stored less `shift`.
+    mutating func increment(_ bytes: UInt32, shift: Int64) -> Bool {
+        guard bytes > 0, value + shift + Int64(bytes) <= Self.maximum else { return false }
+        value += Int64(bytes)
+        return true
+    }
 }
 
 /// Decides when a receiver grants credit: it counts consumed bytes and returns an increment once
@@ -117,6 +130,8 @@ struct FlowControl<Completion, State> {
 
     private struct Stream {
         var state: State
+        /// The stream's send window less ``FlowControl/sendWindowShift`` (so that a SETTINGS
+        /// change of the initial window moves every stream's window at once, without a walk).
         var sendWindow: FlowWindow
         var receiveWindow: FlowWindow
         var receiveCredit: CreditGrant
@@ -128,6 +143,9 @@ struct FlowControl<Completion, State> {
     let local: RPCSettings
     private var peer = PeerSettings()
     private var streams: [UInt32: Stream] = [:]
+    /// The sum of the changes of the peer's initial window since the connection began: added to
+    /// every stream's stored send window to get the real one.
+    private var sendWindowShift: Int64 = 0
     private var connectionSendWindow = FlowWindow(RPCSettings.defaultInitialConnectionWindow)
     private var connectionReceiveWindow: FlowWindow
     private var connectionCredit: CreditGrant
@@ -143,13 +161,16 @@ struct FlowControl<Completion, State> {
     /// What the peer announced (the protocol defaults until its first SETTINGS).
     var remote: RPCSettings { peer.current }
 
+    /// Whether the peer's first SETTINGS has arrived.
+    var hasReceivedSettings: Bool { peer.received }
+
     // MARK: Streams
 
     /// Starts tracking a stream, with windows from both sides' current settings.
     mutating func open(_ id: UInt32, _ state: State) {
         streams[id] = Stream(
             state: state,
-            sendWindow: FlowWindow(remote.initialWindow),
+            sendWindow: FlowWindow(remote.initialWindow, shiftedBy: -sendWindowShift),
             receiveWindow: FlowWindow(local.initialWindow),
             receiveCredit: CreditGrant(window: local.initialWindow)
         )
@@ -209,7 +230,7 @@ struct FlowControl<Completion, State> {
     private mutating func flush(at index: Dictionary<UInt32, Stream>.Index, _ id: UInt32, into out: inout [Output]) {
         // Every access below is in place: the stream is never copied out of the dictionary.
         while let next = streams.values[index].queue.first {
-            guard streams.values[index].sendWindow.isOpen else { break }
+            guard streams.values[index].sendWindow.isOpen(shift: sendWindowShift) else { break }
             guard connectionSendWindow.isOpen else {
                 if !streams.values[index].waitsForConnection {
                     streams.values[index].waitsForConnection = true
@@ -252,11 +273,10 @@ struct FlowControl<Completion, State> {
     mutating func receiveSettings(_ frame: Frame, into out: inout [Output]) throws(ConnectionError) -> Bool? {
         guard let change = try peer.apply(frame) else { return nil }
         connectionSendWindow.adjust(by: change.connectionWindowDelta)
-        if change.streamWindowDelta != 0 {
-            for index in streams.indices { streams.values[index].sendWindow.adjust(by: change.streamWindowDelta) }
-        }
+        sendWindowShift += change.streamWindowDelta
         out.append(.frame(Frames.settingsAck))
-        flushAll(into: &out)
+        // Only larger windows can let queued messages go.
+        if change.streamWindowDelta > 0 || change.connectionWindowDelta > 0 { flushAll(into: &out) }
         return change.isFirst
     }
 
@@ -273,7 +293,7 @@ struct FlowControl<Completion, State> {
             return
         }
         guard let index = streams.index(forKey: id) else { return }
-        guard streams.values[index].sendWindow.increment(increment) else {
+        guard streams.values[index].sendWindow.increment(increment, shift: sendWindowShift) else {
             throw ConnectionError(code: .flowControlError, message: "WINDOW takes the window of stream \(id) above 2^31-1")
         }
         flush(at: index, id, into: &out)

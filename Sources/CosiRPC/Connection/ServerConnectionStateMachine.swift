@@ -47,10 +47,12 @@ struct ServerConnectionStateMachine<Completion> {
     private var flow: FlowControl<Completion, Call>
     private var phase = Phase.open
     private var highestStreamID: UInt32 = 0
-    /// Times of PINGs received since the last call, for the flood guard.
-    private var recentPings: Deque<NIODeadline> = []
-    static var pingFloodLimit: Int { 10 }
-    static var pingFloodPeriod: TimeAmount { .seconds(10) }
+    /// PINGs: 10 at once, then one per second; refilled when a call starts.
+    private var pings = RateGuard(burst: 10, perSecond: 1)
+    /// SETTINGS after the first: 10 at once, then one per 10 seconds (each may walk the streams).
+    private var settingsChanges = RateGuard(burst: 10, perSecond: 0.1)
+    /// Frames of unknown type (ignored, but read): 1,000 at once, then 100 per second.
+    private var unknownFrames = RateGuard(burst: 1_000, perSecond: 100)
 
     init(localSettings: RPCSettings) {
         self.flow = FlowControl(local: localSettings)
@@ -94,6 +96,9 @@ struct ServerConnectionStateMachine<Completion> {
     private mutating func receive(_ frame: Frame, now: NIODeadline, into actions: inout [Action]) throws(ConnectionError) {
         switch frame.type {
         case .settings:
+            if !frame.flags.contains(.ack), flow.hasReceivedSettings, !settingsChanges.allow(now: now) {
+                throw ConnectionError(code: .enhanceYourCalm, message: "too many SETTINGS frames (more than 10, then one per 10 s)")
+            }
             var out: [FlowControl<Completion, Call>.Output] = []
             _ = try flow.receiveSettings(frame, into: &out)
             apply(out, into: &actions)
@@ -117,7 +122,10 @@ struct ServerConnectionStateMachine<Completion> {
             if case .open = phase { phase = .draining }
             closeIfDrained(into: &actions)
         default:
-            break // unknown types are skipped by the decoder
+            // Unknown types are ignored, within a budget.
+            guard unknownFrames.allow(now: now) else {
+                throw ConnectionError(code: .enhanceYourCalm, message: "too many frames of unknown type (more than 1,000, then 100 per second)")
+            }
         }
     }
 
@@ -136,7 +144,6 @@ struct ServerConnectionStateMachine<Completion> {
             throw ConnectionError(code: .protocolError, message: "HEADERS on stream \(id), not above the last stream \(highestStreamID)")
         }
         highestStreamID = id
-        recentPings.removeAll()
         guard case .open = phase else {
             actions.append(.send(Frames.trailers(id, RPCStatus(code: .unavailable, message: "server shutting down"))))
             return
@@ -181,6 +188,8 @@ struct ServerConnectionStateMachine<Completion> {
             actions += finishCall(id, status: RPCStatus(code: .invalidArgument, message: "a call takes exactly one request message"))
             return
         }
+        // A call: the peer is doing useful work, and may ping again.
+        pings.refill()
         actions.append(.startCall(streamID: id, headers: ready.headers, request: ready.request))
     }
 
@@ -199,10 +208,8 @@ struct ServerConnectionStateMachine<Completion> {
             actions.append(.pingAcknowledged)
             return
         }
-        recentPings.append(now)
-        while let first = recentPings.first, first + Self.pingFloodPeriod < now { recentPings.removeFirst() }
-        if recentPings.count > Self.pingFloodLimit {
-            throw ConnectionError(code: .enhanceYourCalm, message: "more than \(Self.pingFloodLimit) PINGs within \(Self.pingFloodPeriod) without a call")
+        guard pings.allow(now: now) else {
+            throw ConnectionError(code: .enhanceYourCalm, message: "too many PINGs without a call (more than 10, then one per second)")
         }
         actions.append(.send(Frames.ping(frame.payload, ack: true)))
     }
