@@ -10,7 +10,7 @@ import PackageDescription
 //   cosictl          -> CosiCLI
 //   cosi-controller-example -> CosiClient, CosiController, CosiTLS
 //   CosiCLI          -> CosiClient, CosiRPC, CosiMessages, CosiTLS
-//   CosiTesting      -> CosiServer, CosiClient, CosiStateService, CosiState, CosiRPC, CosiMessages, CosiTLS
+//   CosiTesting      -> CosiServer, CosiClient, CosiStateService, CosiState, CosiRPC, CosiWire, CosiMessages, CosiTLS
 //   CosiServer       -> CosiStateService, CosiControllerService, CosiControllerRuntime, CosiState, CosiRPC, CosiMessages, CosiProtobuf, CosiTLS
 //   CosiClient       -> CosiRPC, CosiController, CosiMessages, CosiProtobuf, CosiTLS
 //   CosiStateService -> CosiState, CosiRPC, CosiMessages
@@ -222,7 +222,7 @@ let package = Package(
         .target(
             name: "CosiTesting",
             dependencies: [
-                "CosiServer", "CosiClient", "CosiStateService", "CosiState", "CosiRPC", "CosiMessages", "CosiTLS",
+                "CosiServer", "CosiClient", "CosiStateService", "CosiState", "CosiRPC", "CosiWire", "CosiMessages", "CosiTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -290,8 +290,9 @@ let package = Package(
             name: "CosidTests",
             dependencies: [
                 "CosiClient", "CosiTesting", "CosiState", "CosiServer", "CosiTLS", "CosiRPC", "CosiMessages", "CosiController",
-                "cosid", "cosictl", "cosi-controller-example",
+                "cosid", "cosictl", "cosi-controller-example", "CosiWire",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Yams", package: "Yams"),
             ],

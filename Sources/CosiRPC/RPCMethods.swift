@@ -55,6 +55,10 @@ public struct RPCMethod: Sendable {
     /// Calls of this method wait on others (a watch, a wait for a condition): graceful shutdown
     /// ends them at once with UNAVAILABLE instead of waiting for them.
     public var waitsOnOthers: Bool
+    /// Decides from the call's HEADERS alone (method, metadata, peer) whether it may go on;
+    /// throwing ends the call with that error before any of its request is buffered. Set by an
+    /// interceptor's ``RPCInterceptor/admit``.
+    public var admit: (@Sendable (CallContext) throws -> Void)?
 
     public init(name: String, handler: RPCHandler, waitsOnOthers: Bool = false) {
         self.name = name
@@ -108,6 +112,10 @@ public struct RPCMethod: Sendable {
 /// Code that runs around every call of a method, before its handler and after it ends: the one
 /// place for cross-cutting checks such as authorization and auditing.
 public struct RPCInterceptor: Sendable {
+    /// Runs when the call's HEADERS arrive, before its request is read: throwing ends the call
+    /// with that error at once (a caller whose roles allow no call of this method need not be
+    /// allowed to make the server buffer its request).
+    public var admit: (@Sendable (CallContext) throws -> Void)?
     /// Runs before the handler with the raw request; throwing ends the call with that error and
     /// the handler never runs.
     public var before: @Sendable (ByteBuffer, CallContext) throws -> Void
@@ -115,9 +123,11 @@ public struct RPCInterceptor: Sendable {
     public var after: @Sendable (ByteBuffer, CallContext, RPCStatus) -> Void
 
     public init(
+        admit: (@Sendable (CallContext) throws -> Void)? = nil,
         before: @escaping @Sendable (ByteBuffer, CallContext) throws -> Void,
         after: @escaping @Sendable (ByteBuffer, CallContext, RPCStatus) -> Void = { _, _, _ in }
     ) {
+        self.admit = admit
         self.before = before
         self.after = after
     }
@@ -131,6 +141,13 @@ extension RPCMethod {
             return (error as? RPCError)?.status ?? RPCStatus(code: .unknown, message: "\(error)")
         }
         var method = self
+        if let admit = interceptor.admit {
+            let inner = self.admit
+            method.admit = { context in
+                try inner?(context)
+                try admit(context)
+            }
+        }
         switch handler {
         case .unary(let body):
             method.handler = .unary { request, context in
@@ -199,6 +216,8 @@ private func decodeRequest<Request: ProtobufMessage>(_ type: Request.Type, _ byt
 /// The methods a server serves, by name.
 public struct RPCMethodTable: Sendable {
     private var methods: [String: RPCMethod] = [:]
+    /// Every method name, sorted (kept, not sorted per Info call).
+    public private(set) var names: [String] = []
 
     public init(_ methods: [RPCMethod] = []) {
         for method in methods { register(method) }
@@ -206,11 +225,10 @@ public struct RPCMethodTable: Sendable {
 
     /// Adds or replaces a method.
     public mutating func register(_ method: RPCMethod) {
-        methods[method.name] = method
+        if methods.updateValue(method, forKey: method.name) == nil {
+            names.insert(method.name, at: names.firstIndex { $0 > method.name } ?? names.endIndex)
+        }
     }
 
     public subscript(name: String) -> RPCMethod? { methods[name] }
-
-    /// Every method name, sorted.
-    public var names: [String] { methods.keys.sorted() }
 }

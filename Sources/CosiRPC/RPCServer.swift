@@ -36,8 +36,12 @@ public struct RPCServerConfiguration: Sendable {
     public var tls: TLSContext
     /// SETTINGS, keepalive and the grace period of a graceful shutdown.
     public var connection = ServerConnectionOptions()
-    /// A peer that has not finished the TLS handshake by then is disconnected.
-    public var handshakeTimeout: TimeAmount = .seconds(10)
+    /// A peer that has not finished the TLS handshake by then is disconnected, and so is one that
+    /// has not sent its SETTINGS that long after the handshake.
+    public var handshakeTimeout: TimeAmount {
+        get { connection.settingsTimeout }
+        set { connection.settingsTimeout = newValue }
+    }
     /// How long graceful shutdown lets calls in flight finish.
     public var gracePeriod: TimeAmount {
         get { connection.gracePeriod }

@@ -66,20 +66,30 @@ public struct AccessPolicy: Sendable {
     /// `method` with the policy in front of it and the audit log behind it. `operation` reads
     /// what the call does from its request; a request that does not decode is left to the
     /// handler (INVALID_ARGUMENT), after a check that the caller has any State role at all.
+    ///
+    /// The check runs twice: when the call's HEADERS arrive, with what the method does at best
+    /// (so a caller whose roles allow no call of it is refused before its request is read), and
+    /// before the handler, with what the request asks for.
     public func guarded(_ method: RPCMethod, operation: @escaping @Sendable (ByteBuffer) -> Operation?, isWrite: Bool) -> RPCMethod {
         let name = method.name
+        // What a call of this method does at best: a State call on an ordinary type outside
+        // `meta` (an empty request reads as one), or a controller call.
+        let least = operation(ByteBuffer()) ?? (isWrite ? .stateWrite(namespace: "", type: "") : .stateRead(namespace: "", type: ""))
+        @Sendable func check(_ decided: Operation, _ context: CallContext) throws {
+            let roles = Set(context.peer.organizations.map(Role.init(rawValue:)))
+            if let reason = refusal(decided, roles: roles) {
+                audit.notice("refused", metadata: [
+                    "method": "\(name)", "identity": "\(context.peer.commonName)",
+                    "roles": "\(context.peer.organizations.joined(separator: ","))", "reason": "\(reason)",
+                    "sha256": "\(context.peer.fingerprint.prefix(16))",
+                ])
+                throw RPCError(code: .permissionDenied, message: "\(name): \(reason)")
+            }
+        }
         return method.intercepted(by: RPCInterceptor(
+            admit: { context in try check(least, context) },
             before: { request, context in
-                let roles = Set(context.peer.organizations.map(Role.init(rawValue:)))
-                let decided = operation(request) ?? .stateRead(namespace: "", type: "")
-                if let reason = refusal(decided, roles: roles) {
-                    audit.notice("refused", metadata: [
-                        "method": "\(name)", "identity": "\(context.peer.commonName)",
-                        "roles": "\(context.peer.organizations.joined(separator: ","))", "reason": "\(reason)",
-                        "sha256": "\(context.peer.fingerprint.prefix(16))",
-                    ])
-                    throw RPCError(code: .permissionDenied, message: "\(name): \(reason)")
-                }
+                try check(operation(request) ?? .stateRead(namespace: "", type: ""), context)
             },
             after: { request, context, status in
                 guard isWrite, status.code == .ok else { return }

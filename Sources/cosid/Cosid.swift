@@ -82,7 +82,7 @@ struct Cosid: AsyncParsableCommand {
     @Option(help: "Seconds a graceful shutdown lets calls in flight finish. (default: \(CosidSettings.defaults.gracePeriod))")
     var gracePeriod: Int?
 
-    @Option(help: "Seconds a TLS handshake may take. (default: \(CosidSettings.defaults.handshakeTimeout))")
+    @Option(help: "Seconds a TLS handshake may take, and then the client's SETTINGS. (default: \(CosidSettings.defaults.handshakeTimeout))")
     var handshakeTimeout: Int?
 
     @Option(help: "Seconds of idleness before the server pings a connection. (default: \(CosidSettings.defaults.keepalive))")

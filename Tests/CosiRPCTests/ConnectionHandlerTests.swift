@@ -111,6 +111,46 @@ struct ServerConnectionHandlerTests {
         #expect(String(buffer: frames[0].payload) == "hi")
     }
 
+    @Test func whileTheChannelIsNotWritableNothingMoreIsDecoded() throws {
+        var (channel, reader) = try Self.connected()
+        channel.isWritable = false
+        channel.pipeline.fireChannelWritabilityChanged()
+        try channel.writeFrames(Self.call(1, Self.inline, "a")[0], Self.call(1, Self.inline, "a")[1])
+        #expect(try reader.frames(channel).isEmpty, "the call waits in the decoder")
+        channel.isWritable = true
+        channel.pipeline.fireChannelWritabilityChanged()
+        let frames = try reader.frames(channel)
+        #expect(frames.map(\.type) == [.message, .trailers])
+        #expect(String(buffer: frames[0].payload) == "a")
+    }
+
+    @Test func messagesWaitWhileTheChannelIsNotWritable() throws {
+        var (channel, reader) = try Self.connected()
+        // The client grants every window: only the server's own allowance holds messages back.
+        try channel.writeFrames(Frame(type: .settings, streamID: 0, payload: Envelope.Settings(initialWindow: UInt32(Int32.max), initialConnectionWindow: UInt32(Int32.max)).serializedBytes()))
+        for frame in Self.call(1, Self.watch) { try channel.writeFrames(frame) }
+        _ = try reader.frames(channel)
+        let call = try #require(try channel.readInbound(as: ServerCall.self))
+        let handler = try channel.pipeline.syncOperations.handler(type: ServerConnectionHandler.self)
+        channel.isWritable = false
+        channel.pipeline.fireChannelWritabilityChanged()
+        // 40 messages of 64 KiB (2.5 MiB) while the peer does not read.
+        var written: [EventLoopFuture<Void>] = []
+        for _ in 0..<40 {
+            let promise = channel.embeddedEventLoop.makePromise(of: Void.self)
+            handler.enqueue(call.sink.streamID, ByteBuffer(repeating: 1, count: 64 << 10), completion: promise)
+            written.append(promise.futureResult)
+        }
+        channel.embeddedEventLoop.run()
+        let first = try reader.frames(channel).filter { $0.type == .message }.count
+        #expect(first <= 5, "at most the allowance (256 KiB) and one message more: \(first)")
+        #expect(written.filter { $0.outcome != nil }.count == first, "the writers of the others wait")
+        channel.isWritable = true
+        channel.pipeline.fireChannelWritabilityChanged()
+        #expect(try reader.frames(channel).filter { $0.type == .message }.count == 40 - first)
+        #expect(written.allSatisfy { $0.outcome != nil })
+    }
+
     @Test func unknownMethodsAreUnimplemented() throws {
         var (channel, reader) = try Self.connected()
         for frame in Self.call(1, "/no.Such/Method") { try channel.writeFrames(frame) }

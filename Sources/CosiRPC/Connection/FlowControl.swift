@@ -149,8 +149,13 @@ struct FlowControl<Completion, State> {
     private var connectionSendWindow = FlowWindow(RPCSettings.defaultInitialConnectionWindow)
     private var connectionReceiveWindow: FlowWindow
     private var connectionCredit: CreditGrant
-    /// Streams whose next message waits for connection credit, in the order they started waiting.
+    /// Streams whose next message waits for connection credit (or output allowance), in the
+    /// order they started waiting.
     private var waitingForConnection: Deque<UInt32> = []
+    /// MESSAGE payload bytes the caller still lets this side hand to the connection (nil: no
+    /// limit). The server sets it from its socket's progress, so that what it queues for a peer
+    /// that does not read stays bounded, whatever windows the peer grants.
+    private var outputAllowance: Int64?
 
     init(local: RPCSettings) {
         self.local = local
@@ -163,6 +168,18 @@ struct FlowControl<Completion, State> {
 
     /// Whether the peer's first SETTINGS has arrived.
     var hasReceivedSettings: Bool { peer.received }
+
+    /// Whether messages may go: the connection window and the output allowance are open.
+    private var connectionIsOpen: Bool { connectionSendWindow.isOpen && (outputAllowance ?? 1) > 0 }
+
+    /// Whether some stream's message waits for connection credit or output allowance.
+    var hasWaitingStreams: Bool { !waitingForConnection.isEmpty }
+
+    /// Sets the output allowance (nil: no limit) and sends what it lets go.
+    mutating func allowOutput(_ bytes: Int?, into out: inout [Output]) {
+        outputAllowance = bytes.map(Int64.init)
+        if connectionIsOpen { flushWaitingForConnection(into: &out) }
+    }
 
     // MARK: Streams
 
@@ -231,7 +248,7 @@ struct FlowControl<Completion, State> {
         // Every access below is in place: the stream is never copied out of the dictionary.
         while let next = streams.values[index].queue.first {
             guard streams.values[index].sendWindow.isOpen(shift: sendWindowShift) else { break }
-            guard connectionSendWindow.isOpen else {
+            guard connectionIsOpen else {
                 if !streams.values[index].waitsForConnection {
                     streams.values[index].waitsForConnection = true
                     waitingForConnection.append(id)
@@ -242,6 +259,7 @@ struct FlowControl<Completion, State> {
             let length = next.payload.readableBytes
             streams.values[index].sendWindow.consume(length)
             connectionSendWindow.consume(length)
+            if let allowance = outputAllowance { outputAllowance = allowance - Int64(length) }
             out.append(.frame(Frame(type: .message, flags: next.endStream ? .endStream : [], streamID: id, payload: next.payload)))
             if let completion = next.completion { out.append(.written(completion)) }
         }
@@ -257,7 +275,7 @@ struct FlowControl<Completion, State> {
     private mutating func flushWaitingForConnection(into out: inout [Output]) {
         var waiting = waitingForConnection
         waitingForConnection = []
-        while connectionSendWindow.isOpen, let id = waiting.popFirst() {
+        while connectionIsOpen, let id = waiting.popFirst() {
             guard let index = streams.index(forKey: id) else { continue }
             streams.values[index].waitsForConnection = false
             flush(at: index, id, into: &out)
@@ -299,18 +317,29 @@ struct FlowControl<Completion, State> {
         flush(at: index, id, into: &out)
     }
 
-    /// Charges a MESSAGE's payload to the connection window (whatever its stream). Both ends
-    /// buffer per stream, bounded by the stream window, so connection credit goes back at once:
-    /// a stream whose reader stalls never blocks the others.
+    /// Charges a MESSAGE's payload to the connection window (whatever its stream) and gives the
+    /// credit back at once: the client buffers responses per stream, bounded by the stream
+    /// window, so a stream whose reader stalls never blocks the others.
     mutating func receiveOnConnection(_ length: Int, into out: inout [Output]) throws(ConnectionError) {
+        try chargeConnection(length)
+        releaseConnection(length, into: &out)
+    }
+
+    /// Charges a MESSAGE's payload to the connection window, without giving the credit back:
+    /// the server keeps it while the bytes are buffered (an incomplete request), so that the
+    /// connection window bounds what a client can make it hold.
+    mutating func chargeConnection(_ length: Int) throws(ConnectionError) {
         guard connectionReceiveWindow.isOpen else {
             throw ConnectionError(code: .flowControlError, message: "MESSAGE sent while the connection window is exhausted")
         }
         connectionReceiveWindow.consume(length)
-        if let grant = connectionCredit.consume(length) {
-            _ = connectionReceiveWindow.increment(grant)
-            out.append(.frame(Frames.window(0, grant)))
-        }
+    }
+
+    /// Gives back connection credit for bytes charged earlier (once half the window is due).
+    mutating func releaseConnection(_ length: Int, into out: inout [Output]) {
+        guard length > 0, let grant = connectionCredit.consume(length) else { return }
+        _ = connectionReceiveWindow.increment(grant)
+        out.append(.frame(Frames.window(0, grant)))
     }
 
     /// Charges a MESSAGE's payload to its (open) stream's window.

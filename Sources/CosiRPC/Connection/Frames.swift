@@ -64,20 +64,31 @@ final class ConnectionOutput {
     private var buffer = ByteBuffer()
     private var flushScheduled = false
     private var context: ChannelHandlerContext?
+    /// Runs after every flush (the server hands more queued messages over from there).
+    var afterFlush: (() -> Void)?
 
     /// Starts writing through `context` (the handler was added).
     func attach(_ context: ChannelHandlerContext) { self.context = context }
     /// Stops writing (the handler was removed).
-    func detach() { context = nil }
+    func detach() {
+        context = nil
+        afterFlush = nil
+    }
 
     func append(_ frame: Frame) { buffer.writeFrame(frame) }
 
+    /// Bytes appended and not yet written.
+    var bufferedBytes: Int { buffer.readableBytes }
+
     /// Writes and flushes what was appended, now.
     func flush() {
-        guard let context, buffer.readableBytes > 0 else { return }
-        let bytes = buffer
-        buffer = context.channel.allocator.buffer(capacity: 0)
-        context.writeAndFlush(NIOAny(bytes), promise: nil)
+        guard let context else { return }
+        if buffer.readableBytes > 0 {
+            let bytes = buffer
+            buffer = context.channel.allocator.buffer(capacity: 0)
+            context.writeAndFlush(NIOAny(bytes), promise: nil)
+        }
+        afterFlush?()
     }
 
     /// Flushes once the event loop has run the tasks already queued.

@@ -13,6 +13,8 @@ public struct ServerConnectionOptions: Sendable {
     public var keepaliveTimeout: TimeAmount = .seconds(20)
     /// How long a graceful shutdown (`ChannelShouldQuiesceEvent`) lets calls in flight finish.
     public var gracePeriod: TimeAmount = .seconds(10)
+    /// How long after the TLS handshake the client's SETTINGS may take.
+    public var settingsTimeout: TimeAmount = .seconds(10)
     public init() {}
 }
 
@@ -28,6 +30,13 @@ public struct ServerConnectionOptions: Sendable {
 /// `ChannelShouldQuiesceEvent` (from NIOExtras' `ServerQuiescingHelper`) starts a graceful
 /// shutdown: GOAWAY, calls that wait on others end with UNAVAILABLE, the rest have the grace
 /// period.
+///
+/// Backpressure: while the socket's outbound buffer is full (the channel is not writable), the
+/// handler neither reads nor decodes (what was read stays in the decoder), MESSAGE frames wait
+/// in their streams' queues (their writers wait too), and at most ``outputAllowance`` bytes of
+/// them are handed to the connection per flush. So what a peer that does not read makes the
+/// server hold is bounded, whatever windows it grants. Frames the server must send anyway while
+/// blocked (TRAILERS, acknowledgements) are capped at ``maxFramesWhileBlocked``.
 final class ServerConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ServerCall
@@ -58,6 +67,20 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private var graceTimer: Scheduled<Void>?
     private var callCount = 0
     private var closeReason: String?
+    private var settingsTimer: Scheduled<Void>?
+    /// A read was asked for while the channel was not writable: issued once it is.
+    private var pendingRead = false
+    private var framesWhileBlocked = 0
+    private var pumping = false
+
+    /// MESSAGE payload bytes handed to the connection per flush, at most (plus one message).
+    static let outputAllowance = 256 << 10
+    /// Bytes appended by handling inbound frames before they are flushed (so that the
+    /// channel's writability reflects them).
+    static let flushThreshold = 64 << 10
+    /// Frames the server may queue while the peer does not read before it gives up on it
+    /// (GOAWAY ENHANCE_YOUR_CALM), as swift-nio-http2 does for control frames.
+    static let maxFramesWhileBlocked = 10_000
 
     init(methods: RPCMethodTable, options: ServerConnectionOptions, logger: Logger) {
         self.methods = methods
@@ -70,6 +93,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         output.attach(context)
+        output.afterFlush = { [unowned self] in self.pumpOutput() }
         remoteAddress = context.channel.remoteAddress?.description ?? "?"
     }
 
@@ -90,7 +114,14 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             ])
             RPCMetrics.connections.increment()
             perform(stateMachine.start())
+            perform(stateMachine.allowOutput(Self.outputAllowance))
+            lastActivity = context.eventLoop.now
             scheduleKeepalive(after: options.keepaliveInterval)
+            settingsTimer = context.eventLoop.assumeIsolated().scheduleTask(in: options.settingsTimeout) {
+                guard !self.stateMachine.hasReceivedSettings else { return }
+                self.closeReason = "no SETTINGS within \(self.options.settingsTimeout)"
+                self.perform(self.stateMachine.connectionError(ConnectionError(code: .protocolError, message: "no SETTINGS within the timeout")))
+            }
         case is ChannelShouldQuiesceEvent:
             beginGracefulShutdown()
             return
@@ -119,14 +150,24 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        lastActivity = context.eventLoop.now
         decoder.append(unwrapInboundIn(data))
-        let now = lastActivity
-        while !stateMachine.isClosed {
+        processFrames()
+    }
+
+    /// Handles the frames buffered in the decoder while the peer reads what the server sends;
+    /// stops when the socket's outbound buffer is full, leaving the rest for
+    /// `channelWritabilityChanged`.
+    private func processFrames() {
+        guard let context else { return }
+        while !stateMachine.isClosed, context.channel.isWritable {
             switch decoder.nextFrameOrError() {
             case .success(let frame?):
+                // Activity is a complete frame, not a byte.
+                let now = context.eventLoop.now
+                if frame.type != .ping || frame.flags.contains(.ack) { lastActivity = now }
                 if frame.type == .goAway, closeReason == nil { closeReason = "the client sent GOAWAY" }
                 perform(stateMachine.receive(frame, now: now), flush: false)
+                if output.bufferedBytes >= Self.flushThreshold { output.flush() }
                 continue
             case .success(nil):
                 break
@@ -138,7 +179,47 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         output.flush()
     }
 
+    func read(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            context.read()
+        } else {
+            // The peer does not read what we send: stop reading what it sends.
+            pendingRead = true
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            framesWhileBlocked = 0
+            output.flush()
+            processFrames()
+            if pendingRead, context.channel.isWritable {
+                pendingRead = false
+                context.read()
+            }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// Hands messages that wait for output allowance to the connection while the socket takes
+    /// them (after every flush).
+    private func pumpOutput() {
+        guard !pumping else { return }
+        pumping = true
+        defer { pumping = false }
+        while let context, context.channel.isWritable, stateMachine.hasWaitingOutput {
+            perform(stateMachine.allowOutput(Self.outputAllowance), flush: false)
+            guard output.bufferedBytes > 0 else { break }
+            output.flush()
+        }
+        if let context, context.channel.isWritable, !stateMachine.hasWaitingOutput {
+            // Nothing waits: the next messages may go at once, up to the allowance.
+            perform(stateMachine.allowOutput(Self.outputAllowance), flush: false)
+        }
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
+        settingsTimer?.cancel()
         keepaliveTask?.cancel()
         pingTimeout?.cancel()
         graceTimer?.cancel()
@@ -179,6 +260,39 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         perform(stateMachine.finishCall(streamID, response: response, status: status))
     }
 
+    private func callContext(_ headers: Envelope.CallHeaders, _ context: ChannelHandlerContext) -> CallContext {
+        // The loop's clock (the real one, or a test's).
+        let deadline = headers.timeoutMS > 0 ? context.eventLoop.now + .milliseconds(Int64(clamping: headers.timeoutMS)) : nil
+        return CallContext(
+            method: headers.method, metadata: headers.metadata, deadline: deadline,
+            peer: peer ?? PeerIdentity(commonName: "", organizations: [], fingerprint: ""),
+            remoteAddress: remoteAddress
+        )
+    }
+
+    /// A call's HEADERS: an unknown method, or a caller the method's admission check refuses,
+    /// ends the call now, before its request is buffered.
+    private func admitCall(_ streamID: UInt32, headers: Envelope.CallHeaders) {
+        guard let context else { return }
+        let status: RPCStatus
+        if let method = methods[headers.method] {
+            guard let admit = method.admit else { return }
+            do {
+                try admit(callContext(headers, context))
+                return
+            } catch let error as RPCError {
+                status = error.status
+            } catch {
+                status = RPCStatus(code: .permissionDenied, message: "\(error)")
+            }
+        } else {
+            status = RPCStatus(code: .unimplemented, message: "unknown method \(headers.method)")
+        }
+        callCount += 1
+        RPCMetrics.call(headers.method, status, started: ContinuousClock.now)
+        perform(stateMachine.refuseCall(streamID, status: status), flush: false)
+    }
+
     private func startCall(_ streamID: UInt32, headers: Envelope.CallHeaders, request: ByteBuffer) {
         guard let context else { return }
         callCount += 1
@@ -189,13 +303,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             perform(stateMachine.finishCall(streamID, status: status), flush: false)
             return
         }
-        // The loop's clock (the real one, or a test's).
-        let deadline = headers.timeoutMS > 0 ? context.eventLoop.now + .milliseconds(Int64(clamping: headers.timeoutMS)) : nil
-        let callContext = CallContext(
-            method: headers.method, metadata: headers.metadata, deadline: deadline,
-            peer: peer ?? PeerIdentity(commonName: "", organizations: [], fingerprint: ""),
-            remoteAddress: remoteAddress
-        )
+        let callContext = callContext(headers, context)
         if case .unaryInline(let body) = method.handler {
             // Quick handlers answer on the event loop itself: no task, no deadline timer.
             let status: RPCStatus
@@ -213,7 +321,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             return
         }
         var running = RunningCall(cancellation: CallCancellation(), waitsOnOthers: method.waitsOnOthers, method: headers.method, started: started)
-        if let deadline {
+        if let deadline = callContext.deadline {
             running.deadline = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
                 guard let call = self.calls[streamID] else { return }
                 RPCMetrics.call(call.method, RPCStatus(code: .deadlineExceeded), started: call.started)
@@ -223,7 +331,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         }
         calls[streamID] = running
         let call = ServerCall(
-            handler: method.handler, request: request, context: callContext,
+            handler: method.handler, request: ServerConnectionStateMachine<EventLoopPromise<Void>>.owned(request), context: callContext,
             sink: CallSink(handler: self, eventLoop: context.eventLoop, streamID: streamID),
             cancellation: running.cancellation
         )
@@ -237,6 +345,17 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             switch action {
             case .send(let frame):
                 output.append(frame)
+                if let context, !context.channel.isWritable {
+                    framesWhileBlocked += 1
+                    if framesWhileBlocked == Self.maxFramesWhileBlocked {
+                        closeReason = "the client does not read"
+                        perform(stateMachine.connectionError(ConnectionError(
+                            code: .enhanceYourCalm, message: "more than \(Self.maxFramesWhileBlocked) frames queued for a client that does not read"
+                        )))
+                    }
+                }
+            case .admitCall(let id, let headers):
+                admitCall(id, headers: headers)
             case .startCall(let id, let headers, let request):
                 startCall(id, headers: headers, request: request)
             case .cancelCall(let id):

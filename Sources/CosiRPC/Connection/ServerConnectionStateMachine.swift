@@ -13,6 +13,10 @@ struct ServerConnectionStateMachine<Completion> {
     enum Action {
         /// Write this frame to the peer.
         case send(Frame)
+        /// A call's HEADERS arrived: decide now whether it may go on (method known, caller
+        /// allowed); refuse it with ``ServerConnectionStateMachine/refuseCall(_:status:)``
+        /// before its request is read.
+        case admitCall(streamID: UInt32, headers: Envelope.CallHeaders)
         /// A request is complete: run the method's handler.
         case startCall(streamID: UInt32, headers: Envelope.CallHeaders, request: ByteBuffer)
         /// Stop the handler of this call (cancelled, expired or aborted); send nothing more for it.
@@ -30,6 +34,9 @@ struct ServerConnectionStateMachine<Completion> {
     private struct Call {
         var headers: Envelope.CallHeaders
         var request: ByteBuffer?
+        /// Request bytes received and charged to the connection window, whose credit is given
+        /// back when the request is complete or the call ends.
+        var requestBytes = 0
         var extraMessages = false
         var requestComplete = false
         /// How the call ends, once its handler has finished: sent when its queue drains.
@@ -157,33 +164,42 @@ struct ServerConnectionStateMachine<Completion> {
             return
         }
         flow.open(id, Call(headers: headers))
+        actions.append(.admitCall(streamID: id, headers: headers))
     }
 
     private mutating func receiveMessage(_ frame: Frame, into actions: inout [Action]) throws(ConnectionError) {
         let id = frame.streamID
         let length = frame.payload.readableBytes
         guard id != 0 else { throw ConnectionError(code: .protocolError, message: "MESSAGE on stream 0") }
-        var out: [FlowControl<Completion, Call>.Output] = []
-        try flow.receiveOnConnection(length, into: &out)
-        apply(out, into: &actions)
+        try flow.chargeConnection(length)
         try requireOpened(frame)
-        guard let complete = flow.withState(id, { $0.requestComplete }) else { return }
+        guard let complete = flow.withState(id, { $0.requestComplete }) else {
+            // A stream that has ended (or was refused): the bytes are dropped, the credit goes back.
+            release(length, into: &actions)
+            return
+        }
         guard !complete else {
             throw ConnectionError(code: .protocolError, message: "MESSAGE on stream \(id) after END_STREAM")
         }
         // No stream credit is granted back for requests: a call takes one request message, so
-        // the stream window bounds what one call can make the server buffer.
+        // the stream window bounds what one call can make the server buffer; the connection
+        // credit of an incomplete request is kept, so the connection window bounds them all.
         try flow.receiveOnStream(length, on: id)
         let endStream = frame.flags.contains(.endStream)
-        let ready: (headers: Envelope.CallHeaders, request: ByteBuffer, extra: Bool)? = flow.withState(id) { call in
-            if call.request == nil { call.request = frame.payload } else { call.extraMessages = true }
+        let ready: (headers: Envelope.CallHeaders, request: ByteBuffer, extra: Bool, bytes: Int)? = flow.withState(id) { call in
+            call.requestBytes += length
+            if call.request == nil { call.request = endStream ? frame.payload : Self.owned(frame.payload) } else { call.extraMessages = true }
             guard endStream else { return nil }
             call.requestComplete = true
             // The call no longer needs its request once it starts.
-            defer { call.request = nil }
-            return (call.headers, call.request ?? ByteBuffer(), call.extraMessages)
+            defer {
+                call.request = nil
+                call.requestBytes = 0
+            }
+            return (call.headers, call.request ?? ByteBuffer(), call.extraMessages, call.requestBytes)
         } ?? nil
         guard let ready else { return }
+        release(ready.bytes, into: &actions)
         if ready.extra {
             actions += finishCall(id, status: RPCStatus(code: .invalidArgument, message: "a call takes exactly one request message"))
             return
@@ -197,6 +213,7 @@ struct ServerConnectionStateMachine<Completion> {
         try requireOpened(frame)
         let id = frame.streamID
         guard let closed = flow.close(id) else { return }
+        release(closed.state.requestBytes, into: &actions)
         failWrites(closed.unsent, RPCError(code: .cancelled, message: "the client cancelled the call"), into: &actions)
         actions.append(.cancelCall(streamID: id))
         closeIfDrained(into: &actions)
@@ -258,11 +275,23 @@ struct ServerConnectionStateMachine<Completion> {
         return actions
     }
 
+    /// Refuses a call whose HEADERS arrived (``Action/admitCall(streamID:headers:)``): it ends
+    /// with TRAILERS(status) before its request is read; what arrives of it is dropped.
+    mutating func refuseCall(_ id: UInt32, status: RPCStatus) -> [Action] {
+        guard let closed = flow.close(id) else { return [] }
+        var actions: [Action] = []
+        release(closed.state.requestBytes, into: &actions)
+        actions.append(.send(Frames.trailers(id, status)))
+        closeIfDrained(into: &actions)
+        return actions
+    }
+
     /// Ends a call at once with `status`, dropping its queued messages, and stops its handler
     /// (deadline passed, shutdown).
     mutating func abortCall(_ id: UInt32, status: RPCStatus) -> [Action] {
         guard let closed = flow.close(id) else { return [] }
         var actions: [Action] = []
+        release(closed.state.requestBytes, into: &actions)
         failWrites(closed.unsent, RPCError(status: status), into: &actions)
         actions.append(.send(Frames.trailers(id, status)))
         actions.append(.cancelCall(streamID: id))
@@ -294,7 +323,39 @@ struct ServerConnectionStateMachine<Completion> {
         return abortAll(RPCError(code: .unavailable, message: "the connection closed"), sendTrailers: false)
     }
 
+    /// Lets MESSAGE frames go up to `bytes` more payload bytes (nil: no limit), and sends what
+    /// waited for it. The handler sets it from its socket's progress.
+    mutating func allowOutput(_ bytes: Int?) -> [Action] {
+        var out: [FlowControl<Completion, Call>.Output] = []
+        flow.allowOutput(bytes, into: &out)
+        var actions: [Action] = []
+        apply(out, into: &actions)
+        return actions
+    }
+
+    /// Whether the client's first SETTINGS has arrived.
+    var hasReceivedSettings: Bool { flow.hasReceivedSettings }
+
+    /// Whether a message waits for connection credit or output allowance.
+    var hasWaitingOutput: Bool { flow.hasWaitingStreams }
+
     // MARK: Internals
+
+    private mutating func release(_ bytes: Int, into actions: inout [Action]) {
+        var out: [FlowControl<Completion, Call>.Output] = []
+        flow.releaseConnection(bytes, into: &out)
+        apply(out, into: &actions)
+    }
+
+    /// A request kept for a while (an incomplete request, or the request of a call that runs as
+    /// a task): copied out of the read buffer when it is a small part of it, so that it does not
+    /// hold the whole buffer.
+    static func owned(_ payload: ByteBuffer) -> ByteBuffer {
+        guard payload.storageCapacity > 2 * payload.readableBytes + 4_096 else { return payload }
+        var copy = ByteBufferAllocator().buffer(capacity: payload.readableBytes)
+        copy.writeImmutableBuffer(payload)
+        return copy
+    }
 
     private func oversize(_ payload: ByteBuffer) -> RPCError? {
         guard payload.readableBytes > Int(remoteSettings.maxFrameSize) else { return nil }

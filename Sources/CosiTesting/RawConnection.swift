@@ -6,8 +6,8 @@ import NIOCore
 import NIOPosix
 
 /// A TLS connection that sends raw bytes and records the frames it receives: for tests that
-/// break the protocol on purpose.
-final class RawConnection: Sendable {
+/// break the protocol on purpose, or behave as an attacker would.
+public final class RawConnection: Sendable {
     private let channel: any Channel
     private let collector: Collector
 
@@ -43,7 +43,7 @@ final class RawConnection: Sendable {
         self.collector = collector
     }
 
-    static func connect(port: Int, tls: TLSContext) async throws -> RawConnection {
+    public static func connect(port: Int, tls: TLSContext) async throws -> RawConnection {
         let group = MultiThreadedEventLoopGroup.singleton
         let loop = group.next()
         let collector = Collector(closedPromise: loop.makePromise())
@@ -58,18 +58,32 @@ final class RawConnection: Sendable {
         return RawConnection(channel: channel, collector: collector)
     }
 
-    func send(_ bytes: ByteBuffer) async throws {
+    public func send(_ bytes: ByteBuffer) async throws {
         try await channel.writeAndFlush(bytes)
     }
 
-    func send(_ frames: [Frame]) async throws {
+    /// Writes without waiting for the bytes to leave (a peer the server does not read from
+    /// would wait forever).
+    public func sendWithoutWaiting(_ bytes: ByteBuffer) {
+        channel.writeAndFlush(bytes, promise: nil)
+    }
+
+    /// Stops or resumes reading from the socket (a peer that does not read what it is sent).
+    public func setReading(_ reading: Bool) async throws {
+        try await channel.setOption(ChannelOptions.autoRead, value: reading).get()
+    }
+
+    /// Whether the connection is still open.
+    public var isOpen: Bool { channel.isActive }
+
+    public func send(_ frames: [Frame]) async throws {
         var buffer = ByteBuffer()
         for frame in frames { buffer.writeFrame(frame) }
         try await send(buffer)
     }
 
     /// Waits until the server closes the connection (or the timeout passes) and returns what it sent.
-    func framesUntilClosed(timeout: TimeAmount = .seconds(5)) async throws -> (frames: [Frame], closed: Bool) {
+    public func framesUntilClosed(timeout: TimeAmount = .seconds(5)) async throws -> (frames: [Frame], closed: Bool) {
         let closed = collector.closedPromise
         let timer = channel.eventLoop.scheduleTask(in: timeout) { closed.succeed() }
         try? await closed.futureResult.get()
@@ -78,7 +92,7 @@ final class RawConnection: Sendable {
     }
 
     /// Waits until a frame matching `predicate` arrives.
-    func waitForFrame(timeout: Duration = .seconds(5), _ predicate: (Frame) -> Bool) async throws -> Frame? {
+    public func waitForFrame(timeout: Duration = .seconds(5), _ predicate: (Frame) -> Bool) async throws -> Frame? {
         let clock = ContinuousClock()
         let end = clock.now + timeout
         while clock.now < end {
@@ -88,21 +102,21 @@ final class RawConnection: Sendable {
         return nil
     }
 
-    var frames: [Frame] { collector.frames }
+    public var frames: [Frame] { collector.frames }
 
-    func close() async { try? await channel.close() }
+    public func close() async { try? await channel.close() }
 }
 
 extension Frame {
-    static func settings(_ settings: Envelope.Settings = Envelope.Settings()) -> Frame {
+    public static func settings(_ settings: Envelope.Settings = Envelope.Settings()) -> Frame {
         Frame(type: .settings, streamID: 0, payload: settings.serializedBytes())
     }
 
-    var goAway: Envelope.GoAway? {
+    public var goAway: Envelope.GoAway? {
         type == .goAway ? try? Envelope.GoAway(serializedBytes: payload) : nil
     }
 
-    var status: Envelope.Status? {
+    public var status: Envelope.Status? {
         type == .trailers ? try? Envelope.Status(serializedBytes: payload) : nil
     }
 }
