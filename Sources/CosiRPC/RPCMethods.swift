@@ -45,6 +45,13 @@ public enum RPCHandler: Sendable {
     /// One request, one response, computed synchronously on the connection's event loop: no
     /// task, no hops. Only for handlers that never block and finish in microseconds (a lookup).
     case unaryInline(@Sendable (ByteBuffer, CallContext) throws -> ByteBuffer)
+    /// One request, one response, answered on the event loop by `inline` when it is cheap; when
+    /// `inline` returns nil (the answer would cost more than a loop should spend: a large
+    /// resource), the call runs `task` as a task instead.
+    case unaryInlineWhenCheap(
+        inline: @Sendable (ByteBuffer, CallContext) throws -> ByteBuffer?,
+        task: @Sendable (ByteBuffer, CallContext) async throws -> ByteBuffer
+    )
 }
 
 /// A method the server serves.
@@ -87,6 +94,19 @@ public struct RPCMethod: Sendable {
         RPCMethod(name: name, handler: .unaryInline { bytes, context in
             try body(try decodeRequest(Request.self, bytes), context).serializedBytes()
         })
+    }
+
+    /// A unary method answered on the event loop when `inline` finds the answer cheap, and as a
+    /// task otherwise (see ``RPCHandler/unaryInlineWhenCheap(inline:task:)``).
+    public static func unaryInlineWhenCheap<Request: ProtobufMessage, Response: ProtobufMessage>(
+        _ name: String, _ request: Request.Type = Request.self, _ response: Response.Type = Response.self,
+        inline: @escaping @Sendable (Request, CallContext) throws -> Response?,
+        task: @escaping @Sendable (Request, CallContext) async throws -> Response
+    ) -> RPCMethod {
+        RPCMethod(name: name, handler: .unaryInlineWhenCheap(
+            inline: { bytes, context in try inline(try decodeRequest(Request.self, bytes), context)?.serializedBytes() },
+            task: { bytes, context in try await task(try decodeRequest(Request.self, bytes), context).serializedBytes() }
+        ))
     }
 
     /// The same method, marked as waiting on others (graceful shutdown ends it at once).
@@ -173,6 +193,31 @@ extension RPCMethod {
                     throw error
                 }
             }
+        case .unaryInlineWhenCheap(let inline, let task):
+            method.handler = .unaryInlineWhenCheap(
+                inline: { request, context in
+                    try interceptor.before(request, context)
+                    do {
+                        guard let response = try inline(request, context) else { return nil }
+                        interceptor.after(request, context, .ok)
+                        return response
+                    } catch {
+                        interceptor.after(request, context, outcome(error))
+                        throw error
+                    }
+                },
+                task: { request, context in
+                    try interceptor.before(request, context)
+                    do {
+                        let response = try await task(request, context)
+                        interceptor.after(request, context, .ok)
+                        return response
+                    } catch {
+                        interceptor.after(request, context, outcome(error))
+                        throw error
+                    }
+                }
+            )
         case .serverStreaming(let body):
             method.handler = .serverStreaming { request, context, writer in
                 try interceptor.before(request, context)

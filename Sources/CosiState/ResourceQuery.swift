@@ -1,3 +1,4 @@
+import CRE2
 import CosiMessages
 
 /// A validated filter on resources: an id regular expression AND (an OR of label queries).
@@ -22,9 +23,18 @@ public struct ResourceQuery: Sendable {
     /// - Throws: `.invalidArgument` for a term other than EXISTS with no value, or an id regexp
     ///   that does not compile; `.unimplemented` for an unknown operator.
     public init(labelQueries: [LabelQuery], idQuery: IDQuery?, field: String = "options") throws(StateError) {
+        guard labelQueries.count <= ResourceLimits.labelQueries else {
+            throw StateError(.invalidArgument, "\(field).label_query has \(labelQueries.count) queries, more than the limit of \(ResourceLimits.labelQueries)")
+        }
         for (q, query) in labelQueries.enumerated() {
+            guard query.terms.count <= ResourceLimits.termsPerQuery else {
+                throw StateError(.invalidArgument, "\(field).label_query[\(q)] has \(query.terms.count) terms, more than the limit of \(ResourceLimits.termsPerQuery)")
+            }
             for (t, term) in query.terms.enumerated() {
                 let name = "\(field).label_query[\(q)].terms[\(t)]"
+                guard term.value.count <= ResourceLimits.valuesPerTerm else {
+                    throw StateError(.invalidArgument, "\(name).value has \(term.value.count) values, more than the limit of \(ResourceLimits.valuesPerTerm)")
+                }
                 guard (0...7).contains(term.op.rawValue) else {
                     throw StateError(.unimplemented, "\(name).op: unknown label operator \(term.op.rawValue)")
                 }
@@ -36,10 +46,13 @@ public struct ResourceQuery: Sendable {
         }
         var pattern: IDPattern?
         if let regexp = idQuery?.regexp, !regexp.isEmpty {
-            do {
-                pattern = IDPattern(source: regexp, regex: try Regex(regexp))
+            guard regexp.utf8.count <= ResourceLimits.idPatternBytes else {
+                throw StateError(.invalidArgument, "\(field).id_query.regexp is \(regexp.utf8.count) bytes, more than the limit of \(ResourceLimits.idPatternBytes)")
+            }
+            do throws(IDPattern.CompileError) {
+                pattern = try IDPattern(regexp)
             } catch {
-                throw StateError(.invalidArgument, "\(field).id_query.regexp does not compile: \(regexp)")
+                throw StateError(.invalidArgument, "\(field).id_query.regexp does not compile: \(error.reason): \(regexp)")
             }
         }
         self.init(idPattern: pattern, labelQueries: labelQueries)
@@ -57,14 +70,35 @@ public struct ResourceQuery: Sendable {
     }
 }
 
-/// A compiled id regexp. `Regex` is not `Sendable`; a compiled one is never mutated and
-/// matching creates its own state, so sharing it across tasks is safe.
-private struct IDPattern: @unchecked Sendable {
-    let source: String
-    let regex: Regex<AnyRegexOutput>
+/// A compiled id regexp, in RE2's syntax (the syntax of the reference COSI runtime's Go
+/// regexp), matched by RE2 in time linear in the id: no pattern can make a match run long
+/// (`(a+)+$` included). Owns its RE2 object; matching is thread-safe.
+final class IDPattern: @unchecked Sendable {
+    struct CompileError: Error {
+        var reason: String
+    }
 
+    private let compiled: OpaquePointer
+
+    init(_ source: String) throws(CompileError) {
+        var error = [CChar](repeating: 0, count: 256)
+        let compiled = source.utf8CString.withUnsafeBufferPointer { pattern in
+            cosi_re2_new(pattern.baseAddress, pattern.count - 1, &error, error.count)
+        }
+        guard let compiled else {
+            throw CompileError(reason: String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+        self.compiled = compiled
+    }
+
+    deinit { cosi_re2_free(compiled) }
+
+    /// Whether the pattern matches somewhere in `id`.
     func matches(_ id: String) -> Bool {
-        id.contains(regex)
+        var id = id
+        return id.withUTF8 { bytes in
+            bytes.withMemoryRebound(to: CChar.self) { cosi_re2_partial_match(compiled, $0.baseAddress, $0.count) == 1 }
+        }
     }
 }
 

@@ -84,6 +84,7 @@ public struct ResourceStore: Sendable {
         guard request.hasSpec else { throw StateError(.invalidArgument, "resource.spec is missing") }
         let m = request.metadata
         try validateAddress(namespace: m.namespace, type: m.type, id: m.id, field: "resource.metadata")
+        try ResourceLimits.check(m, field: "resource.metadata")
         guard m.phase.isEmpty || m.phase == Phase.running || m.phase == Phase.tearingDown else {
             throw StateError(.invalidArgument, "resource.metadata.phase must be \"running\" or \"tearingDown\", not \"\(m.phase)\"")
         }
@@ -105,6 +106,7 @@ public struct ResourceStore: Sendable {
         guard request.hasMetadata else { throw StateError(.invalidArgument, "new_resource.metadata is missing") }
         let m = request.metadata
         try validateAddress(namespace: m.namespace, type: m.type, id: m.id, field: "new_resource.metadata")
+        try ResourceLimits.check(m, field: "new_resource.metadata")
         guard m.phase.isEmpty || m.phase == Phase.running || m.phase == Phase.tearingDown else {
             throw StateError(.invalidArgument, "new_resource.metadata.phase must be \"running\" or \"tearingDown\", not \"\(m.phase)\"")
         }
@@ -183,6 +185,7 @@ public struct ResourceStore: Sendable {
         guard finalizers != current.metadata.finalizers else { return nil }
         var stored = current
         stored.metadata.finalizers = finalizers
+        try ResourceLimits.check(stored.metadata, field: "finalizers")
         stored.metadata.version = String((UInt64(current.metadata.version) ?? 0) + 1)
         stored.metadata.updated = now
         return apply(StateEvent(revision: 0, type: .updated, resource: stored, old: current))

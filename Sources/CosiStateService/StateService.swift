@@ -16,15 +16,24 @@ public enum StateService {
     public static let teardown = "/cosi.resource.State/Teardown"
     public static let teardownAndDestroy = "/cosi.resource.State/TeardownAndDestroy"
 
+    /// The largest resource (estimated encoded size) a Get answers on the event loop.
+    public static let inlineGetBytes = 64 << 10
+
     /// Every method, ready to register on an RPC server.
     public static func methods(engine: StateEngine) -> [RPCMethod] {
         [
-            // Get is a lookup in memory: answered on the event loop, without a task.
-            .unaryInline(get, GetRequest.self, GetResponse.self) { request, _ in
-                try mapped {
-                    GetResponse(resource: try engine.get(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id)))
+            // Get is a lookup in memory: answered on the event loop, without a task, when the
+            // resource is small (encoding it costs microseconds); a large one is encoded in a task.
+            .unaryInlineWhenCheap(
+                get, GetRequest.self, GetResponse.self,
+                inline: { request, _ in
+                    let resource = try mapped { try engine.get(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id)) }
+                    return ResourceLimits.estimatedSize(of: resource) <= inlineGetBytes ? GetResponse(resource: resource) : nil
+                },
+                task: { request, _ in
+                    GetResponse(resource: try mapped { try engine.get(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id)) })
                 }
-            },
+            ),
             .serverStreaming(list, ListRequest.self, ListResponse.self) { request, _, writer in
                 let resources = try mapped {
                     let query = try ResourceQuery(labelQueries: request.options?.labelQuery ?? [], idQuery: request.options?.idQuery)

@@ -54,8 +54,13 @@ struct ServerConnectionHandlerTests {
             RPCMethod(name: slow, handler: .unary { request, _ in request }),
             RPCMethod(name: inline, handler: .unaryInline { request, _ in request }),
             RPCMethod(name: watch, handler: .serverStreaming { _, _, _ in }, waitsOnOthers: true),
+            RPCMethod(name: cheap, handler: .unaryInlineWhenCheap(
+                inline: { request, _ in request.readableBytes < 10 ? request : nil },
+                task: { request, _ in request }
+            )),
         ])
     }
+    static let cheap = "/test.Cheap"
 
     /// A handler past its handshake, with the client's SETTINGS received.
     static func connected(grace: TimeAmount = .seconds(10)) throws -> (EmbeddedChannel, FrameReader) {
@@ -149,6 +154,19 @@ struct ServerConnectionHandlerTests {
         channel.pipeline.fireChannelWritabilityChanged()
         #expect(try reader.frames(channel).filter { $0.type == .message }.count == 40 - first)
         #expect(written.allSatisfy { $0.outcome != nil })
+    }
+
+    @Test func aCostlyAnswerGoesToATaskACheapOneIsInline() throws {
+        var (channel, reader) = try Self.connected()
+        try channel.writeFrames(Self.call(1, Self.cheap, "small")[0], Self.call(1, Self.cheap, "small")[1])
+        #expect(try channel.readInbound(as: ServerCall.self) == nil)
+        #expect(try reader.frames(channel).map(\.type) == [.message, .trailers])
+        try channel.writeFrames(Self.call(3, Self.cheap, "a large request")[0], Self.call(3, Self.cheap, "a large request")[1])
+        let call = try #require(try channel.readInbound(as: ServerCall.self), "answered in a task")
+        #expect(try reader.frames(channel).isEmpty)
+        call.sink.finish(response: ByteBuffer(string: "done"), status: .ok)
+        channel.embeddedEventLoop.run()
+        #expect(try reader.frames(channel).map(\.type) == [.message, .trailers])
     }
 
     @Test func unknownMethodsAreUnimplemented() throws {

@@ -197,4 +197,43 @@ struct HostilePeerTests {
         #expect(!connection.isOpen)
         #expect(clock.now - start < .seconds(3), "dropped after \(clock.now - start)")
     }
+
+    @Test func aCatastrophicRegexpCostsNothingAndStarvesNoOne() async throws {
+        let cosid = try await CosidProcess()
+        let admin = CosiClientConfiguration(host: "127.0.0.1", port: cosid.port, tls: try cosid.pki.client())
+        let reader = CosiClientConfiguration(host: "127.0.0.1", port: cosid.port, tls: try cosid.pki.client(name: "reader", roles: ["os:reader"]))
+        try await withCosiClient(admin) { client in
+            for index in 0..<200 {
+                _ = try await client.create(Resource(
+                    metadata: Metadata(namespace: "default", type: "Ids.test.dev", id: String(repeating: "a", count: 40) + "!\(index)"),
+                    spec: Spec(yamlSpec: "x: 1\n")
+                ))
+            }
+        }
+        let clock = ContinuousClock()
+        try await withCosiClient(admin) { writer in
+            try await withThrowingTaskGroup(of: Duration.self) { group in
+                // Two readers list with (a+)+$, which never ends on a backtracking engine...
+                for _ in 0..<2 {
+                    group.addTask {
+                        try await withCosiClient(reader) { client in
+                            let start = clock.now
+                            let found = try await client.list(namespace: "default", type: "Ids.test.dev", idQuery: IDQuery(regexp: "^(a+)+$"), timeout: .seconds(30))
+                            #expect(found.isEmpty)
+                            return clock.now - start
+                        }
+                    }
+                }
+                // ...while someone else writes.
+                group.addTask {
+                    let start = clock.now
+                    _ = try await writer.create(Resource(metadata: Metadata(namespace: "default", type: "Ids.test.dev", id: "other"), spec: Spec(yamlSpec: "x: 2\n")))
+                    return clock.now - start
+                }
+                for try await elapsed in group {
+                    #expect(elapsed < .seconds(2), "a call took \(elapsed)")
+                }
+            }
+        }
+    }
 }

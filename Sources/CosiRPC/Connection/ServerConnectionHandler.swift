@@ -304,21 +304,28 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             return
         }
         let callContext = callContext(headers, context)
-        if case .unaryInline(let body) = method.handler {
-            // Quick handlers answer on the event loop itself: no task, no deadline timer.
-            let status: RPCStatus
+        let inline: (@Sendable (ByteBuffer, CallContext) throws -> ByteBuffer?)? = switch method.handler {
+        case .unaryInline(let body): body
+        case .unaryInlineWhenCheap(let body, _): body
+        default: nil
+        }
+        if let inline {
+            // Quick handlers answer on the event loop itself: no task, no deadline timer. One
+            // that finds the answer costly (nil) goes on as a task below.
+            var status = RPCStatus.ok
             var response: ByteBuffer?
             do {
-                response = try body(request, callContext)
-                status = .ok
+                response = try inline(request, callContext)
             } catch let error as RPCError {
                 status = error.status
             } catch {
                 status = RPCStatus(code: .unknown, message: "\(error)")
             }
-            RPCMetrics.call(headers.method, status, started: started)
-            perform(stateMachine.finishCall(streamID, response: response, status: status), flush: false)
-            return
+            if response != nil || status.code != .ok {
+                RPCMetrics.call(headers.method, status, started: started)
+                perform(stateMachine.finishCall(streamID, response: response, status: status), flush: false)
+                return
+            }
         }
         var running = RunningCall(cancellation: CallCancellation(), waitsOnOthers: method.waitsOnOthers, method: headers.method, started: started)
         if let deadline = callContext.deadline {
