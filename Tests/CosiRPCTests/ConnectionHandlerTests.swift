@@ -169,6 +169,26 @@ struct ServerConnectionHandlerTests {
         #expect(try reader.frames(channel).map(\.type) == [.message, .trailers])
     }
 
+    @Test func costlyAnswersAreComputedAFewAtATime() throws {
+        var (channel, reader) = try Self.connected()
+        for index in 0..<6 {
+            for frame in Self.call(UInt32(2 * index + 1), Self.cheap, "a large request") { try channel.writeFrames(frame) }
+        }
+        var calls: [ServerCall] = []
+        while let call = try channel.readInbound(as: ServerCall.self) { calls.append(call) }
+        #expect(calls.count == ServerConnectionHandler.maxCostlyCalls)
+        // One ends: the next waiting one starts.
+        calls[0].sink.finish(response: ByteBuffer(string: "done"), status: .ok)
+        channel.embeddedEventLoop.run()
+        #expect(try channel.readInbound(as: ServerCall.self)?.sink.streamID == 9)
+        // A waiting one that is cancelled never starts.
+        try channel.writeFrames(Frames.cancel(11))
+        calls[1].sink.finish(response: ByteBuffer(string: "done"), status: .ok)
+        channel.embeddedEventLoop.run()
+        #expect(try channel.readInbound(as: ServerCall.self) == nil)
+        _ = try reader.frames(channel)
+    }
+
     @Test func unknownMethodsAreUnimplemented() throws {
         var (channel, reader) = try Self.connected()
         for frame in Self.call(1, "/no.Such/Method") { try channel.writeFrames(frame) }

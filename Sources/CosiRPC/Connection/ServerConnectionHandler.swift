@@ -1,5 +1,6 @@
 import CosiTLS
 import CosiWire
+import DequeModule
 import Logging
 import NIOCore
 
@@ -45,6 +46,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     private struct RunningCall {
         var cancellation: CallCancellation
+        /// An inline answer found costly, running as a task (see ``maxCostlyCalls``).
+        var costly = false
         var deadline: Scheduled<Void>?
         var waitsOnOthers: Bool
         var method: String
@@ -72,6 +75,22 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private var pendingRead = false
     private var framesWhileBlocked = 0
     private var pumping = false
+    /// Calls whose inline answer was found costly, running as tasks, and those waiting to.
+    private var costlyRunning = 0
+    private var costlyWaiting: Deque<PendingCall> = []
+
+    private struct PendingCall {
+        var streamID: UInt32
+        var method: RPCMethod
+        var request: ByteBuffer
+        var context: CallContext
+        var started: ContinuousClock.Instant
+    }
+
+    /// Costly answers (a Get of a large resource) computed at once per connection, at most; the
+    /// others wait for one to end, and none starts while the peer does not read. So what they
+    /// make the server hold per connection is bounded by a few answers.
+    static let maxCostlyCalls = 4
 
     /// MESSAGE payload bytes handed to the connection per flush, at most (plus one message).
     static let outputAllowance = 256 << 10
@@ -192,6 +211,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         if context.channel.isWritable {
             framesWhileBlocked = 0
             output.flush()
+            launchWaitingCostlyCalls()
             processFrames()
             if pendingRead, context.channel.isWritable {
                 pendingRead = false
@@ -258,6 +278,22 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         call.deadline?.cancel()
         RPCMetrics.call(call.method, status, started: call.started)
         perform(stateMachine.finishCall(streamID, response: response, status: status))
+        if call.costly { costlyCallEnded() }
+    }
+
+    private func costlyCallEnded() {
+        costlyRunning -= 1
+        launchWaitingCostlyCalls()
+    }
+
+    /// Starts the costly calls that wait, as far as the limit and the peer's reading allow.
+    private func launchWaitingCostlyCalls() {
+        guard let context else { return }
+        while costlyRunning < Self.maxCostlyCalls, context.channel.isWritable, let next = costlyWaiting.popFirst() {
+            // A call cancelled while it waited is gone from the state machine.
+            guard stateMachine.isOpen(next.streamID) else { continue }
+            launch(next, costly: true)
+        }
     }
 
     private func callContext(_ headers: Envelope.CallHeaders, _ context: ChannelHandlerContext) -> CallContext {
@@ -327,7 +363,26 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                 return
             }
         }
-        var running = RunningCall(cancellation: CallCancellation(), waitsOnOthers: method.waitsOnOthers, method: headers.method, started: started)
+        let pending = PendingCall(streamID: streamID, method: method, request: request, context: callContext, started: started)
+        if inline != nil {
+            // Costly: at most a few at once, and not while the peer does not read.
+            guard costlyRunning < Self.maxCostlyCalls, context.channel.isWritable else {
+                costlyWaiting.append(PendingCall(
+                    streamID: streamID, method: method, request: ServerConnectionStateMachine<EventLoopPromise<Void>>.owned(request),
+                    context: callContext, started: started
+                ))
+                return
+            }
+        }
+        launch(pending, costly: inline != nil)
+    }
+
+    /// Runs a call as a task (handed to the server's task group through the pipeline).
+    private func launch(_ pending: PendingCall, costly: Bool) {
+        guard let context else { return }
+        let (streamID, method, request, callContext, started) = (pending.streamID, pending.method, pending.request, pending.context, pending.started)
+        var running = RunningCall(cancellation: CallCancellation(), costly: costly, waitsOnOthers: method.waitsOnOthers, method: method.name, started: started)
+        if costly { costlyRunning += 1 }
         if let deadline = callContext.deadline {
             running.deadline = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
                 guard let call = self.calls[streamID] else { return }
@@ -369,6 +424,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                 if let call = calls.removeValue(forKey: id) {
                     call.deadline?.cancel()
                     call.cancellation.cancel()
+                    if call.costly { costlyCallEnded() }
                 }
             case .completeWrite(let promise):
                 promise.succeed()

@@ -333,6 +333,9 @@ struct ServerConnectionStateMachine<Completion> {
         return actions
     }
 
+    /// Whether a call is open on `id`.
+    func isOpen(_ id: UInt32) -> Bool { flow.isOpen(id) }
+
     /// Whether the client's first SETTINGS has arrived.
     var hasReceivedSettings: Bool { flow.hasReceivedSettings }
 
