@@ -78,7 +78,7 @@ public final class SQLiteStorage: StateStorage, @unchecked Sendable {
         deleteResource = try writer.prepare("DELETE FROM resources WHERE namespace = ? AND type = ? AND id = ?")
         setRevision = try writer.prepare("UPDATE meta SET value = ? WHERE key = 'revision'")
         compactStatement = try writer.prepare(
-            "DELETE FROM events WHERE revision IN (SELECT revision FROM events WHERE revision < ? AND time < ? ORDER BY revision LIMIT 10000)"
+            "DELETE FROM events WHERE revision IN (SELECT revision FROM events WHERE revision < ? AND time < ? ORDER BY revision LIMIT ?)"
         )
     }
 
@@ -201,12 +201,11 @@ public final class SQLiteStorage: StateStorage, @unchecked Sendable {
 
     public var oldestRetainedRevision: UInt64 { oldest.withLockedValue { $0 } }
 
-    public func compact(policy: RetentionPolicy, now: Int64) throws(StateError) {
+    public func compact(policy: RetentionPolicy, now: Int64, limit: Int) throws(StateError) {
         guard lastRevision > UInt64(policy.minimumEvents) else { return }
         let keepFrom = Int64(lastRevision) - Int64(policy.minimumEvents) + 1
-        // Delete in bounded chunks so the writer is never held for long.
         let cutoff = policy.maximumAgeSeconds.map { now - $0 } ?? Int64.max
-        try compactStatement.run([.int(keepFrom), .int(cutoff)])
+        try compactStatement.run([.int(keepFrom), .int(cutoff), .int(Int64(limit))])
         try refreshOldest()
     }
 

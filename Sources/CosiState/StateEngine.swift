@@ -15,8 +15,12 @@ public struct StateEngineConfiguration: Sendable {
     public var catchUpBatch = 1024
     /// The most writes committed in one transaction.
     public var maximumCommitGroup = 4096
-    /// Compaction runs after this many commits.
-    public var compactionInterval = 256
+    /// Compaction runs after this many events; each run deletes up to twice as many events as
+    /// came in since the last one (and at least 10,000), so the log keeps to its retention
+    /// whatever the write rate.
+    public var compactionInterval = 4_096
+    /// After a failed commit, how long writes fail at once before the next commit is tried.
+    public var storageRetryInterval: Duration = .seconds(1)
 
     public init() {}
 }
@@ -40,7 +44,9 @@ public final class StateEngine: Sendable {
     struct Shared {
         var store: ResourceStore
         var hub = WatchHub()
-        var failure: StateError?
+        /// The last commit failed: writes fail with this until `retryAt`, then the next group
+        /// tries again.
+        var failure: (error: StateError, retryAt: ContinuousClock.Instant)?
     }
 
     let storage: any StateStorage
@@ -213,12 +219,14 @@ public final class StateEngine: Sendable {
         }
     }
 
-    /// Runs on the committer thread: applies a group of writes, commits, publishes.
-    func process(_ batch: [PendingWrite], compact: Bool) {
+    /// Runs on the committer thread: applies a group of writes, commits, publishes. Returns the
+    /// number of events committed.
+    @discardableResult
+    func process(_ batch: [PendingWrite]) -> Int {
         let (base, failure) = shared.withLockedValue { ($0.store, $0.failure) }
-        if let failure {
-            batch.forEach { $0.continuation.resume(throwing: failure) }
-            return
+        if let failure, ContinuousClock.now < failure.retryAt {
+            batch.forEach { $0.continuation.resume(throwing: failure.error) }
+            return 0
         }
         var working = base
         var events: [StateEvent] = []
@@ -242,13 +250,23 @@ public final class StateEngine: Sendable {
                 StateMetrics.commitDuration.recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
                 StateMetrics.commitGroupSize.record(batch.count)
             } catch {
-                logger.critical("storage commit failed; refusing further writes", metadata: ["error": "\(error)"])
-                let failure = StateError(.storageFailure, "storage failed, the server refuses writes: \(error.message)")
-                shared.withLockedValue { $0.failure = failure }
-                batch.forEach { $0.continuation.resume(throwing: failure) }
-                return
+                // Nothing of the group was stored (a commit is all or nothing) and nothing was
+                // published: the state stays as it was, and the next group tries again.
+                let retryAt = ContinuousClock.now + configuration.storageRetryInterval
+                let refusal = StateError(.storageFailure, "storage failed, writes are refused for now: \(error.message)")
+                if failure == nil {
+                    logger.critical("storage commit failed; writes fail until a commit succeeds", metadata: ["error": "\(error)"])
+                }
+                shared.withLockedValue { $0.failure = (refusal, retryAt) }
+                StateMetrics.commitFailures.increment()
+                batch.forEach { $0.continuation.resume(throwing: refusal) }
+                return 0
             }
             let watchers = shared.withLockedValue { shared in
+                if shared.failure != nil {
+                    shared.failure = nil
+                    logger.notice("storage recovered: writes are accepted again")
+                }
                 shared.store = working
                 shared.hub.publish(events)
                 return shared.hub.watcherCount
@@ -261,12 +279,16 @@ public final class StateEngine: Sendable {
         for (write, result) in zip(batch, results) {
             write.continuation.resume(with: result.mapError { $0 as any Error })
         }
-        if compact {
-            do {
-                try storage.compact(policy: configuration.retention, now: wallClockSeconds())
-            } catch {
-                logger.error("event log compaction failed", metadata: ["error": "\(error)"])
-            }
+        return events.count
+    }
+
+    /// Runs on the committer thread: drops up to `limit` events the retention policy no
+    /// longer keeps.
+    func compact(limit: Int) {
+        do {
+            try storage.compact(policy: configuration.retention, now: wallClockSeconds(), limit: limit)
+        } catch {
+            logger.error("event log compaction failed", metadata: ["error": "\(error)"])
         }
     }
 
@@ -299,6 +321,7 @@ public final class StateEngine: Sendable {
 enum StateMetrics {
     static let commitDuration = Metrics.Timer(label: "cosi_commit_duration_seconds")
     static let commitGroupSize = Recorder(label: "cosi_commit_group_size", aggregate: true)
+    static let commitFailures = Counter(label: "cosi_commit_failures_total")
     static let revision = Gauge(label: "cosi_state_revision")
     static let resources = Gauge(label: "cosi_state_resources")
     static let watchers = Gauge(label: "cosi_watches")
@@ -349,7 +372,7 @@ final class Committer: @unchecked Sendable {
     }
 
     private func run(_ engine: StateEngine) {
-        var commits = 0
+        var sinceCompaction = 0
         while true {
             condition.lock()
             while pending.isEmpty && !stopped { condition.wait() }
@@ -361,8 +384,12 @@ final class Committer: @unchecked Sendable {
             let batch = Array(pending.prefix(count))
             pending.removeFirst(count)
             condition.unlock()
-            commits += 1
-            engine.process(batch, compact: commits % engine.configuration.compactionInterval == 0)
+            sinceCompaction += engine.process(batch)
+            if sinceCompaction >= engine.configuration.compactionInterval {
+                // Twice what came in: the log shrinks back to its retention under any rate.
+                engine.compact(limit: max(10_000, 2 * sinceCompaction))
+                sinceCompaction = 0
+            }
         }
     }
 }

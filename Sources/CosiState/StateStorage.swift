@@ -34,8 +34,8 @@ public protocol StateStorage: Sendable {
     func tailStart(kind: ResourceKind, id: String?, count: Int, upTo: UInt64) throws(StateError) -> UInt64?
     /// The oldest revision still in the log (revision + 1 when it is empty).
     var oldestRetainedRevision: UInt64 { get }
-    /// Drops events the retention policy no longer keeps.
-    func compact(policy: RetentionPolicy, now: Int64) throws(StateError)
+    /// Drops events the retention policy no longer keeps, the oldest first, at most `limit`.
+    func compact(policy: RetentionPolicy, now: Int64, limit: Int) throws(StateError)
 }
 
 /// Keeps the event log in memory: for `--in-memory` and tests.
@@ -99,11 +99,13 @@ public final class MemoryStorage: StateStorage {
         log.withLockedValue { $0.entries.first?.event.revision ?? ($0.last + 1) }
     }
 
-    public func compact(policy: RetentionPolicy, now: Int64) throws(StateError) {
+    public func compact(policy: RetentionPolicy, now: Int64, limit: Int) throws(StateError) {
         log.withLockedValue { log in
-            while log.entries.count > policy.minimumEvents, let first = log.entries.first {
+            var removed = 0
+            while removed < limit, log.entries.count > policy.minimumEvents, let first = log.entries.first {
                 if let age = policy.maximumAgeSeconds, now - first.time < age { break }
                 log.entries.removeFirst()
+                removed += 1
             }
         }
     }
