@@ -262,6 +262,7 @@ let package = Package(
             dependencies: [
                 "CosiState", "CosiTesting", "CosiClient", "CosiServer", "CosiRPC", "CosiMessages",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
