@@ -9,6 +9,7 @@ void cosi_OPENSSL_free(void *ptr) { OPENSSL_free(ptr); }
 long cosi_SSL_CTX_set_options(SSL_CTX *ctx, unsigned long options) { return (long)SSL_CTX_set_options(ctx, options); }
 long cosi_SSL_CTX_set_mode(SSL_CTX *ctx, long mode) { return SSL_CTX_set_mode(ctx, mode); }
 int cosi_SSL_set_tlsext_host_name(SSL *ssl, const char *name) { return (int)SSL_set_tlsext_host_name(ssl, name); }
+void cosi_sk_X509_free_all(STACK_OF(X509) *chain) { sk_X509_pop_free(chain, X509_free); }
 
 static const unsigned char cosi_alpn_wire[] = { 10, 'c','o','s','i','-','r','p','c','/','1' };
 

@@ -22,16 +22,23 @@ public struct CallContext: Sendable {
 /// stream has no flow-control credit, which is how a slow reader slows its producer down.
 public struct ResponseWriter: Sendable {
     let sink: CallSink
+    /// Runs before every write (an interceptor's ``RPCInterceptor/beforeWrite``); throwing ends
+    /// the call with that error instead of sending.
+    var check: (@Sendable () throws -> Void)?
+
+    init(sink: CallSink) { self.sink = sink }
 
     /// Sends one message. Throws ``RPCError`` with `.cancelled` when the call has ended (cancelled
     /// by the client, past its deadline, or the connection closed).
     public func write(_ message: ByteBuffer) async throws {
+        try check?()
         try await sink.write(message)
     }
 
     /// Sends several messages with one hop to the connection; returns once the last has been
     /// handed to it. Flow control still applies message by message.
     public func write(contentsOf messages: [ByteBuffer]) async throws {
+        try check?()
         try await sink.write(contentsOf: messages)
     }
 }
@@ -139,16 +146,22 @@ public struct RPCInterceptor: Sendable {
     /// Runs before the handler with the raw request; throwing ends the call with that error and
     /// the handler never runs.
     public var before: @Sendable (ByteBuffer, CallContext) throws -> Void
+    /// Runs before every message a streaming call sends: throwing ends the call with that error
+    /// before the message goes (a decision that may change while a call runs, such as whether
+    /// the caller may still read what a watch sends).
+    public var beforeWrite: (@Sendable (ByteBuffer, CallContext) throws -> Void)?
     /// Runs after the handler with the call's outcome (not for calls refused by `before`).
     public var after: @Sendable (ByteBuffer, CallContext, RPCStatus) -> Void
 
     public init(
         admit: (@Sendable (CallContext) throws -> Void)? = nil,
         before: @escaping @Sendable (ByteBuffer, CallContext) throws -> Void,
+        beforeWrite: (@Sendable (ByteBuffer, CallContext) throws -> Void)? = nil,
         after: @escaping @Sendable (ByteBuffer, CallContext, RPCStatus) -> Void = { _, _, _ in }
     ) {
         self.admit = admit
         self.before = before
+        self.beforeWrite = beforeWrite
         self.after = after
     }
 }
@@ -221,6 +234,14 @@ extension RPCMethod {
         case .serverStreaming(let body):
             method.handler = .serverStreaming { request, context, writer in
                 try interceptor.before(request, context)
+                var writer = writer
+                if let beforeWrite = interceptor.beforeWrite {
+                    let inner = writer.check
+                    writer.check = {
+                        try inner?()
+                        try beforeWrite(request, context)
+                    }
+                }
                 do {
                     try await body(request, context, writer)
                     interceptor.after(request, context, .ok)

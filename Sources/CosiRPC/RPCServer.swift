@@ -91,6 +91,8 @@ public final class RPCServer: Sendable {
     private struct State {
         var tls: TLSContext
         var connections = 0
+        /// Open TLS connections, to tell them when the trusted material changes.
+        var channels: [ObjectIdentifier: any Channel] = [:]
         var quiescing: [ServerQuiescingHelper] = []
         var shuttingDown = false
         var address = AddressState.pending([])
@@ -110,10 +112,18 @@ public final class RPCServer: Sendable {
         self.state = NIOLockedValueBox(State(tls: configuration.tls))
     }
 
-    /// Replaces the TLS context (server certificate, key, trusted client CAs). New handshakes use
-    /// it; established connections keep going undisturbed.
+    /// Replaces the TLS context (server certificate, key, trusted client CAs, CRLs). New
+    /// handshakes use it; each established connection checks its client's certificate against
+    /// it and carries on if it still verifies, or ends every call with PERMISSION_DENIED and
+    /// closes with GOAWAY if it does not (a CA removed, a certificate revoked).
     public func reloadTLS(_ context: TLSContext) {
-        state.withLockedValue { $0.tls = context }
+        let channels = state.withLockedValue { state in
+            state.tls = context
+            return Array(state.channels.values)
+        }
+        for channel in channels {
+            channel.pipeline.fireUserInboundEventTriggered(TrustChanged(context: context))
+        }
     }
 
     /// The TLS context new handshakes use.
@@ -287,8 +297,19 @@ public final class RPCServer: Sendable {
             ])
             throw ChannelError.ioOnClosedChannel
         }
+        let id = ObjectIdentifier(channel)
+        state.withLockedValue { $0.channels[id] = channel }
         channel.closeFuture.whenComplete { [weak self] _ in
-            self?.state.withLockedValue { $0.connections -= 1 }
+            self?.state.withLockedValue { state in
+                state.connections -= 1
+                state.channels[id] = nil
+            }
         }
     }
+}
+
+/// The server's trusted material changed (SIGHUP): sent to every connection, which checks its
+/// client's certificate against it.
+struct TrustChanged: Sendable {
+    let context: TLSContext
 }

@@ -67,9 +67,10 @@ public struct AccessPolicy: Sendable {
     /// what the call does from its request; a request that does not decode is left to the
     /// handler (INVALID_ARGUMENT), after a check that the caller has any State role at all.
     ///
-    /// The check runs twice: when the call's HEADERS arrive, with what the method does at best
-    /// (so a caller whose roles allow no call of it is refused before its request is read), and
-    /// before the handler, with what the request asks for.
+    /// The check runs when the call's HEADERS arrive, with what the method does at best (so a
+    /// caller whose roles allow no call of it is refused before its request is read), before
+    /// the handler, with what the request asks for, and before every message of a streaming
+    /// call (a type can become sensitive while a watch of it runs).
     public func guarded(_ method: RPCMethod, operation: @escaping @Sendable (ByteBuffer) -> Operation?, isWrite: Bool) -> RPCMethod {
         let name = method.name
         // What a call of this method does at best: a State call on an ordinary type outside
@@ -89,6 +90,11 @@ public struct AccessPolicy: Sendable {
         return method.intercepted(by: RPCInterceptor(
             admit: { context in try check(least, context) },
             before: { request, context in
+                try check(operation(request) ?? .stateRead(namespace: "", type: ""), context)
+            },
+            // A type may become sensitive while a watch of it runs: decided again before every
+            // message, so nothing the caller may no longer read is sent.
+            beforeWrite: { request, context in
                 try check(operation(request) ?? .stateRead(namespace: "", type: ""), context)
             },
             after: { request, context, status in

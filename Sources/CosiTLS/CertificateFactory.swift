@@ -243,3 +243,40 @@ private func writePEM(_ write: (OpaquePointer) -> Int32) throws(TLSError) -> Str
     _ = BIO_read(bio, &bytes, Int32(length))
     return String(decoding: bytes, as: UTF8.self)
 }
+
+extension CertificateFactory {
+    /// Issues a certificate revocation list in PEM form: `revoked` are revoked by `issuer`, as of
+    /// now, with the next update in `validDays`.
+    public static func revocationList(
+        revoking revoked: [Certificate], issuer: (certificate: Certificate, key: PrivateKey), validDays: Int = 30
+    ) throws(TLSError) -> String {
+        guard let crl = X509_CRL_new() else { throw TLSError.drainingQueue(.generation, "X509_CRL_new failed") }
+        defer { X509_CRL_free(crl) }
+        guard X509_CRL_set_version(crl, 1) == 1,
+              X509_CRL_set_issuer_name(crl, X509_get_subject_name(issuer.certificate.pointer)) == 1 else {
+            throw TLSError.drainingQueue(.generation, "cannot set the CRL's issuer")
+        }
+        guard let now = X509_gmtime_adj(nil, 0) else { throw TLSError.drainingQueue(.generation, "cannot read the time") }
+        defer { ASN1_TIME_free(now) }
+        guard let next = X509_gmtime_adj(nil, validDays * 86_400) else { throw TLSError.drainingQueue(.generation, "cannot read the time") }
+        defer { ASN1_TIME_free(next) }
+        guard X509_CRL_set1_lastUpdate(crl, now) == 1, X509_CRL_set1_nextUpdate(crl, next) == 1 else {
+            throw TLSError.drainingQueue(.generation, "cannot set the CRL's dates")
+        }
+        for certificate in revoked {
+            guard let entry = X509_REVOKED_new() else { throw TLSError.drainingQueue(.generation, "X509_REVOKED_new failed") }
+            guard X509_REVOKED_set_serialNumber(entry, X509_get_serialNumber(certificate.pointer)) == 1,
+                  X509_REVOKED_set_revocationDate(entry, now) == 1,
+                  X509_CRL_add0_revoked(crl, entry) == 1 else {
+                X509_REVOKED_free(entry)
+                throw TLSError.drainingQueue(.generation, "cannot add a revoked certificate")
+            }
+        }
+        _ = X509_CRL_sort(crl)
+        let digest = issuer.key.algorithm == .ed25519 ? nil : EVP_sha256()
+        guard X509_CRL_sign(crl, issuer.key.pointer, digest) > 0 else {
+            throw TLSError.drainingQueue(.generation, "signing the CRL failed")
+        }
+        return try writePEM { bio in PEM_write_bio_X509_CRL(bio, crl) }
+    }
+}

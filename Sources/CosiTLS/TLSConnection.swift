@@ -134,11 +134,9 @@ final class TLSConnection {
         return buffer
     }
 
-    /// The identity in the peer's certificate, once the handshake has completed.
-    func peerIdentity() -> PeerIdentity? {
-        guard let certificate = SSL_get1_peer_certificate(ssl) else { return nil }
-        defer { X509_free(certificate) }
-        return PeerIdentity(certificate: certificate)
+    /// The peer's certificate (and the intermediates it sent), once the handshake has completed.
+    func peerCertificate() -> PeerCertificate? {
+        PeerCertificate(ssl: ssl)
     }
 
     /// The protocol agreed through ALPN, if any.

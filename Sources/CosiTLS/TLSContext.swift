@@ -18,11 +18,16 @@ public struct TLSConfiguration: Hashable, Sendable {
     public var privateKey: PEMSource
     /// The CA certificates that peers must chain to (a bundle may hold several, for rotation).
     public var trustRoots: PEMSource
+    /// Certificate revocation lists (PEM, one or several) a server checks client certificates
+    /// against. With CRLs, every CA that issues client certificates needs its CRL here: OpenSSL
+    /// refuses a certificate whose issuer has none.
+    public var revocationLists: PEMSource?
 
-    public init(certificateChain: PEMSource, privateKey: PEMSource, trustRoots: PEMSource) {
+    public init(certificateChain: PEMSource, privateKey: PEMSource, trustRoots: PEMSource, revocationLists: PEMSource? = nil) {
         self.certificateChain = certificateChain
         self.privateKey = privateKey
         self.trustRoots = trustRoots
+        self.revocationLists = revocationLists
     }
 }
 
@@ -93,6 +98,9 @@ public final class TLSContext: @unchecked Sendable {
             }
         }
         try Self.loadTrustRoots(ctx, configuration.trustRoots, role: role)
+        if let revocationLists = configuration.revocationLists {
+            try Self.loadRevocationLists(ctx, revocationLists)
+        }
 
         switch role {
         case .server:
@@ -175,6 +183,27 @@ public final class TLSContext: @unchecked Sendable {
         guard SSL_CTX_use_PrivateKey(ctx, key) == 1 else {
             throw TLSError.drainingQueue(.invalidMaterial, "the private key \(describe(source)) does not match the certificate or cannot be used")
         }
+    }
+
+    private static func loadRevocationLists(_ ctx: OpaquePointer, _ source: PEMSource) throws(TLSError) {
+        let bio = try openBIO(source, what: "CRL")
+        defer { BIO_free(bio) }
+        guard let store = SSL_CTX_get_cert_store(ctx) else {
+            throw TLSError.drainingQueue(.configuration, "no certificate store")
+        }
+        var count = 0
+        while let crl = PEM_read_bio_X509_CRL(bio, nil, nil, nil) {
+            defer { X509_CRL_free(crl) }
+            guard X509_STORE_add_crl(store, crl) == 1 else {
+                throw TLSError.drainingQueue(.invalidMaterial, "cannot use a CRL from \(describe(source))")
+            }
+            count += 1
+        }
+        _ = drainOpenSSLErrors() // the read that ended the loop leaves "no start line"
+        guard count > 0 else {
+            throw TLSError(code: .invalidMaterial, message: "no PEM CRL in \(describe(source))")
+        }
+        _ = X509_STORE_set_flags(store, UInt(X509_V_FLAG_CRL_CHECK))
     }
 
     private static func loadTrustRoots(_ ctx: OpaquePointer, _ source: PEMSource, role: Role) throws(TLSError) {

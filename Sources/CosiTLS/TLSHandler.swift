@@ -7,10 +7,13 @@ public struct TLSHandshakeCompleted: Sendable {
     public var peer: PeerIdentity?
     /// The protocol agreed through ALPN, or nil when the client offered none.
     public var alpn: String?
+    /// The peer's certificate, kept to check it again later (expiry, a changed trust store).
+    public var certificate: PeerCertificate?
 
-    public init(peer: PeerIdentity?, alpn: String?) {
+    public init(peer: PeerIdentity?, alpn: String?, certificate: PeerCertificate? = nil) {
         self.peer = peer
         self.alpn = alpn
+        self.certificate = certificate
     }
 }
 
@@ -108,7 +111,8 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
             timeoutTask?.cancel()
             timeoutTask = nil
             flushCiphertext(context: context)
-            let event = TLSHandshakeCompleted(peer: connection.peerIdentity(), alpn: connection.negotiatedALPN())
+            let certificate = connection.peerCertificate()
+            let event = TLSHandshakeCompleted(peer: certificate?.identity, alpn: connection.negotiatedALPN(), certificate: certificate)
             context.fireUserInboundEventTriggered(event)
             // Release writes made during the handshake.
             let held = heldWrites

@@ -56,6 +56,26 @@ public struct TestPKI: Sendable {
         )
     }
 
+    /// A CRL of this CA (PEM) revoking the certificates of `clients` (configurations made by
+    /// ``client(name:roles:expired:algorithm:usage:)``).
+    public func revocationList(revoking clients: [TLSConfiguration] = []) throws -> String {
+        let certificates = try clients.flatMap { client -> [Certificate] in
+            guard case .pem(let text) = client.certificateChain else { return [] }
+            return try Certificate.load(.pem(text)).prefix(1).map { $0 }
+        }
+        return try CertificateFactory.revocationList(revoking: certificates, issuer: (caCertificate, caKey))
+    }
+
+    /// A client certificate of this CA valid for `seconds` more.
+    public func client(name: String, roles: [String] = ["os:admin"], validForSeconds seconds: Int) throws -> TLSConfiguration {
+        let key = try PrivateKey(generating: .ed25519)
+        var profile = CertificateProfile(commonName: name, organizations: roles, usage: .client, validDays: 1)
+        profile.notBefore = -60
+        profile.notAfter = seconds
+        let certificate = try CertificateFactory.issue(profile, key: key, issuer: (caCertificate, caKey))
+        return TLSConfiguration(certificateChain: .pem(try certificate.pemEncoded()), privateKey: .pem(try key.pemEncoded()), trustRoots: .pem(caPEM))
+    }
+
     public func serverContext() throws -> TLSContext {
         try TLSContext(role: .server, configuration: server)
     }

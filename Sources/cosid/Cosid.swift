@@ -55,6 +55,9 @@ struct Cosid: AsyncParsableCommand {
     @Option(help: "Server private key, PEM. (default: <certs-dir>/server.key)")
     var key: String?
 
+    @Option(help: "Certificate revocation lists, PEM, checked for every client certificate; every CA of --ca then needs its CRL here. Reloaded on SIGHUP: connections of revoked certificates are closed. (default: none)")
+    var crl: String?
+
     @Option(help: "Directory of the state database (resources and event log, SQLite). (default: \(CosidSettings.defaults.dataDir))")
     var dataDir: String?
 
@@ -121,6 +124,7 @@ struct Cosid: AsyncParsableCommand {
         overlay(ca, \.ca)
         overlay(cert, \.cert)
         overlay(key, \.key)
+        overlay(crl, \.crl)
         overlay(dataDir, \.dataDir)
         overlay(sync, \.sync)
         overlay(inMemory, \.inMemory)
@@ -183,7 +187,8 @@ struct Cosid: AsyncParsableCommand {
         let material = TLSConfiguration(
             certificateChain: .file(settings.cert ?? certificates.serverCertificate),
             privateKey: .file(settings.key ?? certificates.serverKey),
-            trustRoots: .file(settings.ca ?? certificates.caCertificate)
+            trustRoots: .file(settings.ca ?? certificates.caCertificate),
+            revocationLists: settings.crl.map { .file($0) }
         )
         let tls: TLSContext
         do {

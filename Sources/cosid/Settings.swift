@@ -23,6 +23,8 @@ struct CosidSettings: Codable, Equatable, Sendable {
     var cert: String?
     /// Server private key, PEM (default: `<certs-dir>/server.key`).
     var key: String?
+    /// Certificate revocation lists, PEM, checked for client certificates (none by default).
+    var crl: String?
     /// Directory of the state database.
     var dataDir = "data"
     /// When commits are durable.

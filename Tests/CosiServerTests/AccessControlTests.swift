@@ -199,4 +199,40 @@ struct AccessControlTests {
             #expect((policy.refusal(operation, roles: Set(roles)) == nil) == allowed, "\(roles) \(operation)")
         }
     }
+
+    @Test func aWatchEndsWhenItsTypeBecomesSensitive() async throws {
+        try await Self.withServer { port, pki, audit in
+            try await Self.withClient(.reader, pki, port) { reader in
+                var watch = reader.watchCall(WatchRequest(namespace: "default", type: "Turnings.test.dev")).makeAsyncIterator()
+                _ = try await watch.next() // ready
+                try await Self.withClient(.admin, pki, port) { admin in
+                    _ = try await admin.create(StateConformance.resource("Turnings.test.dev", "before"), owner: "")
+                    #expect(try await watch.next()?.event.first?.resource?.metadata.id == "before")
+                    // The type becomes sensitive; then a resource of it is written.
+                    _ = try await admin.create(try MetaNamespace.definition(Meta.ResourceDefinitionSpec(resourceType: "Turnings.test.dev", sensitivity: .sensitive)), owner: "")
+                    _ = try await admin.create(StateConformance.resource("Turnings.test.dev", "secret"), owner: "")
+                }
+                // The reader's watch ends before it sees it.
+                await #expect { _ = try await watch.next() } throws: { error in
+                    (error as? RPCError)?.code == .permissionDenied && "\(error)".contains("sensitive")
+                }
+                #expect(audit.records.contains { $0.message == "refused" && $0.metadata["identity"] == "reader" })
+            }
+        }
+    }
+
+    @Test func aConnectionEndsWhenItsCertificateExpires() async throws {
+        try await Self.withServer { port, pki, _ in
+            let clock = ContinuousClock()
+            let start = clock.now
+            try await withCosiClient(CosiClientConfiguration(host: "127.0.0.1", port: port, tls: try pki.client(name: "brief", validForSeconds: 2))) { client in
+                var watch = client.watchCall(WatchRequest(namespace: "default", type: "Plain.test.dev")).makeAsyncIterator()
+                _ = try await watch.next() // ready
+                await #expect { _ = try await watch.next() } throws: { error in
+                    (error as? RPCError)?.code == .permissionDenied && "\(error)".contains("expired")
+                }
+                #expect(clock.now - start < .seconds(5), "ended \(clock.now - start) after it began")
+            }
+        }
+    }
 }

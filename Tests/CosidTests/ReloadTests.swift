@@ -25,15 +25,19 @@ struct ReloadTests {
         try await CosiClient.connect(CosiClientConfiguration(host: "127.0.0.1", port: port, tls: tls))
     }
 
-    @Test func rotateTheServerCertificateAndClientCAWhileAWatchStaysOpen() async throws {
+    @Test func rotateTheClientCAWhileAWatchStaysOpenThenDropTheOldOne() async throws {
         let dir = StateBackends.temporaryDirectory()
         defer { StateBackends.removeDirectory(dir) }
         let old = try TestPKI(caName: "old CA")
         try Self.install(old, in: dir)
+        try writeFile(try old.revocationList(), to: dir + "/crl.pem", mode: 0o644)
 
         let process = Process()
         process.executableURL = CosidProcessTests.executable
-        process.arguments = ["--listen", "127.0.0.1:0", "--in-memory", "--ca", dir + "/ca.crt", "--cert", dir + "/server.crt", "--key", dir + "/server.key", "--controllers", "none"]
+        process.arguments = [
+            "--listen", "127.0.0.1:0", "--in-memory", "--ca", dir + "/ca.crt", "--cert", dir + "/server.crt", "--key", dir + "/server.key",
+            "--crl", dir + "/crl.pem", "--controllers", "none",
+        ]
         let pipe = Pipe()
         let output = CosidProcessTests.Output()
         process.standardError = pipe
@@ -43,17 +47,24 @@ struct ReloadTests {
         let port = try await CosidProcessTests.port(from: output)
         // The test certificates are valid for 30 days: cosid warns at start.
         try await CosidProcessTests.waitFor("expires in", in: output)
+        var reloads = 0
+        func reload() async throws {
+            kill(process.processIdentifier, SIGHUP)
+            reloads += 1
+            try await CosidProcessTests.waitFor("reloaded", in: output, after: reloads)
+        }
 
         // An old client with an open watch.
         let oldClient = try await Self.connect(port, try old.client(name: "old"))
         var watch = oldClient.watchCall(WatchRequest(namespace: "default", type: "Reload.test.dev")).makeAsyncIterator()
         _ = try await watch.next() // ready
 
-        // Rotate: a new CA replaces the old one, and a new server certificate from it.
+        // Rotate without downtime: trust both CAs, serve a certificate of the new one.
         let new = try TestPKI(caName: "new CA")
         try Self.install(new, in: dir)
-        kill(process.processIdentifier, SIGHUP)
-        try await CosidProcessTests.waitFor("reloaded", in: output)
+        try writeFile(old.caPEM + new.caPEM, to: dir + "/ca.crt", mode: 0o644)
+        try writeFile(try old.revocationList() + new.revocationList(), to: dir + "/crl.pem", mode: 0o644)
+        try await reload()
 
         // The open watch keeps receiving events over its established connection.
         _ = try await oldClient.create(StateConformance.resource("Reload.test.dev", "after-rotation"), owner: "")
@@ -64,6 +75,29 @@ struct ReloadTests {
         let newClient = try await Self.connect(port, try new.client(name: "new"))
         #expect(try await newClient.info().identity == "new")
         #expect(newClient.connection.serverIdentity?.commonName == "test server")
+
+        // The old CA goes: the old client's connection no longer verifies, and ends.
+        try writeFile(new.caPEM, to: dir + "/ca.crt", mode: 0o644)
+        try writeFile(try new.revocationList(), to: dir + "/crl.pem", mode: 0o644)
+        try await reload()
+        await #expect { _ = try await watch.next() } throws: { error in
+            (error as? RPCError)?.code == .permissionDenied && "\(error)".contains("no longer verifies")
+        }
+        try await CosidProcessTests.waitFor("connection revoked", in: output)
+        #expect(try await newClient.info().identity == "new", "the others carry on")
+
+        // A certificate of the new CA is revoked: its watch ends, it cannot connect again.
+        let revokedTLS = try new.client(name: "revoked")
+        let revoked = try await Self.connect(port, revokedTLS)
+        var revokedWatch = revoked.watchCall(WatchRequest(namespace: "default", type: "Reload.test.dev")).makeAsyncIterator()
+        _ = try await revokedWatch.next() // ready
+        try writeFile(try new.revocationList(revoking: [revokedTLS]), to: dir + "/crl.pem", mode: 0o644)
+        try await reload()
+        await #expect { _ = try await revokedWatch.next() } throws: { error in
+            (error as? RPCError)?.code == .permissionDenied && "\(error)".contains("certificate revoked")
+        }
+        await #expect(throws: (any Error).self) { _ = try await Self.connect(port, revokedTLS).info() }
+        #expect(try await newClient.info().identity == "new")
 
         // A client of the removed CA is refused.
         var stale = try old.client(name: "stale")
@@ -78,6 +112,7 @@ struct ReloadTests {
         #expect(try await another.info().identity == "another")
 
         await oldClient.close()
+        await revoked.close()
         await newClient.close()
         await another.close()
     }

@@ -19,6 +19,8 @@ void cosi_SSL_CTX_require_cosi_alpn(SSL_CTX *ctx);
 int cosi_SSL_set_cosi_alpn(SSL *ssl);
 /// Writes the protocol selected by ALPN (or nothing) into buf; returns its length.
 int cosi_SSL_get_alpn(const SSL *ssl, char *buf, int cap);
+/// Frees a stack of certificates and drops a reference to each (sk_X509_pop_free).
+void cosi_sk_X509_free_all(STACK_OF(X509) *chain);
 
 // Constants that are macros in the headers.
 extern const int cosi_TLS1_3_VERSION;

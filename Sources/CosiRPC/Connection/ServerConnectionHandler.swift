@@ -71,6 +71,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private var callCount = 0
     private var closeReason: String?
     private var settingsTimer: Scheduled<Void>?
+    private var expiryTimer: Scheduled<Void>?
+    private var certificate: PeerCertificate?
     /// A read was asked for while the channel was not writable: issued once it is.
     private var pendingRead = false
     private var framesWhileBlocked = 0
@@ -125,6 +127,13 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         switch event {
         case let handshake as TLSHandshakeCompleted:
             peer = handshake.peer
+            certificate = handshake.certificate
+            if let seconds = handshake.certificate?.secondsUntilExpiry() {
+                // The connection lasts as long as the certificate that opened it.
+                expiryTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(max(0, seconds))) {
+                    self.revoke("the client certificate expired")
+                }
+            }
             logger[metadataKey: "peer"] = "\(handshake.peer?.commonName ?? "?")"
             logger.info("connection open", metadata: [
                 "remote": "\(remoteAddress)",
@@ -144,10 +153,24 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         case is ChannelShouldQuiesceEvent:
             beginGracefulShutdown()
             return
+        case let change as TrustChanged:
+            if let certificate, let reason = certificate.verificationFailure(against: change.context) {
+                revoke("the client certificate no longer verifies: \(reason)")
+            }
+            return
         default:
             break
         }
         context.fireUserInboundEventTriggered(event)
+    }
+
+    /// Ends every call with PERMISSION_DENIED and closes with GOAWAY: the client may no longer
+    /// be served.
+    private func revoke(_ reason: String) {
+        guard !stateMachine.isClosed else { return }
+        closeReason = reason
+        logger.notice("connection revoked", metadata: ["remote": "\(remoteAddress)", "reason": "\(reason)"])
+        perform(stateMachine.revoke(RPCStatus(code: .permissionDenied, message: reason)))
     }
 
     private func beginGracefulShutdown() {
@@ -240,6 +263,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         settingsTimer?.cancel()
+        expiryTimer?.cancel()
         keepaliveTask?.cancel()
         pingTimeout?.cancel()
         graceTimer?.cancel()

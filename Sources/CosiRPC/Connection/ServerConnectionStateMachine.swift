@@ -308,6 +308,17 @@ struct ServerConnectionStateMachine<Completion> {
         return actions
     }
 
+    /// The client may no longer be served (its certificate expired, was revoked, or no longer
+    /// chains to a trusted CA): every call ends with `status`, then GOAWAY(NO_ERROR) and close.
+    mutating func revoke(_ status: RPCStatus) -> [Action] {
+        guard !isClosed else { return [] }
+        phase = .closed
+        var actions = abortAll(RPCError(status: status), sendTrailers: true)
+        actions.append(.send(Frames.goAway(lastStreamID: highestStreamID, code: .noError, reason: status.message)))
+        actions.append(.close)
+        return actions
+    }
+
     /// The grace period is over: end every call still running with UNAVAILABLE and close.
     mutating func forceClose() -> [Action] {
         guard !isClosed else { return [] }
