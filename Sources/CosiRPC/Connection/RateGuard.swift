@@ -2,8 +2,8 @@ import NIOCore
 
 /// A budget of events that refills over time (a token bucket): `burst` events at once, then
 /// `perSecond` on average. The server counts what a peer may send without doing useful work
-/// (PINGs, SETTINGS, frames of unknown type) against one each, and ends the connection with
-/// ENHANCE_YOUR_CALM when a budget runs out.
+/// (SETTINGS after the first, frames of unknown type) against one each, and ends the connection
+/// with ENHANCE_YOUR_CALM when a budget runs out.
 struct RateGuard: Sendable {
     let burst: Double
     let perSecond: Double
@@ -26,7 +26,4 @@ struct RateGuard: Sendable {
         tokens -= 1
         return true
     }
-
-    /// Refills the budget (the peer did useful work).
-    mutating func refill() { tokens = burst }
 }

@@ -54,8 +54,11 @@ struct ServerConnectionStateMachine<Completion> {
     private var flow: FlowControl<Completion, Call>
     private var phase = Phase.open
     private var highestStreamID: UInt32 = 0
-    /// PINGs: 10 at once, then one per second; refilled when a call starts.
-    private var pings = RateGuard(burst: 10, perSecond: 1)
+    /// Times of the PINGs received since the last call started (at most 10 kept), for the flood
+    /// guard: more than 10 within 10 s with no call in between is ENHANCE_YOUR_CALM.
+    private var recentPings: Deque<NIODeadline> = []
+    static var pingFloodLimit: Int { 10 }
+    static var pingFloodPeriod: TimeAmount { .seconds(10) }
     /// SETTINGS after the first: 10 at once, then one per 10 seconds (each may walk the streams).
     private var settingsChanges = RateGuard(burst: 10, perSecond: 0.1)
     /// Frames of unknown type (ignored, but read): 1,000 at once, then 100 per second.
@@ -205,7 +208,7 @@ struct ServerConnectionStateMachine<Completion> {
             return
         }
         // A call: the peer is doing useful work, and may ping again.
-        pings.refill()
+        recentPings.removeAll()
         actions.append(.startCall(streamID: id, headers: ready.headers, request: ready.request))
     }
 
@@ -225,9 +228,11 @@ struct ServerConnectionStateMachine<Completion> {
             actions.append(.pingAcknowledged)
             return
         }
-        guard pings.allow(now: now) else {
-            throw ConnectionError(code: .enhanceYourCalm, message: "too many PINGs without a call (more than 10, then one per second)")
+        while let first = recentPings.first, first + Self.pingFloodPeriod < now { recentPings.removeFirst() }
+        guard recentPings.count < Self.pingFloodLimit else {
+            throw ConnectionError(code: .enhanceYourCalm, message: "more than \(Self.pingFloodLimit) PINGs within \(Self.pingFloodPeriod) without a call")
         }
+        recentPings.append(now)
         actions.append(.send(Frames.ping(frame.payload, ack: true)))
     }
 
