@@ -148,7 +148,7 @@ struct ServerConnectionHandlerTests {
         }
         channel.embeddedEventLoop.run()
         let first = try reader.frames(channel).filter { $0.type == .message }.count
-        #expect(first <= 5, "at most the allowance (256 KiB) and one message more: \(first)")
+        #expect(first <= 17, "at most the allowance (1 MiB) and one message more: \(first)")
         #expect(written.filter { $0.outcome != nil }.count == first, "the writers of the others wait")
         channel.isWritable = true
         channel.pipeline.fireChannelWritabilityChanged()

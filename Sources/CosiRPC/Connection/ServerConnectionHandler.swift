@@ -95,7 +95,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     static let maxCostlyCalls = 4
 
     /// MESSAGE payload bytes handed to the connection per flush, at most (plus one message).
-    static let outputAllowance = 256 << 10
+    static let outputAllowance = 1 << 20
     /// Bytes appended by handling inbound frames before they are flushed (so that the
     /// channel's writability reflects them).
     static let flushThreshold = 64 << 10
@@ -364,31 +364,21 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             return
         }
         let callContext = callContext(headers, context)
-        let inline: (@Sendable (ByteBuffer, CallContext) throws -> ByteBuffer?)? = switch method.handler {
-        case .unaryInline(let body): body
-        case .unaryInlineWhenCheap(let body, _): body
-        default: nil
-        }
-        if let inline {
-            // Quick handlers answer on the event loop itself: no task, no deadline timer. One
-            // that finds the answer costly (nil) goes on as a task below.
-            var status = RPCStatus.ok
-            var response: ByteBuffer?
-            do {
-                response = try inline(request, callContext)
-            } catch let error as RPCError {
-                status = error.status
-            } catch {
-                status = RPCStatus(code: .unknown, message: "\(error)")
-            }
-            if response != nil || status.code != .ok {
-                RPCMetrics.call(headers.method, status, started: started)
-                perform(stateMachine.finishCall(streamID, response: response, status: status), flush: false)
-                return
-            }
+        // Quick handlers answer on the event loop itself: no task, no deadline timer. One that
+        // finds the answer costly (nil) goes on as a task below.
+        let costly: Bool
+        switch method.handler {
+        case .unaryInline(let body):
+            answerInline(streamID, method: headers.method, started: started) { try body(request, callContext) }
+            return
+        case .unaryInlineWhenCheap(let body, _):
+            if answerInline(streamID, method: headers.method, started: started, { try body(request, callContext) }) { return }
+            costly = true
+        default:
+            costly = false
         }
         let pending = PendingCall(streamID: streamID, method: method, request: request, context: callContext, started: started)
-        if inline != nil {
+        if costly {
             // Costly: at most a few at once, and not while the peer does not read.
             guard costlyRunning < Self.maxCostlyCalls, context.channel.isWritable else {
                 costlyWaiting.append(PendingCall(
@@ -398,7 +388,26 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                 return
             }
         }
-        launch(pending, costly: inline != nil)
+        launch(pending, costly: costly)
+    }
+
+    /// Runs an inline handler and finishes the call with its answer or error; returns false
+    /// (and finishes nothing) when it returns nil: the answer is costly, for a task.
+    @discardableResult
+    private func answerInline(_ streamID: UInt32, method: String, started: ContinuousClock.Instant, _ compute: () throws -> ByteBuffer?) -> Bool {
+        var status = RPCStatus.ok
+        var response: ByteBuffer?
+        do {
+            response = try compute()
+            if response == nil { return false }
+        } catch let error as RPCError {
+            status = error.status
+        } catch {
+            status = RPCStatus(code: .unknown, message: "\(error)")
+        }
+        RPCMetrics.call(method, status, started: started)
+        perform(stateMachine.finishCall(streamID, response: response, status: status), flush: false)
+        return true
     }
 
     /// Runs a call as a task (handed to the server's task group through the pipeline).
