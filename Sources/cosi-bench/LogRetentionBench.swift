@@ -65,3 +65,38 @@ struct LogRetention: AsyncParsableCommand {
         print("log-retention (--sync \(sync), \(writers) writers, \(seconds) s, retention \(retain)): \(engine.revision) events written, the log held at most \(largest) events (retention + \(largest > UInt64(retain) ? largest - UInt64(retain) : 0)); state.db \(fileBytes / 1_048_576) MiB at the end")
     }
 }
+
+/// `cosi-bench engine-writes`: the state engine alone (in this process, SQLite), writers creating
+/// resources in a closed loop: what a durable write costs without the network, for comparing
+/// with `put` (which adds the RPC round trip).
+struct EngineWrites: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "engine-writes",
+        abstract: "Durable Creates on the state engine in this process (no network): rate and latency."
+    )
+
+    @Option(help: "Writers at once.") var clients = 1
+    @Option(help: "Creates in all.") var total = 10_000
+    @Option(help: "SQLite sync mode: full or normal.") var sync = "full"
+    @Option(help: "Spec size in bytes.") var valSize = 256
+
+    func run() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cosi-bench-engine-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var logger = Logger(label: "bench")
+        logger.logLevel = .error
+        let engine = try StateEngine(storage: SQLiteStorage(directory: directory, sync: sync == "normal" ? .normal : .full), logger: logger)
+        defer { engine.shutdown() }
+        let value = String(repeating: "v", count: valSize)
+        let clock = ContinuousClock()
+        let t0 = clock.now
+        let stats = await runLoad(clients: [], workers: clients, total: total, rate: 0, t0: t0, deadline: t0 + .seconds(300), progress: "engine-writes") { _, _, index, _ in
+            _ = try await engine.create(Resource(metadata: Metadata(namespace: "bench", type: "Engine.bench.dev", id: "e\(index)"), spec: Spec(yamlSpec: value)), owner: "")
+        }
+        var result = LoadResult("engine-writes", timedOut: stats.timedOut, complete: stats.ok == total)
+        result.add("clients", clients)
+        result.add("sync", sync)
+        result.addLoad(stats, total: total, cpu: 0)
+        result.print(json: false)
+    }
+}
