@@ -59,6 +59,21 @@ public enum RPCHandler: Sendable {
         inline: @Sendable (ByteBuffer, CallContext) throws -> ByteBuffer?,
         task: @Sendable (ByteBuffer, CallContext) async throws -> ByteBuffer
     )
+    /// One request, one response, started on the connection's event loop without a task:
+    /// `direct` gets the request and a `respond` callback that it (or what it starts, such as a
+    /// durable write) calls exactly once, from any thread; `direct` itself must return at once.
+    /// A request larger than ``RPCHandler/directRequestLimit`` runs `task` as a task instead
+    /// (decoding it is not cheap).
+    ///
+    /// The answer is given as an encoder, which the connection runs on its event loop: the
+    /// thread that produced the answer (the committer) does not spend time encoding it.
+    case unaryDirect(
+        direct: @Sendable (ByteBuffer, CallContext, @escaping @Sendable (Result<@Sendable () -> ByteBuffer, any Error>) -> Void) -> Void,
+        task: @Sendable (ByteBuffer, CallContext) async throws -> ByteBuffer
+    )
+
+    /// The largest request a ``unaryDirect(direct:task:)`` method starts on the event loop.
+    public static let directRequestLimit = 64 << 10
 }
 
 /// A method the server serves.
@@ -112,6 +127,27 @@ public struct RPCMethod: Sendable {
     ) -> RPCMethod {
         RPCMethod(name: name, handler: .unaryInlineWhenCheap(
             inline: { bytes, context in try inline(try decodeRequest(Request.self, bytes), context)?.serializedBytes() },
+            task: { bytes, context in try await task(try decodeRequest(Request.self, bytes), context).serializedBytes() }
+        ))
+    }
+
+    /// A unary method started on the event loop without a task (see
+    /// ``RPCHandler/unaryDirect(direct:task:)``): for handlers that hand their work to another
+    /// thread and answer from there. `task` serves large requests.
+    public static func unaryDirect<Request: ProtobufMessage, Response: ProtobufMessage>(
+        _ name: String, _ request: Request.Type = Request.self, _ response: Response.Type = Response.self,
+        direct: @escaping @Sendable (Request, CallContext, @escaping @Sendable (Result<Response, any Error>) -> Void) -> Void,
+        task: @escaping @Sendable (Request, CallContext) async throws -> Response
+    ) -> RPCMethod {
+        RPCMethod(name: name, handler: .unaryDirect(
+            direct: { bytes, context, respond in
+                let request: Request
+                do { request = try decodeRequest(Request.self, bytes) } catch {
+                    respond(.failure(error))
+                    return
+                }
+                direct(request, context) { result in respond(result.map { response in { response.serializedBytes() } }) }
+            },
             task: { bytes, context in try await task(try decodeRequest(Request.self, bytes), context).serializedBytes() }
         ))
     }
@@ -217,6 +253,33 @@ extension RPCMethod {
                     } catch {
                         interceptor.after(request, context, outcome(error))
                         throw error
+                    }
+                },
+                task: { request, context in
+                    try interceptor.before(request, context)
+                    do {
+                        let response = try await task(request, context)
+                        interceptor.after(request, context, .ok)
+                        return response
+                    } catch {
+                        interceptor.after(request, context, outcome(error))
+                        throw error
+                    }
+                }
+            )
+        case .unaryDirect(let direct, let task):
+            method.handler = .unaryDirect(
+                direct: { request, context, respond in
+                    do { try interceptor.before(request, context) } catch {
+                        respond(.failure(error))
+                        return
+                    }
+                    direct(request, context) { result in
+                        switch result {
+                        case .success: interceptor.after(request, context, .ok)
+                        case .failure(let error): interceptor.after(request, context, outcome(error))
+                        }
+                        respond(result)
                     }
                 },
                 task: { request, context in

@@ -42,7 +42,7 @@ struct ServerCall: Sendable {
                 sink.finish(response: nil, status: .ok)
             case .unaryInline(let body):
                 sink.finish(response: try body(request, context), status: .ok)
-            case .unaryInlineWhenCheap(_, let task):
+            case .unaryInlineWhenCheap(_, let task), .unaryDirect(_, let task):
                 sink.finish(response: try await task(request, context), status: .ok)
             }
         } catch let error as RPCError {

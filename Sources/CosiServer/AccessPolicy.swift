@@ -140,25 +140,31 @@ extension AccessPolicy {
         methods.map { guarded($0, operation: { _ in .controller }, isWrite: writes.contains($0.name)) }
     }
 
-    /// How to read what a State call does from its request.
+    /// How to read what a State call does from its request: its namespace and type, scanned
+    /// from the request's bytes without decoding it (the handler decodes it once). A request
+    /// whose bytes are not a protobuf message reads as nothing (the handler answers
+    /// INVALID_ARGUMENT).
     static func stateOperation(_ method: String) -> (@Sendable (ByteBuffer) -> Operation?, Bool) {
-        func read<M: ProtobufMessage>(_: M.Type, _ address: @escaping @Sendable (M) -> (String, String)?) -> @Sendable (ByteBuffer) -> Operation? {
-            { bytes in (try? M(serializedBytes: bytes)).flatMap(address).map { .stateRead(namespace: $0.0, type: $0.1) } }
-        }
-        func write<M: ProtobufMessage>(_: M.Type, _ address: @escaping @Sendable (M) -> (String, String)?) -> @Sendable (ByteBuffer) -> Operation? {
-            { bytes in (try? M(serializedBytes: bytes)).flatMap(address).map { .stateWrite(namespace: $0.0, type: $0.1) } }
+        /// `namespace` and `type` at these paths; `within`, when set, must be present.
+        func scan(_ namespace: [Int], _ type: [Int], within: [Int]? = nil, write: Bool) -> @Sendable (ByteBuffer) -> Operation? {
+            { bytes in
+                do {
+                    if let within, try !WireScan.contains(within, in: bytes) { return nil }
+                    let namespace = try WireScan.string(at: namespace, in: bytes) ?? ""
+                    let type = try WireScan.string(at: type, in: bytes) ?? ""
+                    return write ? .stateWrite(namespace: namespace, type: type) : .stateRead(namespace: namespace, type: type)
+                } catch {
+                    return nil
+                }
+            }
         }
         switch method {
-        case "/cosi.resource.State/Get": return (read(GetRequest.self) { ($0.namespace, $0.type) }, false)
-        case "/cosi.resource.State/List": return (read(ListRequest.self) { ($0.namespace, $0.type) }, false)
-        case "/cosi.resource.State/Watch": return (read(WatchRequest.self) { ($0.namespace, $0.type) }, false)
-        case "/cosi.resource.State/Create":
-            return (write(CreateRequest.self) { $0.resource.map { ($0.metadata.namespace, $0.metadata.type) } }, true)
-        case "/cosi.resource.State/Update":
-            return (write(UpdateRequest.self) { $0.newResource.map { ($0.metadata.namespace, $0.metadata.type) } }, true)
-        case "/cosi.resource.State/Destroy": return (write(DestroyRequest.self) { ($0.namespace, $0.type) }, true)
-        case "/cosi.resource.State/Teardown": return (write(TeardownRequest.self) { ($0.namespace, $0.type) }, true)
-        case "/cosi.resource.State/TeardownAndDestroy": return (write(TeardownAndDestroyRequest.self) { ($0.namespace, $0.type) }, true)
+        case "/cosi.resource.State/Get", "/cosi.resource.State/List", "/cosi.resource.State/Watch":
+            return (scan([1], [2], write: false), false)
+        case "/cosi.resource.State/Create": return (scan([1, 1, 1], [1, 1, 2], within: [1], write: true), true)
+        case "/cosi.resource.State/Update": return (scan([2, 1, 1], [2, 1, 2], within: [2], write: true), true)
+        case "/cosi.resource.State/Destroy", "/cosi.resource.State/Teardown", "/cosi.resource.State/TeardownAndDestroy":
+            return (scan([1], [2], write: true), true)
         default: return ({ _ in .controller }, true)
         }
     }

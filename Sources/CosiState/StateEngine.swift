@@ -215,8 +215,43 @@ public final class StateEngine: Sendable {
 
     func write(_ operation: @escaping @Sendable (inout ResourceStore, Timestamp) throws(StateError) -> WriteResult) async throws -> WriteResult {
         try await withCheckedThrowingContinuation { continuation in
-            committer.submit(PendingWrite(operation: operation, continuation: continuation))
+            committer.submit(PendingWrite(operation: operation) { continuation.resume(with: $0.mapError { $0 as any Error }) })
         }
+    }
+
+    // MARK: Writes with a completion handler
+
+    /// The writes above for callers that are not tasks (an RPC answered from its event loop):
+    /// `completion` runs on the committer thread once the write is durable (or has failed), and
+    /// must hand its result elsewhere at once.
+    public func create(_ resource: Resource, owner: String, completion: @escaping @Sendable (Result<Resource, StateError>) -> Void) {
+        committer.submit(PendingWrite(operation: { store, now throws(StateError) in
+            let event = try store.create(resource, owner: owner, now: now)
+            return WriteResult(events: [event], resource: event.resource)
+        }) { completion($0.map { $0.resource! }) })
+    }
+
+    /// Updates a resource; see ``create(_:owner:completion:)``.
+    public func update(_ resource: Resource, owner: String, expectedPhase: String? = nil, completion: @escaping @Sendable (Result<Resource, StateError>) -> Void) {
+        committer.submit(PendingWrite(operation: { store, now throws(StateError) in
+            let event = try store.update(resource, owner: owner, expectedPhase: expectedPhase, now: now)
+            return WriteResult(events: [event], resource: event.resource)
+        }) { completion($0.map { $0.resource! }) })
+    }
+
+    /// Destroys a resource; see ``create(_:owner:completion:)``.
+    public func destroy(_ address: ResourceAddress, owner: String, completion: @escaping @Sendable (Result<Void, StateError>) -> Void) {
+        committer.submit(PendingWrite(operation: { store, _ throws(StateError) in
+            WriteResult(events: [try store.destroy(address, owner: owner)])
+        }) { completion($0.map { _ in () }) })
+    }
+
+    /// Tears a resource down; see ``create(_:owner:completion:)``.
+    public func teardown(_ address: ResourceAddress, owner: String, completion: @escaping @Sendable (Result<Bool, StateError>) -> Void) {
+        committer.submit(PendingWrite(operation: { store, now throws(StateError) in
+            let (ready, event) = try store.teardown(address, owner: owner, now: now)
+            return WriteResult(events: event.map { [$0] } ?? [], ready: ready)
+        }) { completion($0.map(\.ready)) })
     }
 
     /// Runs on the committer thread: applies a group of writes, commits, publishes. Returns the
@@ -225,7 +260,7 @@ public final class StateEngine: Sendable {
     func process(_ batch: [PendingWrite]) -> Int {
         let (base, failure) = shared.withLockedValue { ($0.store, $0.failure) }
         if let failure, ContinuousClock.now < failure.retryAt {
-            batch.forEach { $0.continuation.resume(throwing: failure.error) }
+            batch.forEach { $0.complete(.failure(failure.error)) }
             return 0
         }
         var working = base
@@ -259,7 +294,7 @@ public final class StateEngine: Sendable {
                 }
                 shared.withLockedValue { $0.failure = (refusal, retryAt) }
                 StateMetrics.commitFailures.increment()
-                batch.forEach { $0.continuation.resume(throwing: refusal) }
+                batch.forEach { $0.complete(.failure(refusal)) }
                 return 0
             }
             let watchers = shared.withLockedValue { shared in
@@ -277,7 +312,7 @@ public final class StateEngine: Sendable {
             StateMetrics.eventLogSize.record(Int64(working.revision) - Int64(storage.oldestRetainedRevision) + 1)
         }
         for (write, result) in zip(batch, results) {
-            write.continuation.resume(with: result.mapError { $0 as any Error })
+            write.complete(result)
         }
         return events.count
     }
@@ -332,7 +367,8 @@ enum StateMetrics {
 /// A write waiting for the committer.
 struct PendingWrite: Sendable {
     let operation: @Sendable (inout ResourceStore, Timestamp) throws(StateError) -> WriteResult
-    let continuation: CheckedContinuation<WriteResult, any Error>
+    /// Runs on the committer thread with the outcome.
+    let complete: @Sendable (Result<WriteResult, StateError>) -> Void
 }
 
 /// The single writer thread. Writes that arrive while a group is being committed form the next
@@ -356,7 +392,7 @@ final class Committer: @unchecked Sendable {
         condition.lock()
         if stopped {
             condition.unlock()
-            write.continuation.resume(throwing: StateError(.unavailable, "the state engine is shut down"))
+            write.complete(.failure(StateError(.unavailable, "the state engine is shut down")))
             return
         }
         pending.append(write)

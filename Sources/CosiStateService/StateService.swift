@@ -47,23 +47,49 @@ public enum StateService {
                     start = end
                 }
             },
-            .unary(create, CreateRequest.self, CreateResponse.self) { request, _ in
-                guard let resource = request.resource else { throw RPCError(code: .invalidArgument, message: "resource is missing") }
-                return CreateResponse(resource: try await mapped { try await engine.create(resource, owner: request.options?.owner ?? "") })
-            },
-            .unary(update, UpdateRequest.self, UpdateResponse.self) { request, _ in
-                guard let resource = request.newResource else { throw RPCError(code: .invalidArgument, message: "new_resource is missing") }
-                let stored = try await mapped {
-                    try await engine.update(resource, owner: request.options?.owner ?? "", expectedPhase: request.options?.expectedPhase)
+            // Writes go from the event loop to the committer and back: no task (a large request
+            // is decoded in one).
+            .unaryDirect(
+                create, CreateRequest.self, CreateResponse.self,
+                direct: { request, _, respond in
+                    guard let resource = request.resource else { return respond(.failure(RPCError(code: .invalidArgument, message: "resource is missing"))) }
+                    engine.create(resource, owner: request.options?.owner ?? "") { respond(answer($0, CreateResponse.init(resource:))) }
+                },
+                task: { request, _ in
+                    guard let resource = request.resource else { throw RPCError(code: .invalidArgument, message: "resource is missing") }
+                    return CreateResponse(resource: try await mapped { try await engine.create(resource, owner: request.options?.owner ?? "") })
                 }
-                return UpdateResponse(resource: stored)
-            },
-            .unary(destroy, DestroyRequest.self, DestroyResponse.self) { request, _ in
-                try await mapped {
-                    try await engine.destroy(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id), owner: request.options?.owner ?? "")
+            ),
+            .unaryDirect(
+                update, UpdateRequest.self, UpdateResponse.self,
+                direct: { request, _, respond in
+                    guard let resource = request.newResource else { return respond(.failure(RPCError(code: .invalidArgument, message: "new_resource is missing"))) }
+                    engine.update(resource, owner: request.options?.owner ?? "", expectedPhase: request.options?.expectedPhase) {
+                        respond(answer($0, UpdateResponse.init(resource:)))
+                    }
+                },
+                task: { request, _ in
+                    guard let resource = request.newResource else { throw RPCError(code: .invalidArgument, message: "new_resource is missing") }
+                    let stored = try await mapped {
+                        try await engine.update(resource, owner: request.options?.owner ?? "", expectedPhase: request.options?.expectedPhase)
+                    }
+                    return UpdateResponse(resource: stored)
                 }
-                return DestroyResponse()
-            },
+            ),
+            .unaryDirect(
+                destroy, DestroyRequest.self, DestroyResponse.self,
+                direct: { request, _, respond in
+                    engine.destroy(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id), owner: request.options?.owner ?? "") {
+                        respond(answer($0) { DestroyResponse() })
+                    }
+                },
+                task: { request, _ in
+                    try await mapped {
+                        try await engine.destroy(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id), owner: request.options?.owner ?? "")
+                    }
+                    return DestroyResponse()
+                }
+            ),
             .serverStreaming(watch, WatchRequest.self, WatchResponse.self, waitsOnOthers: true) { request, _, writer in
                 let watch = try await mapped { try await engine.watch(request) }
                 defer { watch.close() }
@@ -84,12 +110,20 @@ public enum StateService {
                     throw rpcError(error)
                 }
             },
-            .unary(teardown, TeardownRequest.self, TeardownResponse.self) { request, _ in
-                let ready = try await mapped {
-                    try await engine.teardown(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id), owner: request.options?.owner ?? "")
+            .unaryDirect(
+                teardown, TeardownRequest.self, TeardownResponse.self,
+                direct: { request, _, respond in
+                    engine.teardown(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id), owner: request.options?.owner ?? "") {
+                        respond(answer($0, TeardownResponse.init(destroyReady:)))
+                    }
+                },
+                task: { request, _ in
+                    let ready = try await mapped {
+                        try await engine.teardown(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id), owner: request.options?.owner ?? "")
+                    }
+                    return TeardownResponse(destroyReady: ready)
                 }
-                return TeardownResponse(destroyReady: ready)
-            },
+            ),
             RPCMethod.unary(teardownAndDestroy, TeardownAndDestroyRequest.self, TeardownAndDestroyResponse.self) { request, _ in
                 try await mapped {
                     try await engine.teardownAndDestroy(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id), owner: request.options?.owner ?? "")
@@ -113,6 +147,18 @@ public enum StateService {
         default: .unknown
         }
         return RPCError(code: code, message: error.message)
+    }
+
+    /// An engine outcome as an RPC answer.
+    private static func answer<T, Response>(_ result: Result<T, StateError>, _ response: (T) -> Response) -> Result<Response, any Error> {
+        switch result {
+        case .success(let value): .success(response(value))
+        case .failure(let error): .failure(rpcError(error))
+        }
+    }
+
+    private static func answer<Response>(_ result: Result<Void, StateError>, _ response: () -> Response) -> Result<Response, any Error> {
+        answer(result) { (_: Void) in response() }
     }
 
     private static func mapped<T>(_ body: () throws -> T) throws -> T {

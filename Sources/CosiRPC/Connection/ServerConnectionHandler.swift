@@ -374,6 +374,9 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         case .unaryInlineWhenCheap(let body, _):
             if answerInline(streamID, method: headers.method, started: started, { try body(request, callContext) }) { return }
             costly = true
+        case .unaryDirect(let direct, _) where request.readableBytes <= RPCHandler.directRequestLimit:
+            startDirect(streamID, method: method, request: request, context: callContext, started: started, direct)
+            return
         default:
             costly = false
         }
@@ -389,6 +392,43 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             }
         }
         launch(pending, costly: costly)
+    }
+
+    /// Starts a call whose handler answers through a callback, from any thread: no task; the
+    /// answer hops back to this event loop. The call is tracked like a task's (deadline,
+    /// cancellation: a late answer is dropped).
+    private func startDirect(
+        _ streamID: UInt32, method: RPCMethod, request: ByteBuffer, context callContext: CallContext, started: ContinuousClock.Instant,
+        _ direct: @Sendable (ByteBuffer, CallContext, @escaping @Sendable (Result<@Sendable () -> ByteBuffer, any Error>) -> Void) -> Void
+    ) {
+        guard let context else { return }
+        track(streamID, RunningCall(cancellation: CallCancellation(), waitsOnOthers: false, method: method.name, started: started), deadline: callContext.deadline)
+        let eventLoop = context.eventLoop
+        let handler = NIOLoopBound(self, eventLoop: eventLoop)
+        direct(request, callContext) { result in
+            eventLoop.execute {
+                switch result {
+                case .success(let encode): handler.value.finish(streamID, response: encode(), status: .ok)
+                case .failure(let error as RPCError): handler.value.finish(streamID, response: nil, status: error.status)
+                case .failure(let error): handler.value.finish(streamID, response: nil, status: RPCStatus(code: .unknown, message: "\(error)"))
+                }
+            }
+        }
+    }
+
+    /// Records a running call, with a timer that ends it at its deadline.
+    private func track(_ streamID: UInt32, _ call: RunningCall, deadline: NIODeadline?) {
+        guard let context else { return }
+        var running = call
+        if let deadline {
+            running.deadline = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
+                guard let call = self.calls[streamID] else { return }
+                RPCMetrics.call(call.method, RPCStatus(code: .deadlineExceeded), started: call.started)
+                // abortCall's cancelCall action stops the call's task.
+                self.perform(self.stateMachine.abortCall(streamID, status: RPCStatus(code: .deadlineExceeded, message: "the call's deadline passed")))
+            }
+        }
+        calls[streamID] = running
     }
 
     /// Runs an inline handler and finishes the call with its answer or error; returns false
@@ -414,17 +454,9 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private func launch(_ pending: PendingCall, costly: Bool) {
         guard let context else { return }
         let (streamID, method, request, callContext, started) = (pending.streamID, pending.method, pending.request, pending.context, pending.started)
-        var running = RunningCall(cancellation: CallCancellation(), costly: costly, waitsOnOthers: method.waitsOnOthers, method: method.name, started: started)
+        let running = RunningCall(cancellation: CallCancellation(), costly: costly, waitsOnOthers: method.waitsOnOthers, method: method.name, started: started)
         if costly { costlyRunning += 1 }
-        if let deadline = callContext.deadline {
-            running.deadline = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
-                guard let call = self.calls[streamID] else { return }
-                RPCMetrics.call(call.method, RPCStatus(code: .deadlineExceeded), started: call.started)
-                // abortCall's cancelCall action stops the call's task.
-                self.perform(self.stateMachine.abortCall(streamID, status: RPCStatus(code: .deadlineExceeded, message: "the call's deadline passed")))
-            }
-        }
-        calls[streamID] = running
+        track(streamID, running, deadline: callContext.deadline)
         let call = ServerCall(
             handler: method.handler, request: ServerConnectionStateMachine<EventLoopPromise<Void>>.owned(request), context: callContext,
             sink: CallSink(handler: self, eventLoop: context.eventLoop, streamID: streamID),

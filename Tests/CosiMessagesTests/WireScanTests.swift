@@ -1,0 +1,70 @@
+import CosiMessages
+import CosiProtobuf
+import NIOCore
+import Testing
+
+/// The access check reads a request's namespace and type with `WireScan` instead of decoding it;
+/// what it reads must be what the decoder (and so the handler) reads, or a check could pass on
+/// one value while the handler acts on another.
+@Suite("Wire scan")
+struct WireScanTests {
+    func bytes(_ message: some ProtobufMessage) -> ByteBuffer {
+        message.serializedBytes()
+    }
+
+    @Test func readsTheFieldsTheDecoderReads() throws {
+        let get = bytes(GetRequest(namespace: "default", type: "Hostnames", id: "node-1"))
+        #expect(try WireScan.string(at: [1], in: get) == "default")
+        #expect(try WireScan.string(at: [2], in: get) == "Hostnames")
+        #expect(try WireScan.string(at: [4], in: get) == nil)
+
+        let resource = Resource(metadata: Metadata(namespace: "ns", type: "Type", id: "x", version: "1"), spec: Spec(yamlSpec: "a: 1"))
+        let create = bytes(CreateRequest(resource: resource))
+        #expect(try WireScan.string(at: [1, 1, 1], in: create) == "ns")
+        #expect(try WireScan.string(at: [1, 1, 2], in: create) == "Type")
+        #expect(try WireScan.contains([1], in: create))
+        #expect(try !WireScan.contains([2], in: bytes(CreateRequest(resource: nil))))
+    }
+
+    /// Repeated fields: the last occurrence wins, embedded messages merge (protobuf's rules),
+    /// exactly as protobuf-c decodes them.
+    @Test func lastOccurrenceWinsAsInTheDecoder() throws {
+        var buffer = bytes(GetRequest(namespace: "first", type: "A"))
+        buffer.writeImmutableBuffer(bytes(GetRequest(namespace: "second")))
+        #expect(try WireScan.string(at: [1], in: buffer) == "second")
+        #expect(try WireScan.string(at: [2], in: buffer) == "A")
+        let decoded = try GetRequest(serializedBytes: buffer)
+        #expect(decoded.namespace == "second" && decoded.type == "A")
+
+        // Two Resource fields in one CreateRequest: metadata merges field by field.
+        var create = bytes(CreateRequest(resource: Resource(metadata: Metadata(namespace: "ns1", type: "T1", id: "i", version: "1"))))
+        create.writeImmutableBuffer(bytes(CreateRequest(resource: Resource(metadata: Metadata(namespace: "", type: "T2", id: "", version: "")))))
+        let merged = try CreateRequest(serializedBytes: create)
+        #expect(try WireScan.string(at: [1, 1, 1], in: create) == merged.resource?.metadata.namespace)
+        #expect(try WireScan.string(at: [1, 1, 2], in: create) == merged.resource?.metadata.type)
+    }
+
+    /// A NUL byte or invalid UTF-8 in a string reads the same in the scan and in the decoder.
+    @Test func oddStringsReadAsTheDecoderReadsThem() throws {
+        for raw: [UInt8] in [Array("safe\u{0}Secrets".utf8), [0x73, 0xff, 0xfe, 0x74], [0]] {
+            var buffer = ByteBuffer()
+            buffer.writeBytes([0x0a, UInt8(raw.count)] + raw)  // field 1 (namespace), length-delimited
+            buffer.writeBytes([0x12, UInt8(raw.count)] + raw)  // field 2 (type)
+            let decoded = try GetRequest(serializedBytes: buffer)
+            #expect(try WireScan.string(at: [1], in: buffer) == decoded.namespace)
+            #expect(try WireScan.string(at: [2], in: buffer) == decoded.type)
+        }
+    }
+
+    @Test func garbageIsRefused() {
+        let cases: [[UInt8]] = [
+            [0x0a, 0x05, 0x61],  // a length past the end
+            [0x0b],  // wire type 3 (groups) is not accepted
+            [0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],  // an 11-byte varint
+            [0x09, 0x00],  // a fixed64 cut short
+        ]
+        for garbage in cases {
+            #expect(throws: WireScanError.self) { try WireScan.string(at: [1], in: ByteBuffer(bytes: garbage)) }
+        }
+    }
+}
