@@ -140,7 +140,7 @@ let package = Package(
         ),
 
         // MARK: COSI on top of the RPC core.
-        .target(name: "CosiStateService", dependencies: ["CosiState", "CosiRPC", "CosiMessages"]),
+        .target(name: "CosiStateService", dependencies: ["CosiState", "CosiRPC", "CosiMessages", .product(name: "NIOCore", package: "swift-nio")]),
         .target(
             name: "CosiControllerService",
             dependencies: [
@@ -260,7 +260,7 @@ let package = Package(
         .testTarget(
             name: "CosiStateTests",
             dependencies: [
-                "CosiState", "CosiTesting", "CosiClient", "CosiServer", "CosiRPC", "CosiMessages",
+                "CosiState", "CosiTesting", "CosiClient", "CosiServer", "CosiRPC", "CosiMessages", "CosiProtobuf",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

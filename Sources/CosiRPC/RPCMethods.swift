@@ -72,6 +72,18 @@ public enum RPCHandler: Sendable {
         task: @Sendable (ByteBuffer, CallContext) async throws -> ByteBuffer
     )
 
+    /// One request, a stream of responses produced without a task: `start` runs on the
+    /// connection's event loop with a ``ServerStream`` and returns at once; whatever it sets up
+    /// sends through the stream, on that loop, and finishes it. A request larger than
+    /// ``RPCHandler/directRequestLimit`` runs `task` as a task instead.
+    ///
+    /// For streams that mostly wait (a watch): an idle one costs a few small objects, not a
+    /// suspended task.
+    case serverStreamingDirect(
+        start: @Sendable (ByteBuffer, CallContext, ServerStream) -> Void,
+        task: @Sendable (ByteBuffer, CallContext, ResponseWriter) async throws -> Void
+    )
+
     /// The largest request a ``unaryDirect(direct:task:)`` method starts on the event loop.
     public static let directRequestLimit = 64 << 10
 }
@@ -157,6 +169,29 @@ public struct RPCMethod: Sendable {
         var method = self
         method.waitsOnOthers = true
         return method
+    }
+
+    /// A server-streaming method whose stream is produced on the event loop without a task
+    /// (see ``RPCHandler/serverStreamingDirect(start:task:)``); `task` serves large requests.
+    /// A request that does not decode ends the call with INVALID_ARGUMENT.
+    public static func serverStreamingDirect<Request: ProtobufMessage, Response: ProtobufMessage>(
+        _ name: String, _ request: Request.Type = Request.self, _ response: Response.Type = Response.self,
+        waitsOnOthers: Bool = false,
+        start: @escaping @Sendable (Request, CallContext, ServerStream) -> Void,
+        task: @escaping @Sendable (Request, CallContext, TypedResponseWriter<Response>) async throws -> Void
+    ) -> RPCMethod {
+        RPCMethod(name: name, handler: .serverStreamingDirect(
+            start: { bytes, context, stream in
+                let request: Request
+                do { request = try decodeRequest(Request.self, bytes) } catch {
+                    return stream.finish(error)
+                }
+                start(request, context, stream)
+            },
+            task: { bytes, context, writer in
+                try await task(try decodeRequest(Request.self, bytes), context, TypedResponseWriter(writer: writer))
+            }
+        ), waitsOnOthers: waitsOnOthers)
     }
 
     /// A server-streaming method with typed protobuf messages.
@@ -288,6 +323,41 @@ extension RPCMethod {
                         let response = try await task(request, context)
                         interceptor.after(request, context, .ok)
                         return response
+                    } catch {
+                        interceptor.after(request, context, outcome(error))
+                        throw error
+                    }
+                }
+            )
+        case .serverStreamingDirect(let start, let task):
+            method.handler = .serverStreamingDirect(
+                start: { request, context, stream in
+                    do { try interceptor.before(request, context) } catch {
+                        return stream.finish(error)
+                    }
+                    if let beforeWrite = interceptor.beforeWrite {
+                        let inner = stream.check
+                        stream.check = {
+                            try inner?()
+                            try beforeWrite(request, context)
+                        }
+                    }
+                    stream.addEndHook { status in interceptor.after(request, context, status) }
+                    start(request, context, stream)
+                },
+                task: { request, context, writer in
+                    try interceptor.before(request, context)
+                    var writer = writer
+                    if let beforeWrite = interceptor.beforeWrite {
+                        let inner = writer.check
+                        writer.check = {
+                            try inner?()
+                            try beforeWrite(request, context)
+                        }
+                    }
+                    do {
+                        try await task(request, context, writer)
+                        interceptor.after(request, context, .ok)
                     } catch {
                         interceptor.after(request, context, outcome(error))
                         throw error

@@ -37,7 +37,7 @@ struct ServerCall: Sendable {
             switch handler {
             case .unary(let body):
                 sink.finish(response: try await body(request, context), status: .ok)
-            case .serverStreaming(let body):
+            case .serverStreaming(let body), .serverStreamingDirect(_, let body):
                 try await body(request, context, ResponseWriter(sink: sink))
                 sink.finish(response: nil, status: .ok)
             case .unaryInline(let body):

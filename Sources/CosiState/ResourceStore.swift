@@ -2,26 +2,47 @@ import CosiMessages
 import HashTreeCollections
 
 /// One change of the state: what the event log records and watchers receive.
+///
+/// A copy is a reference and a revision: an event is queued for every watcher of its kind, so
+/// the change itself (two resources) is kept once, in a shared box.
 public struct StateEvent: Sendable {
     /// The position in the event log (1, 2, 3, ...).
     public var revision: UInt64
-    /// `.created`, `.updated` or `.destroyed`.
-    public var type: EventType
-    /// The resource after the change; for `.destroyed`, the last stored resource.
-    public var resource: Resource
-    /// For `.updated`, the resource before the change.
-    public var old: Resource?
+    private let change: Change
 
-    /// Encodings of this change as watchers receive it (as is, as CREATED, as DESTROYED), made
-    /// once and shared by every watcher.
-    public let encodings = EncodingCache(forms: 3)
+    private final class Change: Sendable {
+        let type: EventType
+        let resource: Resource
+        let old: Resource?
+        let encodings = EncodingCache(forms: StateEvent.forms)
+
+        init(type: EventType, resource: Resource, old: Resource?) {
+            self.type = type
+            self.resource = resource
+            self.old = old
+        }
+    }
+
+    /// How many delivery forms an event has: as is, as CREATED, as DESTROYED (a label query's
+    /// match flips), each as an `Event` and as a one-event `WatchResponse`.
+    static let forms = 6
 
     public init(revision: UInt64, type: EventType, resource: Resource, old: Resource? = nil) {
         self.revision = revision
-        self.type = type
-        self.resource = resource
-        self.old = old
+        self.change = Change(type: type, resource: resource, old: old)
     }
+
+    /// `.created`, `.updated` or `.destroyed`.
+    public var type: EventType { change.type }
+    /// The resource after the change; for `.destroyed`, the last stored resource.
+    public var resource: Resource { change.resource }
+    /// For `.updated`, the resource before the change.
+    public var old: Resource? { change.old }
+
+    /// Encodings of this change as watchers receive it, made once and shared by every watcher:
+    /// slots 0-2 the `Event` as is, as CREATED, as DESTROYED; slots 3-5 the same as one-event
+    /// `WatchResponse`s.
+    public var encodings: EncodingCache { change.encodings }
 
     public var kind: ResourceKind { resource.address.kind }
 }

@@ -98,6 +98,21 @@ public final class StateEngine: Sendable {
         }
     }
 
+    /// Runs a log read and calls `completion` with its result: on the reader thread when
+    /// storage blocks, inline otherwise.
+    func read<T: Sendable>(_ body: @escaping @Sendable (any StateStorage) throws(StateError) -> T, completion: @escaping @Sendable (Result<T, StateError>) -> Void) {
+        let storage = self.storage
+        guard let reader else {
+            return completion(Result { () throws(StateError) in try body(storage) })
+        }
+        reader.submit { state in
+            guard case .active = state else {
+                return completion(.failure(StateError(.unavailable, "the state engine is shut down")))
+            }
+            completion(Result { () throws(StateError) in try body(storage) })
+        }
+    }
+
     /// The revision of the last committed change.
     public var revision: UInt64 { shared.withLockedValue { $0.store.revision } }
 
@@ -297,15 +312,15 @@ public final class StateEngine: Sendable {
                 batch.forEach { $0.complete(.failure(refusal)) }
                 return 0
             }
-            let watchers = shared.withLockedValue { shared in
+            let (watchers, wakers) = shared.withLockedValue { shared in
                 if shared.failure != nil {
                     shared.failure = nil
                     logger.notice("storage recovered: writes are accepted again")
                 }
                 shared.store = working
-                shared.hub.publish(events)
-                return shared.hub.watcherCount
+                return (shared.hub.watcherCount, shared.hub.publish(events))
             }
+            for waker in wakers { waker.wake() }
             StateMetrics.revision.record(Int64(working.revision))
             StateMetrics.resources.record(working.count)
             StateMetrics.watchers.record(watchers)

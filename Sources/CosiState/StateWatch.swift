@@ -1,5 +1,6 @@
 import CosiMessages
 import NIOConcurrencyHelpers
+import NIOCore
 
 extension StateEngine {
     /// Starts a watch (state.md, "Watch"). Setup errors are thrown here, before anything is sent.
@@ -9,6 +10,62 @@ extension StateEngine {
     /// and rejoins the live queue, losing nothing; one that falls behind the retained history gets
     /// an ERRORED event (api_version 1) and then the error `.historyLost`.
     public func watch(_ request: WatchRequest) async throws(StateError) -> StateWatch {
+        let (session, tail) = try beginWatch(request)
+        if let tail {
+            do throws(StateError) {
+                let start = try await read(tail.body)
+                finishTail(session, start: start)
+            } catch {
+                unregister(session.inbox)
+                throw error
+            }
+        }
+        return StateWatch(engine: self, session: session)
+    }
+
+    /// Starts a watch without a task: `completion` runs once, with the watch or the setup error,
+    /// on the calling thread when setup needs no log read, on the engine's reader thread when it
+    /// does (`tail_events`).
+    public func watch(_ request: WatchRequest, completion: @escaping @Sendable (Result<StateWatch, StateError>) -> Void) {
+        let session: WatchSession, tail: TailRead?
+        do throws(StateError) {
+            (session, tail) = try beginWatch(request)
+        } catch {
+            return completion(.failure(error))
+        }
+        guard let tail else { return completion(.success(StateWatch(engine: self, session: session))) }
+        let handoff = TakeOnce(session)
+        read(tail.body) { [self] result in
+            let session = handoff.take()!
+            switch result {
+            case .success(let start):
+                finishTail(session, start: start)
+                completion(.success(StateWatch(engine: self, session: session)))
+            case .failure(let error):
+                unregister(session.inbox)
+                completion(.failure(error))
+            }
+        }
+    }
+
+    /// The log read a `tail_events` watch needs before it starts: where its replay begins.
+    struct TailRead: Sendable {
+        let body: @Sendable (any StateStorage) throws(StateError) -> UInt64?
+    }
+
+    /// The replay starts at `start`; nil: nothing to replay, go live.
+    private func finishTail(_ session: WatchSession, start: UInt64?) {
+        if let start {
+            session.cursor = start - 1
+        } else {
+            // Nothing to replay: go live (or catch up the few events published since).
+            session.live = rejoin(session.inbox, at: session.cursor)
+        }
+    }
+
+    /// Validates a watch request, registers its inbox and prepares its first batch; the tail
+    /// read, when one is needed, is left to the caller.
+    private func beginWatch(_ request: WatchRequest) throws(StateError) -> (WatchSession, TailRead?) {
         try validateAddress(namespace: request.namespace, type: request.type, id: nil)
         let options = request.options ?? WatchOptions()
         let kind = ResourceKind(namespace: request.namespace, type: request.type)
@@ -31,6 +88,7 @@ extension StateEngine {
         let current = snapshot.revision
         let session = WatchSession(engine: self, inbox: inbox, kind: kind, id: request.id, query: query, apiVersion: request.apiVersion, cursor: current, live: !(tail || bookmark != nil))
 
+        var tailRead: TailRead?
         do throws(StateError) {
             if let bookmark {
                 guard let revision = Bookmark.decode(bookmark) else {
@@ -46,13 +104,7 @@ extension StateEngine {
                 session.cursor = revision
             } else if tail {
                 let id = request.id, count = Int(options.tailEvents)
-                if let start = try await read({ storage throws(StateError) in try storage.tailStart(kind: kind, id: id, count: count, upTo: current) }) {
-                    session.cursor = start - 1
-                } else {
-                    // Nothing to replay: go live (or catch up the few events published since).
-                    session.cursor = current
-                    session.live = rejoin(inbox, at: current)
-                }
+                tailRead = TailRead { storage throws(StateError) in try storage.tailStart(kind: kind, id: id, count: count, upTo: current) }
             } else if let id = request.id {
                 let resource = snapshot.get(ResourceAddress(kind: kind, id: id))
                 session.initial = [resource.map { Event(resource: $0, type: .created) }
@@ -70,7 +122,7 @@ extension StateEngine {
             unregister(inbox)
             throw error
         }
-        return StateWatch(engine: self, session: session)
+        return (session, tailRead)
     }
 }
 
@@ -101,9 +153,18 @@ public struct StateWatch: AsyncSequence, Sendable {
 
     public func makeAsyncIterator() -> AsyncIterator {
         guard let session = session.take() else {
-            preconditionFailure("a StateWatch has one consumer: makeAsyncIterator() was called twice")
+            preconditionFailure("a StateWatch has one consumer: makeAsyncIterator() or makePoller() was called twice")
         }
         return AsyncIterator(session: session)
+    }
+
+    /// Hands the watch's state to a ``WatchPoller`` instead of an iterator: for a consumer that
+    /// is not a task (a connection's event loop). Like ``makeAsyncIterator()``, once per watch.
+    public func makePoller() -> WatchPoller {
+        guard let session = session.take() else {
+            preconditionFailure("a StateWatch has one consumer: makePoller() or makeAsyncIterator() was called twice")
+        }
+        return WatchPoller(session: session)
     }
 
     /// Ends the watch now (also happens when the iterating task is cancelled, or when the
@@ -160,26 +221,54 @@ final class WatchSession {
 
     deinit { engine.unregister(inbox) }
 
-    func next() async throws -> [Event]? {
-        if finished { return nil }
+    /// What the watch does next.
+    enum Step {
+        /// Events to deliver (made here: the first batch, an ERRORED event).
+        case events([Event])
+        /// Changes to deliver, as this watcher sees them.
+        case deliveries([Delivery])
+        /// Live and nothing queued: wait for the inbox.
+        case wait
+        /// Catching up: read this page of the log, then ``absorb(_:of:)`` it.
+        case read(LogPage)
+        /// The watch is over (closed).
+        case end
+    }
+
+    /// A page of the log a catching-up watcher reads.
+    struct LogPage: Sendable {
+        let after: UInt64
+        let target: UInt64
+        let kind: ResourceKind
+        let limit: Int
+
+        func read(_ storage: any StateStorage) throws(StateError) -> [StateEvent] {
+            try storage.events(after: after, upTo: target, kind: kind, limit: limit)
+        }
+    }
+
+    /// The next step, without waiting: the one state machine of a watch, driven by a task
+    /// (``next()``) or by callbacks (``WatchPoller``).
+    func step() throws(StateError) -> Step {
+        if finished { return .end }
         if let initial {
             self.initial = nil
-            if !initial.isEmpty { return initial }
+            if !initial.isEmpty { return .events(initial) }
         }
         while true {
-            try Task.checkCancellation()
             if live {
-                switch await inbox.next() {
+                switch inbox.take() {
+                case nil:
+                    return .wait
                 case .events(let events):
                     cursor = events.last!.revision
-                    let out = events.compactMap(translate)
-                    if !out.isEmpty { return out }
+                    let out = events.compactMap(delivery)
+                    if !out.isEmpty { return .deliveries(out) }
                 case .catchUp:
                     live = false
                 case .closed:
-                    try Task.checkCancellation()
                     finished = true
-                    return nil
+                    return .end
                 }
             } else {
                 if let pendingError {
@@ -194,53 +283,221 @@ final class WatchSession {
                         throw error
                     }
                     pendingError = error
-                    return [Event(resource: nil, type: .errored, error: error.message)]
+                    return .events([Event(resource: nil, type: .errored, error: error.message)])
                 }
                 let target = engine.revision
                 StateMetrics.watcherLag.record(Int64(target) - Int64(cursor))
-                let limit = engine.configuration.catchUpBatch
-                let (after, kind) = (cursor, kind)
-                let events = try await engine.read { storage throws(StateError) in
-                    try storage.events(after: after, upTo: target, kind: kind, limit: limit)
-                }
-                if events.count == limit {
-                    cursor = events.last!.revision
-                } else {
-                    cursor = target
-                    live = engine.rejoin(inbox, at: target)
-                }
-                let out = events.compactMap(translate)
-                if !out.isEmpty { return out }
+                return .read(LogPage(after: cursor, target: target, kind: kind, limit: engine.configuration.catchUpBatch))
+            }
+        }
+    }
+
+    /// Takes in a page read from the log; returns what of it this watcher delivers (possibly
+    /// nothing: step again).
+    func absorb(_ events: [StateEvent], of page: LogPage) -> [Delivery] {
+        if events.count == page.limit {
+            cursor = events.last!.revision
+        } else {
+            cursor = page.target
+            live = engine.rejoin(inbox, at: page.target)
+        }
+        return events.compactMap(delivery)
+    }
+
+    func next() async throws -> [Event]? {
+        while true {
+            try Task.checkCancellation()
+            // (Written this way on purpose: with `switch try step()` and `engine.read(page.read)`,
+            // swiftc 6.3's release optimiser crashed splitting this coroutine.)
+            let step: Step
+            do throws(StateError) { step = try self.step() } catch { throw error }
+            switch step {
+            case .events(let events):
+                return events
+            case .deliveries(let deliveries):
+                return deliveries.map(\.value)
+            case .wait:
+                await inbox.wait()
+            case .read(let page):
+                let events = try await engine.read { storage throws(StateError) in try page.read(storage) }
+                let out = absorb(events, of: page)
+                if !out.isEmpty { return out.map(\.value) }
+            case .end:
+                try Task.checkCancellation()
+                return nil
             }
         }
     }
 
     private var pendingError: StateError?
 
-    /// An event as this watcher sees it: filtered by id and queries, with match flips.
-    private func translate(_ event: StateEvent) -> Event? {
+    /// How this watcher sees a change: filtered by id and queries, with match flips; nil when
+    /// it does not see it.
+    private func delivery(_ event: StateEvent) -> Delivery? {
         if let id, event.resource.metadata.id != id { return nil }
-        let bookmark = Bookmark.encode(event.revision)
-        // Every watcher that receives this change in the same form gets the same bytes.
-        func shared(_ form: Int, _ made: Event) -> Event {
-            var made = made
-            made.encodingCache = event.encodings.slot(form)
-            return made
-        }
         switch event.type {
-        case .created:
-            return query.matches(event.resource) ? shared(0, Event(resource: event.resource, type: .created, bookmark: bookmark)) : nil
-        case .destroyed:
-            return query.matches(event.resource) ? shared(0, Event(resource: event.resource, type: .destroyed, bookmark: bookmark)) : nil
+        case .created, .destroyed:
+            return query.matches(event.resource) ? Delivery(event: event, form: .asIs) : nil
         default:
             let now = query.matches(event.resource)
             let before = event.old.map(query.matches) ?? now
             switch (before, now) {
-            case (true, true): return shared(0, Event(resource: event.resource, type: .updated, old: event.old, bookmark: bookmark))
-            case (false, true): return shared(1, Event(resource: event.resource, type: .created, bookmark: bookmark))
-            case (true, false): return shared(2, Event(resource: event.resource, type: .destroyed, bookmark: bookmark))
+            case (true, true): return Delivery(event: event, form: .asIs)
+            case (false, true): return Delivery(event: event, form: .created)
+            case (true, false): return Delivery(event: event, form: .destroyed)
             case (false, false): return nil
             }
         }
     }
+}
+
+/// A change as one watcher receives it: the change and its form. Every watcher that receives a
+/// change in the same form gets the same bytes, encoded once (``StateEvent/encodings``).
+struct Delivery {
+    enum Form: Int {
+        case asIs = 0
+        case created = 1
+        case destroyed = 2
+    }
+
+    let event: StateEvent
+    let form: Form
+
+    /// The `Event` value (sharing the change's encoding slot).
+    var value: Event {
+        let bookmark = Bookmark.encode(event.revision)
+        var made: Event
+        switch form {
+        case .asIs:
+            made = Event(resource: event.resource, type: event.type, old: event.type == .updated ? event.old : nil, bookmark: bookmark)
+        case .created:
+            made = Event(resource: event.resource, type: .created, bookmark: bookmark)
+        case .destroyed:
+            made = Event(resource: event.resource, type: .destroyed, bookmark: bookmark)
+        }
+        made.encodingCache = event.encodings.slot(form.rawValue)
+        return made
+    }
+
+    /// The encoded `Event`.
+    var eventBytes: ByteBuffer {
+        event.encodings.bytes(form.rawValue) { value.serializedBytes() }
+    }
+
+    /// A `WatchResponse` carrying only this event, encoded once per change and form.
+    var responseBytes: ByteBuffer {
+        event.encodings.bytes(3 + form.rawValue) { encodeWatchResponse([value]) }
+    }
+}
+
+/// The events of one watch, pulled by a consumer that is not a task: it polls, and when there is
+/// nothing, the watch calls it back once something arrives; when the watch must catch up from
+/// the log, the consumer asks for the read and gets the page back through a callback.
+///
+/// Not thread-safe: one consumer (one event loop) polls; callbacks come from other threads and
+/// must be brought back to that consumer before it polls again.
+public final class WatchPoller {
+    let session: WatchSession
+
+    init(session: WatchSession) { self.session = session }
+
+    /// What ``poll(whenReady:)`` found.
+    public enum Poll {
+        /// Events to deliver (poll again after delivering them).
+        case events([Event])
+        /// Nothing yet: `whenReady` will be called once, from another thread, when there is.
+        case waiting
+        /// The watcher must read the log: call ``readLog(_:completion:)`` with this page.
+        case mustRead(LogRead)
+        /// The watch is over (it was closed).
+        case finished
+    }
+
+    /// What ``pollResponses(aggregated:whenReady:)`` found.
+    public enum ResponsePoll {
+        /// Encoded `WatchResponse` messages to send (poll again after sending them).
+        case responses([ByteBuffer])
+        /// Nothing yet: `whenReady` will be called once, from another thread, when there is.
+        case waiting
+        /// The watcher must read the log: call ``readLog(_:completion:)`` with this page.
+        case mustRead(LogRead)
+        /// The watch is over (it was closed).
+        case finished
+    }
+
+    /// A page of the log to read.
+    public struct LogRead: Sendable {
+        let page: WatchSession.LogPage
+    }
+
+    /// The result of a log read, to hand back to ``absorb(_:)``.
+    public struct LogResult: Sendable {
+        let page: WatchSession.LogPage
+        let events: [StateEvent]
+    }
+
+    /// The next batch, or what the consumer must do to get it. Throws the watch's terminal
+    /// error (`historyLost`).
+    public func poll(whenReady: @escaping @Sendable () -> Void) throws(StateError) -> Poll {
+        switch try nextStep(whenReady) {
+        case .events(let events): .events(events)
+        case .deliveries(let deliveries): .events(deliveries.map(\.value))
+        case .read(let page): .mustRead(LogRead(page: page))
+        case .wait: .waiting
+        case .end: .finished
+        }
+    }
+
+    /// Like ``poll(whenReady:)``, with the events already encoded as `WatchResponse` messages:
+    /// one per event, or one for the whole batch when `aggregated`. A change is encoded once
+    /// for every watcher that receives it in the same form, so a message for one event is the
+    /// same shared bytes for all of them.
+    public func pollResponses(aggregated: Bool, whenReady: @escaping @Sendable () -> Void) throws(StateError) -> ResponsePoll {
+        switch try nextStep(whenReady) {
+        case .events(let events):
+            return .responses(aggregated ? [encodeWatchResponse(events)] : events.map { encodeWatchResponse([$0]) })
+        case .deliveries(let deliveries):
+            return .responses(Self.responses(deliveries, aggregated: aggregated))
+        case .read(let page): return .mustRead(LogRead(page: page))
+        case .wait: return .waiting
+        case .end: return .finished
+        }
+    }
+
+    /// Takes a step; `.wait` comes back only once `whenReady` is armed.
+    private func nextStep(_ whenReady: @escaping @Sendable () -> Void) throws(StateError) -> WatchSession.Step {
+        while true {
+            let step = try session.step()
+            guard case .wait = step else { return step }
+            if session.inbox.arm(.callback(whenReady)) { return .wait }
+        }
+    }
+
+    static func responses(_ deliveries: [Delivery], aggregated: Bool) -> [ByteBuffer] {
+        guard aggregated, deliveries.count > 1 else { return deliveries.map(\.responseBytes) }
+        var buffer = ByteBuffer()
+        for delivery in deliveries { appendEventField(delivery.eventBytes, to: &buffer) }
+        return [buffer]
+    }
+
+    /// Reads a page of the log on the engine's reader thread; `completion` runs there.
+    public func readLog(_ read: LogRead, completion: @escaping @Sendable (Result<LogResult, StateError>) -> Void) {
+        let page = read.page
+        session.engine.read(page.read) { result in completion(result.map { LogResult(page: page, events: $0) }) }
+    }
+
+    /// Takes in a page read from the log: the events of it this watcher delivers (possibly
+    /// none: poll again).
+    public func absorb(_ result: LogResult) -> [Event] {
+        session.absorb(result.events, of: result.page).map(\.value)
+    }
+
+    /// Takes in a page read from the log, encoded like ``pollResponses(aggregated:whenReady:)``
+    /// (possibly nothing: poll again).
+    public func absorbResponses(_ result: LogResult, aggregated: Bool) -> [ByteBuffer] {
+        Self.responses(session.absorb(result.events, of: result.page), aggregated: aggregated)
+    }
+
+    /// Ends the watch.
+    public func close() { session.engine.unregister(session.inbox) }
 }

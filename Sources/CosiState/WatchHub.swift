@@ -2,16 +2,31 @@ import CosiMessages
 import DequeModule
 import NIOConcurrencyHelpers
 
+/// How a waiting watcher is woken: its task resumes, or a callback runs (a watch driven from an
+/// event loop rather than a task).
+enum WatchWaker {
+    case task(CheckedContinuation<Void, Never>)
+    case callback(@Sendable () -> Void)
+
+    func wake() {
+        switch self {
+        case .task(let continuation): continuation.resume()
+        case .callback(let callback): callback()
+        }
+    }
+}
+
 /// One watcher's inbox: a bounded queue of live events, or a note that it fell behind and must
 /// catch up from the log.
 ///
-/// The hub pushes under its lock and never blocks; the watcher's task pulls.
+/// The hub pushes under its lock and never blocks; the watcher pulls (``take()``), and when
+/// there is nothing, arms a waker (``arm(_:)``) that the next offer, catch-up or close runs once.
 final class WatcherInbox: @unchecked Sendable {
     // @unchecked Sendable: every field is guarded by `lock`.
     private let lock = NIOLock()
     private var queue: Deque<StateEvent> = []
     private var lagging: Bool
-    private var waiter: CheckedContinuation<Void, Never>?
+    private var waker: WatchWaker?
     private var closed = false
     /// The most events held before the watcher is switched to catching up from the log.
     let capacity: Int
@@ -23,9 +38,10 @@ final class WatcherInbox: @unchecked Sendable {
         self.lagging = lagging
     }
 
-    /// Called by the hub (under the hub lock) for each event of the watched kind.
-    func offer(_ event: StateEvent) {
-        let waiter: CheckedContinuation<Void, Never>? = lock.withLock {
+    /// Called by the hub (under the hub lock) for each event of the watched kind. Returns the
+    /// waker to run once the hub's lock is released.
+    func offer(_ event: StateEvent) -> WatchWaker? {
+        lock.withLock {
             guard !lagging, !closed else { return nil }
             if queue.count >= capacity {
                 // Too slow: forget the queue; the watcher re-reads from the log, losing nothing.
@@ -34,10 +50,9 @@ final class WatcherInbox: @unchecked Sendable {
             } else {
                 queue.append(event)
             }
-            defer { self.waiter = nil }
-            return self.waiter
+            defer { self.waker = nil }
+            return self.waker
         }
-        waiter?.resume()
     }
 
     enum Next {
@@ -47,33 +62,39 @@ final class WatcherInbox: @unchecked Sendable {
         case closed
     }
 
-    /// Waits for live events (all that are queued), or learns that it must catch up.
-    func next() async -> Next {
-        while true {
-            let result: Next? = lock.withLock {
-                if closed { return .closed }
-                if lagging { return .catchUp }
-                if !queue.isEmpty {
-                    let events = Array(queue)
-                    queue.removeAll(keepingCapacity: queue.count < 64)
-                    return .events(events)
-                }
-                return nil
+    /// Takes every queued live event, or learns that it must catch up or that the watch is
+    /// closed; nil when there is nothing yet.
+    func take() -> Next? {
+        lock.withLock {
+            if closed { return .closed }
+            if lagging { return .catchUp }
+            if !queue.isEmpty {
+                let events = Array(queue)
+                queue.removeAll(keepingCapacity: queue.count < 64)
+                return .events(events)
             }
-            if let result { return result }
-            if Task.isCancelled { return .closed }
-            await withTaskCancellationHandler {
-                await withCheckedContinuation { continuation in
-                    let ready = lock.withLock {
-                        if closed || lagging || !queue.isEmpty { return true }
-                        waiter = continuation
-                        return false
-                    }
-                    if ready { continuation.resume() }
-                }
-            } onCancel: {
-                self.close()
+            return nil
+        }
+    }
+
+    /// Arms `waker` to run once something arrives; false (and nothing armed) when something is
+    /// already there: take it first.
+    func arm(_ waker: WatchWaker) -> Bool {
+        lock.withLock {
+            if closed || lagging || !queue.isEmpty { return false }
+            self.waker = waker
+            return true
+        }
+    }
+
+    /// Waits (in a task) until ``take()`` has something; cancelling the task closes the inbox.
+    func wait() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                if !arm(.task(continuation)) { continuation.resume() }
             }
+        } onCancel: {
+            self.close()
         }
     }
 
@@ -87,12 +108,12 @@ final class WatcherInbox: @unchecked Sendable {
     }
 
     func close() {
-        let waiter: CheckedContinuation<Void, Never>? = lock.withLock {
+        let waker: WatchWaker? = lock.withLock {
             closed = true
-            defer { self.waiter = nil }
-            return self.waiter
+            defer { self.waker = nil }
+            return self.waker
         }
-        waiter?.resume()
+        waker?.wake()
     }
 
     /// Events held right now (for tests and metrics).
@@ -117,10 +138,16 @@ struct WatchHub {
         if inboxes[inbox.kind]?.isEmpty == true { inboxes[inbox.kind] = nil }
     }
 
-    func publish(_ events: [StateEvent]) {
+    /// Offers each event to the inboxes of its kind; returns the wakers to run once the caller
+    /// has released its lock (so that no watcher's wake-up runs under it).
+    func publish(_ events: [StateEvent]) -> [WatchWaker] {
+        var wakers: [WatchWaker] = []
         for event in events {
             guard let watchers = inboxes[event.kind] else { continue }
-            for inbox in watchers.values { inbox.offer(event) }
+            for inbox in watchers.values {
+                if let waker = inbox.offer(event) { wakers.append(waker) }
+            }
         }
+        return wakers
     }
 }

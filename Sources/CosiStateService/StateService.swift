@@ -90,7 +90,11 @@ public enum StateService {
                     return DestroyResponse()
                 }
             ),
-            .serverStreaming(watch, WatchRequest.self, WatchResponse.self, waitsOnOthers: true) { request, _, writer in
+            // A watch runs on its connection's event loop (no task: an idle watch is a few
+            // small objects); one with a large request (long label queries) runs as a task.
+            .serverStreamingDirect(watch, WatchRequest.self, WatchResponse.self, waitsOnOthers: true, start: { request, _, stream in
+                WatchStream.start(request, engine: engine, stream: stream)
+            }, task: { request, _, writer in
                 let watch = try await mapped { try await engine.watch(request) }
                 defer { watch.close() }
                 // The empty response says "ready": setup succeeded.
@@ -109,7 +113,7 @@ public enum StateService {
                 } catch let error as StateError {
                     throw rpcError(error)
                 }
-            },
+            }),
             .unaryDirect(
                 teardown, TeardownRequest.self, TeardownResponse.self,
                 direct: { request, _, respond in

@@ -84,7 +84,8 @@ public final class EncodingCache: @unchecked Sendable {
 
     public func slot(_ index: Int) -> Slot { Slot(cache: self, index: index) }
 
-    func bytes(_ index: Int, _ make: () -> ByteBuffer) -> ByteBuffer {
+    /// The encoding in slot `index`, made by `make` the first time.
+    public func bytes(_ index: Int, _ make: () -> ByteBuffer) -> ByteBuffer {
         if let cached = lock.withLock({ slots[index] }) { return cached }
         let made = make()
         lock.withLock { slots[index] = made }
@@ -96,18 +97,20 @@ public final class EncodingCache: @unchecked Sendable {
 /// Event, is the response's only field).
 public func encodeWatchResponse(_ events: [Event]) -> ByteBuffer {
     var buffer = ByteBuffer()
-    for event in events {
-        let encoded = event.cachedSerializedBytes()
-        buffer.writeInteger(UInt8(0x0a))
-        var length = UInt64(encoded.readableBytes)
-        while length >= 0x80 {
-            buffer.writeInteger(UInt8(truncatingIfNeeded: length) | 0x80)
-            length >>= 7
-        }
-        buffer.writeInteger(UInt8(length))
-        buffer.writeImmutableBuffer(encoded)
-    }
+    for event in events { appendEventField(event.cachedSerializedBytes(), to: &buffer) }
     return buffer
+}
+
+/// Appends one encoded `Event` to `WatchResponse` bytes (field 1, length-delimited).
+public func appendEventField(_ encoded: ByteBuffer, to buffer: inout ByteBuffer) {
+    buffer.writeInteger(UInt8(0x0a))
+    var length = UInt64(encoded.readableBytes)
+    while length >= 0x80 {
+        buffer.writeInteger(UInt8(truncatingIfNeeded: length) | 0x80)
+        length >>= 7
+    }
+    buffer.writeInteger(UInt8(length))
+    buffer.writeImmutableBuffer(encoded)
 }
 
 // MARK: - protobuf-c bridges

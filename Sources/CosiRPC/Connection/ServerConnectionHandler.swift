@@ -52,6 +52,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         var waitsOnOthers: Bool
         var method: String
         var started: ContinuousClock.Instant
+        /// The stream of a call produced on this loop (``RPCHandler/serverStreamingDirect(start:task:)``).
+        var stream: ServerStream?
     }
 
     private let methods: RPCMethodTable
@@ -296,13 +298,30 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         perform(stateMachine.sendMessage(streamID, message, completion: completion))
     }
 
-    /// The end of a call, from its task (through ``CallSink``).
+    /// The end of a call, from its task (through ``CallSink``) or its ``ServerStream``.
     func finish(_ streamID: UInt32, response: ByteBuffer?, status: RPCStatus) {
         guard let call = calls.removeValue(forKey: streamID) else { return }
         call.deadline?.cancel()
         RPCMetrics.call(call.method, status, started: call.started)
         perform(stateMachine.finishCall(streamID, response: response, status: status))
         if call.costly { costlyCallEnded() }
+        call.stream?.ended(status)
+    }
+
+    /// A message of a call produced on this loop (from its ``ServerStream``). A message larger
+    /// than the client's frame limit ends the call with RESOURCE_EXHAUSTED.
+    func streamSend(_ streamID: UInt32, _ message: ByteBuffer, whenSent: (() -> Void)?) {
+        guard let context else { return }
+        if let error = stateMachine.oversize(message) {
+            return finish(streamID, response: nil, status: error.status)
+        }
+        var promise: EventLoopPromise<Void>?
+        if let whenSent {
+            let sent = context.eventLoop.makePromise(of: Void.self)
+            sent.futureResult.assumeIsolated().whenSuccess { whenSent() }
+            promise = sent
+        }
+        perform(stateMachine.sendMessage(streamID, message, completion: promise))
     }
 
     private func costlyCallEnded() {
@@ -376,6 +395,15 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             costly = true
         case .unaryDirect(let direct, _) where request.readableBytes <= RPCHandler.directRequestLimit:
             startDirect(streamID, method: method, request: request, context: callContext, started: started, direct)
+            return
+        case .serverStreamingDirect(let start, _) where request.readableBytes <= RPCHandler.directRequestLimit:
+            let stream = ServerStream(connection: self, eventLoop: context.eventLoop, streamID: streamID)
+            var running = RunningCall(cancellation: CallCancellation(), waitsOnOthers: method.waitsOnOthers, method: method.name, started: started)
+            running.stream = stream
+            track(streamID, running, deadline: callContext.deadline)
+            // The stream may live long, and what it keeps of its request must not hold the
+            // whole read buffer.
+            start(ServerConnectionStateMachine<EventLoopPromise<Void>>.owned(request), callContext, stream)
             return
         default:
             costly = false
@@ -490,6 +518,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                     call.deadline?.cancel()
                     call.cancellation.cancel()
                     if call.costly { costlyCallEnded() }
+                    call.stream?.ended(RPCStatus(code: .cancelled, message: "the call was ended by the connection"))
                 }
             case .completeWrite(let promise):
                 promise.succeed()

@@ -376,7 +376,7 @@ struct ServerConnectionStateMachine<Completion> {
         return copy
     }
 
-    private func oversize(_ payload: ByteBuffer) -> RPCError? {
+    func oversize(_ payload: ByteBuffer) -> RPCError? {
         guard payload.readableBytes > Int(remoteSettings.maxFrameSize) else { return nil }
         return RPCError(code: .resourceExhausted, message: "a response of \(payload.readableBytes) bytes exceeds the client's max_frame_size \(remoteSettings.maxFrameSize)")
     }
