@@ -6,7 +6,7 @@ import PackageDescription
 // disagrees with this list.
 //
 //   cosid            -> CosiServer, CosiOSControllers, CosiState, CosiRPC, CosiMessages, CosiTLS
-//   cosi-bench       -> CosiServer, CosiClient, CosiController, CosiOSControllers, CosiState, CosiRPC, CosiMessages, CosiTLS
+//   cosi-bench       -> CosiServer, CosiClient, CosiController, CosiOSControllers, CosiState, CosiRPC, CosiMessages, CosiProtobuf, CosiTLS
 //   cosictl          -> CosiCLI
 //   cosi-controller-example -> CosiClient, CosiController, CosiTLS
 //   CosiCLI          -> CosiClient, CosiRPC, CosiMessages, CosiTLS
@@ -140,7 +140,14 @@ let package = Package(
         ),
 
         // MARK: COSI on top of the RPC core.
-        .target(name: "CosiStateService", dependencies: ["CosiState", "CosiRPC", "CosiMessages", .product(name: "NIOCore", package: "swift-nio")]),
+        .target(
+            name: "CosiStateService",
+            dependencies: [
+                "CosiState", "CosiRPC", "CosiMessages",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
         .target(
             name: "CosiControllerService",
             dependencies: [
@@ -210,7 +217,7 @@ let package = Package(
         .executableTarget(
             name: "cosi-bench",
             dependencies: [
-                "CosiServer", "CosiClient", "CosiController", "CosiOSControllers", "CosiState", "CosiRPC", "CosiMessages", "CosiTLS",
+                "CosiServer", "CosiClient", "CosiController", "CosiOSControllers", "CosiState", "CosiRPC", "CosiMessages", "CosiProtobuf", "CosiTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Logging", package: "swift-log"),

@@ -21,10 +21,17 @@ public final class RPCClientConnection: Sendable {
     /// The server's identity from its certificate.
     public let serverIdentity: PeerIdentity?
 
-    private init(channel: any Channel, handler: NIOLoopBound<ClientConnectionHandler>, serverIdentity: PeerIdentity?) {
+    /// A streaming call reports what its reader consumed (which returns credit to the server)
+    /// once this many bytes have been read, not per message: one hop to the event loop per
+    /// batch. An eighth of the stream window, so credit still flows long before the window is
+    /// used up (it is granted at half the window).
+    private let creditReport: Int
+
+    private init(channel: any Channel, handler: NIOLoopBound<ClientConnectionHandler>, serverIdentity: PeerIdentity?, settings: RPCSettings) {
         self.channel = channel
         self.handler = handler
         self.serverIdentity = serverIdentity
+        self.creditReport = max(1, Int(settings.initialWindow) / 8)
     }
 
     /// Connects, completes the TLS handshake and waits for the server's SETTINGS, so a server
@@ -62,7 +69,7 @@ public final class RPCClientConnection: Sendable {
         let handler = try await channel.eventLoop.submit {
             NIOLoopBound(try channel.pipeline.syncOperations.handler(type: ClientConnectionHandler.self), eventLoop: channel.eventLoop)
         }.get()
-        return RPCClientConnection(channel: channel, handler: handler, serverIdentity: serverIdentity)
+        return RPCClientConnection(channel: channel, handler: handler, serverIdentity: serverIdentity, settings: settings)
     }
 
     /// Connects to a server's local Unix domain socket (no TLS: the server identifies this
@@ -92,7 +99,7 @@ public final class RPCClientConnection: Sendable {
         let handler = try await channel.eventLoop.submit {
             NIOLoopBound(try channel.pipeline.syncOperations.handler(type: ClientConnectionHandler.self), eventLoop: channel.eventLoop)
         }.get()
-        return RPCClientConnection(channel: channel, handler: handler, serverIdentity: serverIdentity)
+        return RPCClientConnection(channel: channel, handler: handler, serverIdentity: serverIdentity, settings: settings)
     }
 
     /// Makes a unary call and returns the response message's bytes.
@@ -135,7 +142,7 @@ public final class RPCClientConnection: Sendable {
         eventLoop.execute {
             handler.value.startCall(handle, headers: headers, request: request, responder: .streaming(continuation))
         }
-        return RPCResponseStream(base: stream, consumed: { bytes in
+        return RPCResponseStream(base: stream, reportEvery: creditReport, consumed: { bytes in
             eventLoop.execute { handler.value.consumed(handle, bytes: bytes) }
         })
     }
@@ -163,21 +170,29 @@ public final class RPCClientConnection: Sendable {
 public struct RPCResponseStream: AsyncSequence, Sendable {
     public typealias Element = ByteBuffer
     let base: AsyncThrowingStream<ByteBuffer, any Error>
+    let reportEvery: Int
     let consumed: @Sendable (Int) -> Void
 
     public struct AsyncIterator: AsyncIteratorProtocol {
         var base: AsyncThrowingStream<ByteBuffer, any Error>.AsyncIterator
+        let reportEvery: Int
         let consumed: @Sendable (Int) -> Void
+        /// Bytes read and not yet reported.
+        var unreported = 0
 
         public mutating func next() async throws -> ByteBuffer? {
             guard let message = try await base.next() else { return nil }
-            consumed(message.readableBytes)
+            unreported += message.readableBytes
+            if unreported >= reportEvery {
+                consumed(unreported)
+                unreported = 0
+            }
             return message
         }
     }
 
     public func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(base: base.makeAsyncIterator(), consumed: consumed)
+        AsyncIterator(base: base.makeAsyncIterator(), reportEvery: reportEvery, consumed: consumed)
     }
 }
 

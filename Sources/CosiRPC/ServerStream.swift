@@ -44,7 +44,30 @@ public final class ServerStream: @unchecked Sendable {
                 return finish(error)
             }
         }
-        connection?.streamSend(streamID, message, whenSent: whenSent)
+        guard let connection else { return }
+        let drained = connection.streamSend(streamID, message)
+        guard let whenSent, !ended else { return }
+        if drained {
+            whenSent()
+        } else if let earlier = whenDrained {
+            whenDrained = {
+                earlier()
+                whenSent()
+            }
+        } else {
+            whenDrained = whenSent
+        }
+    }
+
+    /// Runs when the stream's queue has emptied (no promise per message: a stream that keeps up
+    /// learns it at once from ``send(_:whenSent:)``).
+    private var whenDrained: (() -> Void)?
+
+    /// The connection handed the last queued message on (from its loop).
+    func drained() {
+        guard let whenDrained else { return }
+        self.whenDrained = nil
+        whenDrained()
     }
 
     /// Ends the call with `status` (after the messages already queued).
@@ -71,6 +94,7 @@ public final class ServerStream: @unchecked Sendable {
     func ended(_ status: RPCStatus) {
         guard !ended else { return }
         ended = true
+        whenDrained = nil
         let hooks = endHooks
         endHooks = []
         for hook in hooks { hook(status) }

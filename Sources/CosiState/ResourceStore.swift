@@ -14,12 +14,14 @@ public struct StateEvent: Sendable {
         let type: EventType
         let resource: Resource
         let old: Resource?
+        let kind: ResourceKind
         let encodings = EncodingCache(forms: StateEvent.forms)
 
         init(type: EventType, resource: Resource, old: Resource?) {
             self.type = type
             self.resource = resource
             self.old = old
+            self.kind = resource.address.kind
         }
     }
 
@@ -44,7 +46,10 @@ public struct StateEvent: Sendable {
     /// `WatchResponse`s.
     public var encodings: EncodingCache { change.encodings }
 
-    public var kind: ResourceKind { resource.address.kind }
+    public var kind: ResourceKind { change.kind }
+
+    /// The changed resource's id (without copying the resource out).
+    public var id: String { change.resource.metadata.id }
 }
 
 /// The current resources, as a value.

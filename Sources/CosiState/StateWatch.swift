@@ -334,7 +334,8 @@ final class WatchSession {
     /// How this watcher sees a change: filtered by id and queries, with match flips; nil when
     /// it does not see it.
     private func delivery(_ event: StateEvent) -> Delivery? {
-        if let id, event.resource.metadata.id != id { return nil }
+        if let id, event.id != id { return nil }
+        if query.matchesEverything { return Delivery(event: event, form: .asIs) }
         switch event.type {
         case .created, .destroyed:
             return query.matches(event.resource) ? Delivery(event: event, form: .asIs) : nil
@@ -475,8 +476,10 @@ public final class WatchPoller {
 
     static func responses(_ deliveries: [Delivery], aggregated: Bool) -> [ByteBuffer] {
         guard aggregated, deliveries.count > 1 else { return deliveries.map(\.responseBytes) }
-        var buffer = ByteBuffer()
-        for delivery in deliveries { appendEventField(delivery.eventBytes, to: &buffer) }
+        let events = deliveries.map(\.eventBytes)
+        // Sized once: each event plus its key and length (at most 11 bytes).
+        var buffer = ByteBufferAllocator().buffer(capacity: events.reduce(0) { $0 + $1.readableBytes + 11 })
+        for event in events { appendEventField(event, to: &buffer) }
         return [buffer]
     }
 

@@ -21,7 +21,8 @@ public enum StateService {
 
     /// Every method, ready to register on an RPC server.
     public static func methods(engine: StateEngine) -> [RPCMethod] {
-        [
+        let wakers = LoopWakers()
+        return [
             // Get is a lookup in memory: answered on the event loop, without a task, when the
             // resource is small (encoding it costs microseconds); a large one is encoded in a task.
             .unaryInlineWhenCheap(
@@ -93,7 +94,7 @@ public enum StateService {
             // A watch runs on its connection's event loop (no task: an idle watch is a few
             // small objects); one with a large request (long label queries) runs as a task.
             .serverStreamingDirect(watch, WatchRequest.self, WatchResponse.self, waitsOnOthers: true, start: { request, _, stream in
-                WatchStream.start(request, engine: engine, stream: stream)
+                WatchStream.start(request, engine: engine, stream: stream, wakers: wakers)
             }, task: { request, _, writer in
                 let watch = try await mapped { try await engine.watch(request) }
                 defer { watch.close() }

@@ -1,6 +1,7 @@
 import CosiMessages
 import CosiRPC
 import CosiState
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// A watch served from its connection's event loop, without a task: the engine's inbox calls it
@@ -26,34 +27,38 @@ final class WatchStream: @unchecked Sendable {
     private var pumping = false
     private var ended = false
 
-    private init(stream: ServerStream, poller: WatchPoller, aggregated: Bool) {
+    private let waker: LoopWaker
+
+    private init(stream: ServerStream, poller: WatchPoller, aggregated: Bool, waker: LoopWaker) {
         self.stream = stream
         self.poller = poller
         self.aggregated = aggregated
+        self.waker = waker
     }
 
     /// Sets the watch up and starts it on the stream's loop: the empty response ("ready") once
     /// setup succeeded, then the events; a setup error ends the call with its status.
-    static func start(_ request: WatchRequest, engine: StateEngine, stream: ServerStream) {
+    static func start(_ request: WatchRequest, engine: StateEngine, stream: ServerStream, wakers: LoopWakers) {
         let loop = stream.eventLoop
+        let waker = wakers.waker(for: loop)
         engine.watch(request) { result in
             // The completion runs here or on the engine's reader thread (tail_events).
             if loop.inEventLoop {
-                begin(result, request: request, stream: stream)
+                begin(result, request: request, stream: stream, waker: waker)
             } else {
-                loop.execute { begin(result, request: request, stream: stream) }
+                loop.execute { begin(result, request: request, stream: stream, waker: waker) }
             }
         }
     }
 
-    private static func begin(_ result: Result<StateWatch, StateError>, request: WatchRequest, stream: ServerStream) {
+    private static func begin(_ result: Result<StateWatch, StateError>, request: WatchRequest, stream: ServerStream, waker: LoopWaker) {
         let watch: StateWatch
         switch result {
         case .success(let made): watch = made
         case .failure(let error): return stream.finish(StateService.rpcError(error))
         }
         guard stream.isOpen else { return watch.close() }
-        let pump = WatchStream(stream: stream, poller: watch.makePoller(), aggregated: request.options?.aggregated ?? false)
+        let pump = WatchStream(stream: stream, poller: watch.makePoller(), aggregated: request.options?.aggregated ?? false, waker: waker)
         stream.addEndHook { _ in pump.end() }
         pump.send([WatchResponse().serializedBytes()])
         pump.pump()
@@ -61,14 +66,14 @@ final class WatchStream: @unchecked Sendable {
 
     /// Delivers everything ready, until the watch must wait for events, for the client, or for
     /// a log read.
-    private func pump() {
+    fileprivate func pump() {
         guard !pumping else { return }
         pumping = true
         defer { pumping = false }
         while !ended, unsent == 0, !reading {
             let poll: WatchPoller.ResponsePoll
             do {
-                poll = try poller.pollResponses(aggregated: aggregated, whenReady: { [self] in stream.eventLoop.execute { self.pump() } })
+                poll = try poller.pollResponses(aggregated: aggregated, whenReady: { [self] in waker.wake(self) })
             } catch {
                 return stream.finish(StateService.rpcError(error))
             }
@@ -115,5 +120,54 @@ final class WatchStream: @unchecked Sendable {
     private func end() {
         ended = true
         poller.close()
+    }
+}
+
+/// Wakes watches on one event loop: the engine's committer wakes every watcher of a change, and
+/// a thousand `execute` calls (a lock and often a syscall each) would make it the bottleneck.
+/// Wakes queue here under one lock; the first of a batch schedules one task on the loop, which
+/// pumps every watch woken meanwhile.
+final class LoopWaker: @unchecked Sendable {
+    // @unchecked Sendable: `pending` and `scheduled` are guarded by `lock`.
+    private let loop: any EventLoop
+    private let lock = NIOLock()
+    private var pending: [WatchStream] = []
+    private var scheduled = false
+
+    init(loop: any EventLoop) { self.loop = loop }
+
+    func wake(_ watch: WatchStream) {
+        let schedule = lock.withLock {
+            pending.append(watch)
+            if scheduled { return false }
+            scheduled = true
+            return true
+        }
+        if schedule { loop.execute { self.run() } }
+    }
+
+    private func run() {
+        let woken = lock.withLock {
+            scheduled = false
+            defer { pending.removeAll(keepingCapacity: pending.count <= 1024) }
+            return pending
+        }
+        for watch in woken { watch.pump() }
+    }
+}
+
+/// The ``LoopWaker`` of each event loop.
+final class LoopWakers: Sendable {
+    private let wakers = NIOLockedValueBox([ObjectIdentifier: LoopWaker]())
+
+    init() {}
+
+    func waker(for loop: any EventLoop) -> LoopWaker {
+        wakers.withLockedValue { wakers in
+            if let waker = wakers[ObjectIdentifier(loop)] { return waker }
+            let waker = LoopWaker(loop: loop)
+            wakers[ObjectIdentifier(loop)] = waker
+            return waker
+        }
     }
 }

@@ -377,6 +377,7 @@ struct WatchLoad: AsyncParsableCommand {
     @Option(help: "Watchers of the type; each has its own Watch call.") var watchers = 1
     @Option(help: "Connections for the watchers (separate from the writers').") var watchConns = 1
     @Option(help: "After failed puts, how long to wait for the remaining events.") var drain = "3s"
+    @Flag(help: "Decode every watch response whole with the client library, instead of scanning the fields the check needs.") var decode = false
 
     /// One watcher's view of the run.
     struct Seen: Sendable {
@@ -416,7 +417,7 @@ struct WatchLoad: AsyncParsableCommand {
                     group.addTask {
                         var state = Seen(seen: [Bool](repeating: false, count: total))
                         state.latencies.reserveCapacity(total)
-                        var stream = connection.watchCall(WatchRequest(namespace: "bench", type: type, apiVersion: 1)).makeAsyncIterator()
+                        var stream = ScannedWatch(connection, WatchRequest(namespace: "bench", type: type, apiVersion: 1), decode: decode).makeAsyncIterator()
                         do {
                             guard try await stream.next() != nil else { throw ValidationError("the watch ended at once") }
                             ready.withLockedValue { $0.created += 1 }
@@ -426,11 +427,11 @@ struct WatchLoad: AsyncParsableCommand {
                             return state
                         }
                         do {
-                            while state.unique < total, !stop.withLockedValue({ $0 }), let response = try await stream.next() {
+                            while state.unique < total, !stop.withLockedValue({ $0 }), let events = try await stream.next() {
                                 let now = clock.now - t0
-                                for event in response.event {
-                                    guard event.type == .created, let resource = event.resource, let index = Int(resource.metadata.id), index >= 0, index < total,
-                                          let sentText = resource.spec.yamlSpec.split(separator: ";", maxSplits: 1).first, let sent = Int64(sentText) else {
+                                for event in events {
+                                    guard event.type == .created, let id = event.id, let index = Int(id), index >= 0, index < total,
+                                          let sentText = event.yamlSpec?.split(separator: ";", maxSplits: 1).first, let sent = Int64(sentText) else {
                                         state.foreign += 1
                                         continue
                                     }

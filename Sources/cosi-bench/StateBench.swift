@@ -156,19 +156,20 @@ struct WatchDelivery: AsyncParsableCommand {
     @OptionGroup var server: ServerOptions
     @Option var watchers = 1
     @Option var seconds = 5
+    @Flag(help: "Decode every watch response whole with the client library, instead of scanning the fields the benchmark reads.") var decode = false
 
     func run() async throws {
-        try await BenchServer.with(server) { print(try await Self.measure($0, watchers: watchers, seconds: seconds)) }
+        try await BenchServer.with(server) { print(try await Self.measure($0, watchers: watchers, seconds: seconds, decode: decode)) }
     }
 
-    static func measure(_ bench: BenchServer, watchers: Int, seconds: Int) async throws -> String {
+    static func measure(_ bench: BenchServer, watchers: Int, seconds: Int, decode: Bool = false) async throws -> String {
         // The writer and the watchers' connections (at most 100 streams each).
         try await withClients(1 + max(1, (watchers + 99) / 100), bench) { clients in
-            try await measure(writer: clients[0], watchers: watchers, clients: Array(clients.dropFirst()), seconds: seconds)
+            try await measure(writer: clients[0], watchers: watchers, clients: Array(clients.dropFirst()), seconds: seconds, decode: decode)
         }
     }
 
-    static func measure(writer: CosiClient, watchers: Int, clients: [CosiClient], seconds: Int) async throws -> String {
+    static func measure(writer: CosiClient, watchers: Int, clients: [CosiClient], seconds: Int, decode: Bool) async throws -> String {
         let type = "Watch.bench.dev"
         var resources: [Resource] = []
         for index in 0..<16 { resources.append(try await writer.create(benchResource(type, "w\(index)"), owner: "")) }
@@ -186,7 +187,7 @@ struct WatchDelivery: AsyncParsableCommand {
                         var count = 0
                         var local = Histogram<UInt64>(highestTrackableValue: 60_000_000)
                         var started = false
-                        for try await response in client.watchCall(WatchRequest(namespace: "bench", type: type, options: WatchOptions(aggregated: true))) {
+                        for try await events in ScannedWatch(client, WatchRequest(namespace: "bench", type: type, options: WatchOptions(aggregated: true)), decode: decode) {
                             if !started { started = true; ready.withLockedValue { $0 += 1 }; continue }
                             guard measuring.withLockedValue({ $0 }) else {
                                 if count > 0 {
@@ -199,10 +200,9 @@ struct WatchDelivery: AsyncParsableCommand {
                                 continue
                             }
                             let now = wallMicroseconds()
-                            for event in response.event {
+                            for event in events {
                                 count += 1
-                                if let updated = event.resource?.metadata.updated {
-                                    let sent = UInt64(updated.seconds) * 1_000_000 + UInt64(updated.nanos / 1000)
+                                if let sent = event.updatedMicroseconds {
                                     local.record(now > sent ? now - sent : 0)
                                 }
                             }

@@ -56,6 +56,27 @@ struct WireScanTests {
         }
     }
 
+    /// What a light client reads from a watch response without decoding it: each event, its
+    /// type, its resource's id and update time, its bookmark.
+    @Test func readsEventsOfAWatchResponseAsTheDecoderDoes() throws {
+        var metadata = Metadata(namespace: "ns", type: "T", id: "r1", version: "3")
+        metadata.updated = Timestamp(seconds: 1_700_000_000, nanos: 123_456_789)
+        let events = [
+            Event(resource: Resource(metadata: metadata, spec: Spec(yamlSpec: "a: 1")), type: .updated, bookmark: [1, 0, 0, 0, 0, 0, 0, 0, 42]),
+            Event(resource: nil, type: .errored, error: "gone"),
+        ]
+        let response = encodeWatchResponse(events)
+        let scanned = try WireScan.occurrences(of: 1, in: response)
+        #expect(scanned.count == 2)
+        #expect(try WireScan.varint(at: [2], in: scanned[0]) == UInt64(EventType.updated.rawValue))
+        #expect(try WireScan.string(at: [1, 1, 3], in: scanned[0]) == "r1")
+        #expect(try WireScan.varint(at: [1, 1, 8, 1], in: scanned[0]) == 1_700_000_000)
+        #expect(try WireScan.varint(at: [1, 1, 8, 2], in: scanned[0]) == 123_456_789)
+        #expect(try WireScan.bytes(at: [5], in: scanned[0]).map { Array(buffer: $0) } == [1, 0, 0, 0, 0, 0, 0, 0, 42])
+        #expect(try WireScan.varint(at: [2], in: scanned[1]) == UInt64(EventType.errored.rawValue))
+        #expect(try WireScan.string(at: [1, 1, 3], in: scanned[1]) == nil)
+    }
+
     @Test func garbageIsRefused() {
         let cases: [[UInt8]] = [
             [0x0a, 0x05, 0x61],  // a length past the end

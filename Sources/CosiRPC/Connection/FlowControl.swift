@@ -228,6 +228,11 @@ struct FlowControl<Completion, State> {
         return try body(&streams.values[index].state)
     }
 
+    /// Whether the stream's queue is empty (true for a stream that is gone).
+    func isDrained(_ id: UInt32) -> Bool {
+        streams[id]?.queue.isEmpty ?? true
+    }
+
     // MARK: Sending
 
     /// Queues a MESSAGE payload on an open stream and sends what the windows allow.

@@ -308,20 +308,16 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         call.stream?.ended(status)
     }
 
-    /// A message of a call produced on this loop (from its ``ServerStream``). A message larger
-    /// than the client's frame limit ends the call with RESOURCE_EXHAUSTED.
-    func streamSend(_ streamID: UInt32, _ message: ByteBuffer, whenSent: (() -> Void)?) {
-        guard let context else { return }
+    /// A message of a call produced on this loop (from its ``ServerStream``); returns whether
+    /// the stream's queue is empty after it (the message has left). A message larger than the
+    /// client's frame limit ends the call with RESOURCE_EXHAUSTED.
+    func streamSend(_ streamID: UInt32, _ message: ByteBuffer) -> Bool {
         if let error = stateMachine.oversize(message) {
-            return finish(streamID, response: nil, status: error.status)
+            finish(streamID, response: nil, status: error.status)
+            return true
         }
-        var promise: EventLoopPromise<Void>?
-        if let whenSent {
-            let sent = context.eventLoop.makePromise(of: Void.self)
-            sent.futureResult.assumeIsolated().whenSuccess { whenSent() }
-            promise = sent
-        }
-        perform(stateMachine.sendMessage(streamID, message, completion: promise))
+        perform(stateMachine.sendMessage(streamID, message, completion: nil))
+        return stateMachine.isDrained(streamID)
     }
 
     private func costlyCallEnded() {
@@ -524,6 +520,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                 promise.succeed()
             case .failWrite(let promise, let error):
                 promise.fail(error)
+            case .streamDrained(let id):
+                calls[id]?.stream?.drained()
             case .pingAcknowledged:
                 pingTimeout?.cancel()
                 pingTimeout = nil

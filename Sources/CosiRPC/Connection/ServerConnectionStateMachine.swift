@@ -25,6 +25,8 @@ struct ServerConnectionStateMachine<Completion> {
         case completeWrite(Completion)
         /// An outbound message will never be sent.
         case failWrite(Completion, RPCError)
+        /// Every message queued on this open call has been handed to the connection.
+        case streamDrained(streamID: UInt32)
         /// A PING we sent was acknowledged.
         case pingAcknowledged
         /// Close the connection (after the frames already returned).
@@ -349,6 +351,10 @@ struct ServerConnectionStateMachine<Completion> {
         return actions
     }
 
+    /// Whether every message queued on `id` has been handed to the connection (true when the
+    /// call is gone).
+    func isDrained(_ id: UInt32) -> Bool { flow.isDrained(id) }
+
     /// Whether a call is open on `id`.
     func isOpen(_ id: UInt32) -> Bool { flow.isOpen(id) }
 
@@ -390,7 +396,10 @@ struct ServerConnectionStateMachine<Completion> {
             case .written(let completion):
                 actions.append(.completeWrite(completion))
             case .drained(let id):
-                guard let status = flow.withState(id, { $0.trailers }) ?? nil else { continue }
+                guard let status = flow.withState(id, { $0.trailers }) ?? nil else {
+                    actions.append(.streamDrained(streamID: id))
+                    continue
+                }
                 _ = flow.close(id)
                 actions.append(.send(Frames.trailers(id, status)))
                 closeIfDrained(into: &actions)
