@@ -56,6 +56,43 @@ struct WatchStreamTests {
         }
     }
 
+    /// Many watchers sharing one connection, fed faster than they read: the connection's output
+    /// fills, flushes re-enter on writability changes, wakes are batched per loop; every watcher
+    /// must still see every event exactly once, in order.
+    @Test func manyWatchersOnOneConnectionSeeEveryEventOnceInOrder() async throws {
+        try await withServer(queue: 256) { engine, client in
+            let base = engine.revision
+            let total = 1_000
+            try await withThrowingTaskGroup(of: Int.self) { group in
+                let ready = AsyncStream<Void>.makeStream()
+                for _ in 0..<100 {
+                    group.addTask {
+                        var watch = client.watchCall(WatchRequest(namespace: "default", type: "Many.test.dev", options: WatchOptions(aggregated: true))).makeAsyncIterator()
+                        _ = try await watch.next() // ready
+                        ready.continuation.yield()
+                        var expected = base + 1
+                        while expected <= base + UInt64(total), let response = try await watch.next() {
+                            for event in response.event {
+                                guard event.bookmark.flatMap(Bookmark.decode) == expected else { return -1 }
+                                expected += 1
+                            }
+                        }
+                        return Int(expected - base - 1)
+                    }
+                }
+                var readyCount = 0
+                for await _ in ready.stream {
+                    readyCount += 1
+                    if readyCount == 100 { break }
+                }
+                try await write(client, type: "Many.test.dev", count: total)
+                var seen: [Int] = []
+                for try await count in group { seen.append(count) }
+                #expect(seen == Array(repeating: total, count: 100))
+            }
+        }
+    }
+
     @Test func aTailWatchStartsAfterItsLogRead() async throws {
         try await withServer { _, client in
             try await write(client, type: "Tail.test.dev", count: 10, writers: 1)

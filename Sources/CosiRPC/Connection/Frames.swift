@@ -61,6 +61,9 @@ enum Frames {
 /// through a batch of tasks leave in one buffer, one TLS record and one system call. Both
 /// connection handlers use it; it lives on their event loop.
 final class ConnectionOutput {
+    /// The output buffer's capacity kept between flushes, at most.
+    static let keptCapacity = 64 << 10
+    private static let empty = ByteBuffer()
     private var buffer = ByteBuffer()
     private var flushScheduled = false
     private var context: ChannelHandlerContext?
@@ -84,9 +87,23 @@ final class ConnectionOutput {
     func flush() {
         guard let context else { return }
         if buffer.readableBytes > 0 {
-            let bytes = buffer
-            buffer = context.channel.allocator.buffer(capacity: 0)
-            context.writeAndFlush(NIOAny(bytes), promise: nil)
+            // Taken out before writing: the write may re-enter (a writability change flushes),
+            // and must not find these bytes again.
+            var written = buffer
+            buffer = Self.empty
+            context.writeAndFlush(NIOAny(written), promise: nil)
+            // The TLS handler has encrypted the bytes: the buffer is ours again, and refilling
+            // it costs no allocation (a fresh one grew by doubling, copying, on every flush).
+            // Past `keptCapacity` a new one starts there, so that a connection that once sent
+            // a burst does not keep its peak.
+            if buffer.readableBytes == 0 {
+                if written.capacity <= Self.keptCapacity {
+                    written.clear()
+                    buffer = written
+                } else {
+                    buffer = context.channel.allocator.buffer(capacity: Self.keptCapacity)
+                }
+            }
         }
         afterFlush?()
     }
