@@ -43,6 +43,11 @@ let package = Package(
         .library(name: "CosiClient", targets: ["CosiClient"]),
         .library(name: "CosiRPC", targets: ["CosiRPC"]),
         .library(name: "CosiMessages", targets: ["CosiMessages"]),
+        // For the allocation benchmarks (Benchmarks/, a package of its own).
+        .library(name: "CosiWire", targets: ["CosiWire"]),
+        .library(name: "CosiState", targets: ["CosiState"]),
+        .library(name: "CosiStateService", targets: ["CosiStateService"]),
+        .library(name: "CosiTLS", targets: ["CosiTLS"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),

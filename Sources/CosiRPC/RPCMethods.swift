@@ -14,6 +14,15 @@ public struct CallContext: Sendable {
     public var peer: PeerIdentity
     /// The peer's address, for logs.
     public var remoteAddress: String
+
+    /// A context for a call made without a connection (a benchmark, a test).
+    public init(method: String, metadata: [String: String] = [:], deadline: NIODeadline? = nil, peer: PeerIdentity, remoteAddress: String = "local") {
+        self.method = method
+        self.metadata = metadata
+        self.deadline = deadline
+        self.peer = peer
+        self.remoteAddress = remoteAddress
+    }
 }
 
 /// Sends the messages of a server-streaming call.

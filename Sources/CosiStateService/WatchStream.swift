@@ -28,12 +28,22 @@ final class WatchStream: @unchecked Sendable {
     private var ended = false
 
     private let waker: LoopWaker
+    /// Made once, not per poll (a closure per delivery would be an allocation per delivery).
+    /// It keeps this watch alive while armed; ``end()`` lets go of it.
+    private var wakeUp: (@Sendable () -> Void)?
 
     private init(stream: ServerStream, poller: WatchPoller, aggregated: Bool, waker: LoopWaker) {
         self.stream = stream
         self.poller = poller
         self.aggregated = aggregated
         self.waker = waker
+    }
+
+    private var whenReady: @Sendable () -> Void {
+        if let wakeUp { return wakeUp }
+        let made: @Sendable () -> Void = { [self] in waker.wake(self) }
+        wakeUp = made
+        return made
     }
 
     /// Sets the watch up and starts it on the stream's loop: the empty response ("ready") once
@@ -73,7 +83,7 @@ final class WatchStream: @unchecked Sendable {
         while !ended, unsent == 0, !reading {
             let poll: WatchPoller.ResponsePoll
             do {
-                poll = try poller.pollResponses(aggregated: aggregated, whenReady: { [self] in waker.wake(self) })
+                poll = try poller.pollResponses(aggregated: aggregated, whenReady: whenReady)
             } catch {
                 return stream.finish(StateService.rpcError(error))
             }
@@ -120,6 +130,7 @@ final class WatchStream: @unchecked Sendable {
     private func end() {
         ended = true
         poller.close()
+        wakeUp = nil
     }
 }
 
