@@ -2,11 +2,11 @@ import NIOCore
 
 /// Reads a few fields of an encoded protobuf message without decoding it: for decisions that
 /// need one or two strings of a request (the namespace and type an access check looks at)
-/// before the handler decodes the whole of it.
+/// before the handler decodes the whole of it, and for light readers of responses.
 ///
 /// The semantics are protobuf's: when a field occurs several times, the last occurrence wins,
 /// and repeated occurrences of an embedded message are merged (so the last value found along
-/// the path wins).
+/// the path wins). Every reader here walks fields with ``forEachField(in:_:)``.
 public enum WireScan {
     /// The string at `path` (field numbers, outermost first; all but the last must be embedded
     /// messages), nil when it is absent. Throws when the bytes are not a protobuf message.
@@ -16,7 +16,7 @@ public enum WireScan {
     /// (`String(cString:)`). A decision taken on the scanned value is a decision on the value the
     /// handler will see.
     public static func string(at path: [Int], in message: ByteBuffer) throws(WireScanError) -> String? {
-        try bytes(at: path[...], in: message).map { value in
+        try bytes(at: path, in: message).map { value in
             value.withUnsafeReadableBytes { raw in
                 let end = raw.firstIndex(of: 0) ?? raw.count
                 return String(decoding: raw[..<end], as: UTF8.self)
@@ -26,39 +26,31 @@ public enum WireScan {
 
     /// Whether an embedded message or a string is present at `path`.
     public static func contains(_ path: [Int], in message: ByteBuffer) throws(WireScanError) -> Bool {
-        try bytes(at: path[...], in: message) != nil
+        try bytes(at: path, in: message) != nil
     }
 
     /// The bytes of the length-delimited field (string, bytes, embedded message) at `path`, nil
     /// when it is absent.
     public static func bytes(at path: [Int], in message: ByteBuffer) throws(WireScanError) -> ByteBuffer? {
-        try bytes(at: path[...], in: message)
+        guard let last = path.last else { return nil }
+        var found: ByteBuffer?
+        try forEachParent(of: path[...], in: message) { parent throws(WireScanError) in
+            try forEachSlice(in: parent) { number, value in
+                if number == last, let value { found = value }
+            }
+        }
+        return found
     }
 
     /// The varint field (integer, enum, bool) at `path`, nil when it is absent.
     public static func varint(at path: [Int], in message: ByteBuffer) throws(WireScanError) -> UInt64? {
-        guard let number = path.last else { return nil }
-        var buffer: ByteBuffer
-        if path.count == 1 {
-            buffer = message
-        } else {
-            guard let inner = try bytes(at: path.dropLast(), in: message) else { return nil }
-            buffer = inner
-        }
+        guard let last = path.last else { return nil }
         var found: UInt64?
-        while buffer.readableBytes > 0 {
-            let key = try varint(&buffer)
-            switch key & 7 {
-            case 0:
-                let value = try varint(&buffer)
-                if Int(key >> 3) == number { found = value }
-            case 1: guard buffer.moveReaderIndexIfPossible(8) else { throw WireScanError() }
-            case 5: guard buffer.moveReaderIndexIfPossible(4) else { throw WireScanError() }
-            case 2:
-                let length = try varint(&buffer)
-                guard length <= UInt64(buffer.readableBytes), buffer.moveReaderIndexIfPossible(Int(length)) else { throw WireScanError() }
-            default:
-                throw WireScanError()
+        try forEachParent(of: path[...], in: message) { parent throws(WireScanError) in
+            try parent.withUnsafeReadableBytes { raw throws(WireScanError) in
+                try forEachField(in: raw) { number, field throws(WireScanError) in
+                    if number == last, case .varint(let value) = field { found = value }
+                }
             }
         }
         return found
@@ -67,21 +59,9 @@ public enum WireScan {
     /// Every occurrence of the length-delimited field `number` at the top level, in order (a
     /// repeated message field, such as the events of a `WatchResponse`).
     public static func occurrences(of number: Int, in message: ByteBuffer) throws(WireScanError) -> [ByteBuffer] {
-        var buffer = message
         var found: [ByteBuffer] = []
-        while buffer.readableBytes > 0 {
-            let key = try varint(&buffer)
-            switch key & 7 {
-            case 0: _ = try varint(&buffer)
-            case 1: guard buffer.moveReaderIndexIfPossible(8) else { throw WireScanError() }
-            case 5: guard buffer.moveReaderIndexIfPossible(4) else { throw WireScanError() }
-            case 2:
-                let length = try varint(&buffer)
-                guard length <= UInt64(buffer.readableBytes), let value = buffer.readSlice(length: Int(length)) else { throw WireScanError() }
-                if Int(key >> 3) == number { found.append(value) }
-            default:
-                throw WireScanError()
-            }
+        try forEachSlice(in: message) { field, value in
+            if field == number, let value { found.append(value) }
         }
         return found
     }
@@ -135,51 +115,33 @@ public enum WireScan {
         }
     }
 
-    private static func bytes(at path: ArraySlice<Int>, in message: ByteBuffer) throws(WireScanError) -> ByteBuffer? {
-        guard let field = path.first else { return nil }
-        var buffer = message
-        var found: ByteBuffer?
-        while buffer.readableBytes > 0 {
-            let key = try varint(&buffer)
-            let number = Int(key >> 3)
-            switch key & 7 {
-            case 0: _ = try varint(&buffer)
-            case 1: guard buffer.moveReaderIndexIfPossible(8) else { throw WireScanError() }
-            case 5: guard buffer.moveReaderIndexIfPossible(4) else { throw WireScanError() }
-            case 2:
-                let length = try varint(&buffer)
-                guard length <= UInt64(buffer.readableBytes), let value = buffer.readSlice(length: Int(length)) else { throw WireScanError() }
-                guard number == field else { continue }
-                if path.count == 1 {
-                    found = value
-                } else if let inner = try bytes(at: path.dropFirst(), in: value) {
-                    found = inner
-                }
-            default:
-                throw WireScanError()
-            }
+    /// Visits, in order, every occurrence of the message that holds the last field of `path`
+    /// (the message itself for a path of one): an embedded message that occurs several times is
+    /// merged by protobuf, so a field's last value along all of them is its value.
+    private static func forEachParent(of path: ArraySlice<Int>, in message: ByteBuffer, _ visit: (ByteBuffer) throws(WireScanError) -> Void) throws(WireScanError) {
+        guard let first = path.first, path.count > 1 else { return try visit(message) }
+        var occurrences: [ByteBuffer] = []
+        try forEachSlice(in: message) { number, value in
+            if number == first, let value { occurrences.append(value) }
         }
-        return found
+        for occurrence in occurrences { try forEachParent(of: path.dropFirst(), in: occurrence, visit) }
     }
 
-    private static func varint(_ buffer: inout ByteBuffer) throws(WireScanError) -> UInt64 {
-        var value: UInt64 = 0
-        for shift in stride(from: 0, to: 64, by: 7) {
-            guard let byte = buffer.readInteger(as: UInt8.self) else { throw WireScanError() }
-            value |= UInt64(byte & 0x7f) << UInt64(shift)
-            if byte & 0x80 == 0 { return value }
+    /// Visits every field of `message` with, for a length-delimited one, its bytes as a slice of
+    /// `message` (no copy); nil for the others.
+    private static func forEachSlice(in message: ByteBuffer, _ visit: (Int, ByteBuffer?) -> Void) throws(WireScanError) {
+        try message.withUnsafeReadableBytes { raw throws(WireScanError) in
+            try forEachField(in: raw) { number, field throws(WireScanError) in
+                guard case .bytes(let value) = field, let start = value.baseAddress, let base = raw.baseAddress else {
+                    // An empty length-delimited field has no address of its own.
+                    if case .bytes = field { visit(number, ByteBuffer()) } else { visit(number, nil) }
+                    return
+                }
+                visit(number, message.getSlice(at: message.readerIndex + (start - base), length: value.count))
+            }
         }
-        throw WireScanError()
     }
 }
 
 /// The bytes are not a protobuf message.
 public struct WireScanError: Error, Hashable, Sendable {}
-
-extension ByteBuffer {
-    fileprivate mutating func moveReaderIndexIfPossible(_ count: Int) -> Bool {
-        guard readableBytes >= count else { return false }
-        moveReaderIndex(forwardBy: count)
-        return true
-    }
-}

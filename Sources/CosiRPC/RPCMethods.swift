@@ -253,17 +253,9 @@ extension RPCMethod {
             if error is CancellationError { return RPCStatus(code: .cancelled, message: "the call was cancelled") }
             return (error as? RPCError)?.status ?? RPCStatus(code: .unknown, message: "\(error)")
         }
-        var method = self
-        if let admit = interceptor.admit {
-            let inner = self.admit
-            method.admit = { context in
-                try inner?(context)
-                try admit(context)
-            }
-        }
-        switch handler {
-        case .unary(let body):
-            method.handler = .unary { request, context in
+        // One wrapper per shape of body; every handler kind is made of these.
+        func task(_ body: @escaping @Sendable (ByteBuffer, CallContext) async throws -> ByteBuffer) -> @Sendable (ByteBuffer, CallContext) async throws -> ByteBuffer {
+            { request, context in
                 try interceptor.before(request, context)
                 do {
                     let response = try await body(request, context)
@@ -274,11 +266,13 @@ extension RPCMethod {
                     throw error
                 }
             }
-        case .unaryInline(let body):
-            method.handler = .unaryInline { request, context in
+        }
+        func inline<T>(_ body: @escaping @Sendable (ByteBuffer, CallContext) throws -> T?) -> @Sendable (ByteBuffer, CallContext) throws -> T? {
+            { request, context in
                 try interceptor.before(request, context)
                 do {
-                    let response = try body(request, context)
+                    // nil: the answer is costly and will be given by the task form.
+                    guard let response = try body(request, context) else { return nil }
                     interceptor.after(request, context, .ok)
                     return response
                 } catch {
@@ -286,95 +280,9 @@ extension RPCMethod {
                     throw error
                 }
             }
-        case .unaryInlineWhenCheap(let inline, let task):
-            method.handler = .unaryInlineWhenCheap(
-                inline: { request, context in
-                    try interceptor.before(request, context)
-                    do {
-                        guard let response = try inline(request, context) else { return nil }
-                        interceptor.after(request, context, .ok)
-                        return response
-                    } catch {
-                        interceptor.after(request, context, outcome(error))
-                        throw error
-                    }
-                },
-                task: { request, context in
-                    try interceptor.before(request, context)
-                    do {
-                        let response = try await task(request, context)
-                        interceptor.after(request, context, .ok)
-                        return response
-                    } catch {
-                        interceptor.after(request, context, outcome(error))
-                        throw error
-                    }
-                }
-            )
-        case .unaryDirect(let direct, let task):
-            method.handler = .unaryDirect(
-                direct: { request, context, respond in
-                    do { try interceptor.before(request, context) } catch {
-                        respond(.failure(error))
-                        return
-                    }
-                    direct(request, context) { result in
-                        switch result {
-                        case .success: interceptor.after(request, context, .ok)
-                        case .failure(let error): interceptor.after(request, context, outcome(error))
-                        }
-                        respond(result)
-                    }
-                },
-                task: { request, context in
-                    try interceptor.before(request, context)
-                    do {
-                        let response = try await task(request, context)
-                        interceptor.after(request, context, .ok)
-                        return response
-                    } catch {
-                        interceptor.after(request, context, outcome(error))
-                        throw error
-                    }
-                }
-            )
-        case .serverStreamingDirect(let start, let task):
-            method.handler = .serverStreamingDirect(
-                start: { request, context, stream in
-                    do { try interceptor.before(request, context) } catch {
-                        return stream.finish(error)
-                    }
-                    if let beforeWrite = interceptor.beforeWrite {
-                        let inner = stream.check
-                        stream.check = {
-                            try inner?()
-                            try beforeWrite(request, context)
-                        }
-                    }
-                    stream.addEndHook { status in interceptor.after(request, context, status) }
-                    start(request, context, stream)
-                },
-                task: { request, context, writer in
-                    try interceptor.before(request, context)
-                    var writer = writer
-                    if let beforeWrite = interceptor.beforeWrite {
-                        let inner = writer.check
-                        writer.check = {
-                            try inner?()
-                            try beforeWrite(request, context)
-                        }
-                    }
-                    do {
-                        try await task(request, context, writer)
-                        interceptor.after(request, context, .ok)
-                    } catch {
-                        interceptor.after(request, context, outcome(error))
-                        throw error
-                    }
-                }
-            )
-        case .serverStreaming(let body):
-            method.handler = .serverStreaming { request, context, writer in
+        }
+        func streaming(_ body: @escaping @Sendable (ByteBuffer, CallContext, ResponseWriter) async throws -> Void) -> @Sendable (ByteBuffer, CallContext, ResponseWriter) async throws -> Void {
+            { request, context, writer in
                 try interceptor.before(request, context)
                 var writer = writer
                 if let beforeWrite = interceptor.beforeWrite {
@@ -392,6 +300,62 @@ extension RPCMethod {
                     throw error
                 }
             }
+        }
+
+        var method = self
+        if let admit = interceptor.admit {
+            let inner = self.admit
+            method.admit = { context in
+                try inner?(context)
+                try admit(context)
+            }
+        }
+        switch handler {
+        case .unary(let body):
+            method.handler = .unary(task(body))
+        case .unaryInline(let body):
+            let wrapped = inline(body)
+            // (Never nil: an inline body always answers.)
+            method.handler = .unaryInline { request, context in try wrapped(request, context)! }
+        case .unaryInlineWhenCheap(let body, let costly):
+            method.handler = .unaryInlineWhenCheap(inline: inline(body), task: task(costly))
+        case .unaryDirect(let direct, let costly):
+            method.handler = .unaryDirect(
+                direct: { request, context, respond in
+                    do { try interceptor.before(request, context) } catch {
+                        respond(.failure(error))
+                        return
+                    }
+                    direct(request, context) { result in
+                        switch result {
+                        case .success: interceptor.after(request, context, .ok)
+                        case .failure(let error): interceptor.after(request, context, outcome(error))
+                        }
+                        respond(result)
+                    }
+                },
+                task: task(costly)
+            )
+        case .serverStreaming(let body):
+            method.handler = .serverStreaming(streaming(body))
+        case .serverStreamingDirect(let start, let costly):
+            method.handler = .serverStreamingDirect(
+                start: { request, context, stream in
+                    do { try interceptor.before(request, context) } catch {
+                        return stream.finish(error)
+                    }
+                    if let beforeWrite = interceptor.beforeWrite {
+                        let inner = stream.check
+                        stream.check = {
+                            try inner?()
+                            try beforeWrite(request, context)
+                        }
+                    }
+                    stream.addEndHook { status in interceptor.after(request, context, status) }
+                    start(request, context, stream)
+                },
+                task: streaming(costly)
+            )
         }
         return method
     }
