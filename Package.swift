@@ -43,11 +43,14 @@ let package = Package(
         .library(name: "CosiClient", targets: ["CosiClient"]),
         .library(name: "CosiRPC", targets: ["CosiRPC"]),
         .library(name: "CosiMessages", targets: ["CosiMessages"]),
-        // For the allocation benchmarks (Benchmarks/, a package of its own).
+        // For the allocation benchmarks (Benchmarks/) and the fuzz harnesses (Fuzz/), packages
+        // of their own.
         .library(name: "CosiWire", targets: ["CosiWire"]),
         .library(name: "CosiState", targets: ["CosiState"]),
         .library(name: "CosiStateService", targets: ["CosiStateService"]),
         .library(name: "CosiTLS", targets: ["CosiTLS"]),
+        .library(name: "CosiProtobuf", targets: ["CosiProtobuf"]),
+        .library(name: "CosiCLI", targets: ["CosiCLI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
