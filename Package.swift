@@ -275,7 +275,7 @@ let package = Package(
         .testTarget(
             name: "CosiStateTests",
             dependencies: [
-                "CosiState", "CosiTesting", "CosiClient", "CosiServer", "CosiRPC", "CosiMessages", "CosiProtobuf",
+                "CosiState", "CosiStateService", "CosiTesting", "CosiClient", "CosiServer", "CosiRPC", "CosiMessages", "CosiProtobuf",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -29,7 +29,7 @@ final class SQLiteConnection {
         if rc != SQLITE_OK {
             let message = error.map { String(cString: $0) } ?? "code \(rc)"
             sqlite3_free(error)
-            throw StateError(.storageFailure, "\(path): \(message) (in: \(sql.prefix(60)))")
+            throw StateError(Self.code(of: rc), "\(path): \(message) (in: \(sql.prefix(60)))")
         }
     }
 
@@ -38,7 +38,13 @@ final class SQLiteConnection {
     }
 
     func failure(_ what: String) -> StateError {
-        StateError(.storageFailure, "\(path): \(what): \(String(cString: sqlite3_errmsg(handle)))")
+        StateError(Self.code(of: sqlite3_errcode(handle)), "\(path): \(what): \(String(cString: sqlite3_errmsg(handle)))")
+    }
+
+    /// A full disk is its own error (the caller can free space); anything else is a storage
+    /// failure.
+    static func code(of rc: Int32) -> StateError.Code {
+        rc & 0xff == SQLITE_FULL ? .storageFull : .storageFailure
     }
 }
 

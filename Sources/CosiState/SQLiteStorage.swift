@@ -48,7 +48,15 @@ public final class SQLiteStorage: StateStorage, @unchecked Sendable {
         if mkdir(directory, 0o700) != 0 && errno != EEXIST {
             throw StateError(.storageFailure, "cannot create the data directory \(directory): \(String(cString: strerror(errno)))")
         }
+        // The database and its journal are written next to each other: a directory (or file
+        // system) that cannot be written is said so, before SQLite reports it as something else.
+        if access(directory, W_OK) != 0 {
+            throw StateError(.storageFailure, "the data directory \(directory) is not writable (\(String(cString: strerror(errno)))): cosid writes its database there")
+        }
         path = directory + "/state.db"
+        if access(path, F_OK) == 0, access(path, W_OK) != 0 {
+            throw StateError(.storageFailure, "the database \(path) is not writable (\(String(cString: strerror(errno)))); it was left as it is")
+        }
         writer = try SQLiteConnection(path: path)
         do {
             try Self.check(writer)

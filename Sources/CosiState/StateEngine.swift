@@ -303,7 +303,9 @@ public final class StateEngine: Sendable {
                 // Nothing of the group was stored (a commit is all or nothing) and nothing was
                 // published: the state stays as it was, and the next group tries again.
                 let retryAt = ContinuousClock.now + configuration.storageRetryInterval
-                let refusal = StateError(.storageFailure, "storage failed, writes are refused for now: \(error.message)")
+                let refusal = error.code == .storageFull
+                    ? StateError(.storageFull, "the disk holding the data is full, writes are refused until there is space: \(error.message)")
+                    : StateError(.storageFailure, "storage failed, writes are refused for now: \(error.message)")
                 if failure == nil {
                     logger.critical("storage commit failed; writes fail until a commit succeeds", metadata: ["error": "\(error)"])
                 }

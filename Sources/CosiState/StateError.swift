@@ -30,6 +30,9 @@ public struct StateError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let unavailable = Code("unavailable")
         /// Storage failed; the engine refuses further writes.
         public static let storageFailure = Code("storageFailure")
+        /// The file system that holds the data directory is full; writes are refused until there
+        /// is space again (reads and watches go on).
+        public static let storageFull = Code("storageFull")
         public var description: String { name }
     }
 

@@ -149,6 +149,7 @@ public enum StateService {
         case .unimplemented: .unimplemented
         case .deadlineExceeded: .deadlineExceeded
         case .unavailable, .storageFailure: .unavailable
+        case .storageFull: .resourceExhausted
         default: .unknown
         }
         return RPCError(code: code, message: error.message)

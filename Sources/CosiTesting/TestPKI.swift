@@ -11,9 +11,10 @@ public struct TestPKI: Sendable {
     /// - Parameters:
     ///   - serverNames: DNS names in the server certificate's SAN.
     ///   - serverIPs: IP addresses in the server certificate's SAN.
+    ///   - serverValidForSeconds: make the server certificate expire this many seconds from now.
     public init(
         algorithm: KeyAlgorithm = .ed25519, caName: String = "test CA",
-        serverNames: [String] = ["localhost"], serverIPs: [String] = ["127.0.0.1"]
+        serverNames: [String] = ["localhost"], serverIPs: [String] = ["127.0.0.1"], serverValidForSeconds: Int? = nil
     ) throws {
         caKey = try PrivateKey(generating: algorithm)
         caCertificate = try CertificateFactory.issue(
@@ -21,10 +22,12 @@ public struct TestPKI: Sendable {
         )
         caPEM = try caCertificate.pemEncoded()
         let serverKey = try PrivateKey(generating: algorithm)
-        let serverCertificate = try CertificateFactory.issue(
-            CertificateProfile(commonName: "test server", usage: .server, dnsNames: serverNames, ipAddresses: serverIPs, validDays: 30),
-            key: serverKey, issuer: (caCertificate, caKey)
-        )
+        var serverProfile = CertificateProfile(commonName: "test server", usage: .server, dnsNames: serverNames, ipAddresses: serverIPs, validDays: 30)
+        if let serverValidForSeconds {
+            serverProfile.notBefore = -60
+            serverProfile.notAfter = serverValidForSeconds
+        }
+        let serverCertificate = try CertificateFactory.issue(serverProfile, key: serverKey, issuer: (caCertificate, caKey))
         server = TLSConfiguration(
             certificateChain: .pem(try serverCertificate.pemEncoded()),
             privateKey: .pem(try serverKey.pemEncoded()),

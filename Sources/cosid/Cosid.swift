@@ -314,8 +314,11 @@ struct CertificateWatcher: Service {
                     }
                 }
                 group.addTask {
+                    // Daily, and at the moment a certificate expires (so that its expiry is
+                    // logged when it happens, not up to a day later).
                     while !Task.isCancelled {
-                        try? await Task.sleep(for: .seconds(86_400))
+                        let wait = min(86_400, (nextExpiry(material) ?? 86_400) + 1)
+                        try? await Task.sleep(for: .seconds(wait))
                         if !Task.isCancelled { warnAboutExpiry(material, logger: logger) }
                     }
                 }
@@ -333,12 +336,24 @@ func warnAboutExpiry(_ material: TLSConfiguration, logger: Logger) {
             guard let seconds = certificate.secondsUntilExpiry() else { continue }
             let name = certificate.identity.commonName
             if seconds <= 0 {
-                logger.error("\(what) \"\(name)\" has expired", metadata: ["source": "\(source)"])
+                let consequence = what == "server certificate"
+                    ? "clients now fail their TLS handshakes (open connections go on); install a new one and send SIGHUP"
+                    : "clients whose certificates it issued are refused; install a new one and send SIGHUP"
+                logger.error("\(what) \"\(name)\" has expired: \(consequence)", metadata: ["source": "\(source)"])
             } else if seconds <= 30 * 86_400 {
                 logger.warning("\(what) \"\(name)\" expires in \(seconds / 86_400) days", metadata: ["source": "\(source)"])
             }
         }
     }
+}
+
+/// Seconds until the first of the certificates (server chain, trusted CAs) still valid expires.
+func nextExpiry(_ material: TLSConfiguration) -> Int64? {
+    [material.certificateChain, material.trustRoots]
+        .flatMap { (try? Certificate.load($0)) ?? [] }
+        .compactMap { $0.secondsUntilExpiry() }
+        .filter { $0 > 0 }
+        .min()
 }
 
 /// Every connection is a file descriptor: raise the soft limit to the hard limit, so a control

@@ -116,4 +116,37 @@ struct ReloadTests {
         await newClient.close()
         await another.close()
     }
+
+    /// The server's certificate expires while a client is connected: cosid says so when it
+    /// happens, the open connection goes on, a new handshake fails.
+    @Test func theServerCertificateExpiresWhileAClientIsConnected() async throws {
+        let dir = StateBackends.temporaryDirectory()
+        defer { StateBackends.removeDirectory(dir) }
+        let pki = try TestPKI(serverValidForSeconds: 4)
+        try Self.install(pki, in: dir)
+        let process = Process()
+        process.executableURL = CosidProcessTests.executable
+        process.arguments = [
+            "--listen", "127.0.0.1:0", "--in-memory", "--ca", dir + "/ca.crt", "--cert", dir + "/server.crt", "--key", dir + "/server.key",
+            "--controllers", "none",
+        ]
+        let pipe = Pipe()
+        let output = CosidProcessTests.Output()
+        process.standardError = pipe
+        pipe.fileHandleForReading.readabilityHandler = { output.append($0.availableData) }
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+        let port = try await CosidProcessTests.port(from: output)
+
+        let client = try await Self.connect(port, try pki.client(name: "early"))
+        #expect(try await client.info().identity == "early")
+        try await CosidProcessTests.waitFor("server certificate \"test server\" has expired: clients now fail their TLS handshakes", in: output)
+        // The established connection goes on.
+        #expect(try await client.info().identity == "early")
+        // A new one fails its handshake, and the client is told why.
+        await #expect { _ = try await Self.connect(port, try pki.client(name: "late")) } throws: { error in
+            "\(error)".contains("expired")
+        }
+        await client.close()
+    }
 }
