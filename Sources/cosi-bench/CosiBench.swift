@@ -27,7 +27,7 @@ struct CosiBench: AsyncParsableCommand {
           .build/release/cosi-bench idle --connections 1000
           .build/release/cosi-bench all
         """,
-        subcommands: [Unary.self, Handshakes.self, Idle.self, All.self, StateWrites.self, StateReads.self, WatchDelivery.self, IdleWatches.self, StateAll.self, ControllersBench.self, OSControllersBench.self, LogRetention.self, PutLoad.self, GetLoad.self, WatchLoad.self, EngineWrites.self, CrashLoop.self],
+        subcommands: [Unary.self, Handshakes.self, Idle.self, All.self, StateWrites.self, StateReads.self, WatchDelivery.self, IdleWatches.self, StateAll.self, ControllersBench.self, OSControllersBench.self, LogRetention.self, PutLoad.self, GetLoad.self, WatchLoad.self, EngineWrites.self, CrashLoop.self, Soak.self],
         defaultSubcommand: All.self
     )
 }
@@ -49,7 +49,7 @@ final class BenchServer: @unchecked Sendable {
     let certsDir: String
     let process: Process?
 
-    init(_ options: ServerOptions) throws {
+    init(_ options: ServerOptions, extraArguments: [String] = []) throws {
         if let port = options.port {
             self.port = port
             self.certsDir = options.certsDir ?? "Certs"
@@ -63,7 +63,7 @@ final class BenchServer: @unchecked Sendable {
         let process = Process()
         process.executableURL = executable
         process.arguments = ["--listen", "127.0.0.1:\(port)", "--certs-dir", dir, "--log-level", "warning"]
-            + (options.storage == "memory" ? ["--in-memory"] : ["--data-dir", dir + "/data", "--sync", options.storage])
+            + (options.storage == "memory" ? ["--in-memory"] : ["--data-dir", dir + "/data", "--sync", options.storage]) + extraArguments
         try process.run()
         self.port = port
         self.certsDir = dir
@@ -107,10 +107,10 @@ final class BenchServer: @unchecked Sendable {
     }
 
     /// Runs `body` on a fresh server with the given storage.
-    static func with<R>(_ options: ServerOptions, storage: String? = nil, _ body: (BenchServer) async throws -> R) async throws -> R {
+    static func with<R>(_ options: ServerOptions, storage: String? = nil, extraArguments: [String] = [], _ body: (BenchServer) async throws -> R) async throws -> R {
         var options = options
         if let storage { options.storage = storage }
-        let bench = try BenchServer(options)
+        let bench = try BenchServer(options, extraArguments: extraArguments)
         defer { bench.stop() }
         try await bench.waitReady()
         return try await body(bench)
