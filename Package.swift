@@ -51,6 +51,7 @@ let package = Package(
         .library(name: "CosiTLS", targets: ["CosiTLS"]),
         .library(name: "CosiProtobuf", targets: ["CosiProtobuf"]),
         .library(name: "CosiCLI", targets: ["CosiCLI"]),
+        .library(name: "CosiOSControllers", targets: ["CosiOSControllers"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),

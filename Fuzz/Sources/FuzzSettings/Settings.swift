@@ -1,0 +1,1 @@
+../../../Sources/cosid/Settings.swift
