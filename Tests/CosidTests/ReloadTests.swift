@@ -21,6 +21,23 @@ struct ReloadTests {
         try writeFile(pem(pki.server.privateKey), to: dir + "/server.key", mode: 0o600)
     }
 
+    /// Starts cosid (in memory) on the certificates `install` wrote to `dir`; its log is read
+    /// into the returned output.
+    static func start(certificatesIn dir: String, _ extra: [String] = []) throws -> (Process, CosidProcessTests.Output) {
+        let process = Process()
+        process.executableURL = CosidProcessTests.executable
+        process.arguments = [
+            "--listen", "127.0.0.1:0", "--in-memory", "--ca", dir + "/ca.crt", "--cert", dir + "/server.crt", "--key", dir + "/server.key",
+            "--controllers", "none",
+        ] + extra
+        let pipe = Pipe()
+        let output = CosidProcessTests.Output()
+        process.standardError = pipe
+        pipe.fileHandleForReading.readabilityHandler = { output.append($0.availableData) }
+        try process.run()
+        return (process, output)
+    }
+
     static func connect(_ port: Int, _ tls: TLSConfiguration) async throws -> CosiClient {
         try await CosiClient.connect(CosiClientConfiguration(host: "127.0.0.1", port: port, tls: tls))
     }
@@ -32,17 +49,7 @@ struct ReloadTests {
         try Self.install(old, in: dir)
         try writeFile(try old.revocationList(), to: dir + "/crl.pem", mode: 0o644)
 
-        let process = Process()
-        process.executableURL = CosidProcessTests.executable
-        process.arguments = [
-            "--listen", "127.0.0.1:0", "--in-memory", "--ca", dir + "/ca.crt", "--cert", dir + "/server.crt", "--key", dir + "/server.key",
-            "--crl", dir + "/crl.pem", "--controllers", "none",
-        ]
-        let pipe = Pipe()
-        let output = CosidProcessTests.Output()
-        process.standardError = pipe
-        pipe.fileHandleForReading.readabilityHandler = { output.append($0.availableData) }
-        try process.run()
+        let (process, output) = try Self.start(certificatesIn: dir, ["--crl", dir + "/crl.pem"])
         defer { if process.isRunning { process.terminate() } }
         let port = try await CosidProcessTests.port(from: output)
         // The test certificates are valid for 30 days: cosid warns at start.
@@ -124,17 +131,7 @@ struct ReloadTests {
         defer { StateBackends.removeDirectory(dir) }
         let pki = try TestPKI(serverValidForSeconds: 4)
         try Self.install(pki, in: dir)
-        let process = Process()
-        process.executableURL = CosidProcessTests.executable
-        process.arguments = [
-            "--listen", "127.0.0.1:0", "--in-memory", "--ca", dir + "/ca.crt", "--cert", dir + "/server.crt", "--key", dir + "/server.key",
-            "--controllers", "none",
-        ]
-        let pipe = Pipe()
-        let output = CosidProcessTests.Output()
-        process.standardError = pipe
-        pipe.fileHandleForReading.readabilityHandler = { output.append($0.availableData) }
-        try process.run()
+        let (process, output) = try Self.start(certificatesIn: dir)
         defer { if process.isRunning { process.terminate() } }
         let port = try await CosidProcessTests.port(from: output)
 
