@@ -8,7 +8,7 @@ import PackageDescription
 //   cosid            -> CosiServer, CosiOSControllers, CosiState, CosiRPC, CosiMessages, CosiTLS
 //   cosi-bench       -> CosiServer, CosiClient, CosiController, CosiOSControllers, CosiState, CosiRPC, CosiMessages, CosiProtobuf, CosiTLS
 //   cosictl          -> CosiCLI
-//   cosi-controller-example -> CosiClient, CosiController, CosiTLS
+//   cosi-controller-example -> CosiClient, CosiController, CosiMessages, CosiTLS
 //   CosiCLI          -> CosiClient, CosiRPC, CosiMessages, CosiTLS
 //   CosiTesting      -> CosiServer, CosiClient, CosiStateService, CosiState, CosiRPC, CosiWire, CosiMessages, CosiTLS
 //   CosiServer       -> CosiStateService, CosiControllerService, CosiControllerRuntime, CosiState, CosiRPC, CosiMessages, CosiProtobuf, CosiTLS
@@ -145,6 +145,7 @@ let package = Package(
                 "CosiController", "CosiState", "CosiMessages",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
 
@@ -192,13 +193,14 @@ let package = Package(
                 "CosiClient", "CosiRPC", "CosiMessages", "CosiTLS",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
 
         // MARK: Executables.
         .executableTarget(
             name: "cosictl",
-            dependencies: ["CosiCLI", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["CosiCLI"]
         ),
         .executableTarget(
             name: "cosid",
@@ -219,7 +221,7 @@ let package = Package(
         .executableTarget(
             name: "cosi-controller-example",
             dependencies: [
-                "CosiClient", "CosiController", "CosiTLS",
+                "CosiClient", "CosiController", "CosiMessages", "CosiTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -51,20 +51,20 @@ public struct ConnectionOptions: ParsableArguments {
         if FileManager.default.fileExists(atPath: path) {
             let text: String
             do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-                throw ValidationError("cannot read the config file \(path): \(error.localizedDescription)")
+                throw CLIError("cannot read the config file \(path): \(error.localizedDescription)")
             }
             let file: ConfigFile
             do { file = try YAMLDecoder().decode(ConfigFile.self, from: text) } catch {
-                throw ValidationError("the config file \(path) is not valid: \(error). Write it with `cosictl gen config`.")
+                throw CLIError("the config file \(path) is not valid: \(error). Write it with `cosictl gen config`.")
             }
             let name = context ?? file.context ?? file.contexts.keys.sorted().first ?? ""
             guard let found = file.contexts[name] else {
-                throw ValidationError("the config file \(path) has no context \"\(name)\" (it has: \(file.contexts.keys.sorted().joined(separator: ", ")))")
+                throw CLIError("the config file \(path) has no context \"\(name)\" (it has: \(file.contexts.keys.sorted().joined(separator: ", ")))")
             }
             chosen = found
             origin = "context \"\(name)\" of \(path)"
         } else if context != nil {
-            throw ValidationError("--context needs a config file, and \(path) does not exist. Write one with `cosictl gen config`.")
+            throw CLIError("--context needs a config file, and \(path) does not exist. Write one with `cosictl gen config`.")
         } else if FileManager.default.fileExists(atPath: "Certs/admin.crt") {
             // A newcomer next to a development cosid: use its certificates.
             chosen = Context(endpoints: nil, ca: "Certs/ca.crt", crt: "Certs/admin.crt", key: "Certs/admin.key")
@@ -79,17 +79,17 @@ public struct ConnectionOptions: ParsableArguments {
             return configuration
         }
         guard let colon = endpoint.lastIndex(of: ":"), let port = Int(endpoint[endpoint.index(after: colon)...]) else {
-            throw ValidationError("the endpoint \"\(endpoint)\" must be host:port")
+            throw CLIError("the endpoint \"\(endpoint)\" must be host:port")
         }
         var host = String(endpoint[..<colon])
         if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         func source(_ flag: String?, _ value: String?, _ what: String, _ option: String) throws -> PEMSource {
             guard let value = flag ?? value else {
-                throw ValidationError("no \(what) is set: pass \(option) or add it to a context of \(path) (`cosictl gen config`)")
+                throw CLIError("no \(what) is set: pass \(option) or add it to a context of \(path) (`cosictl gen config`)")
             }
             if value.hasPrefix("-----BEGIN") { return .pem(value) }
             guard FileManager.default.isReadableFile(atPath: value) else {
-                throw ValidationError("cannot read the \(what) file \(value) (from \(flag != nil ? option : origin)): check the path")
+                throw CLIError("cannot read the \(what) file \(value) (from \(flag != nil ? option : origin)): check the path")
             }
             return .file(value)
         }
@@ -99,7 +99,7 @@ public struct ConnectionOptions: ParsableArguments {
             trustRoots: try source(ca, chosen.ca, "CA", "--ca")
         )
         if let certificate = try? Certificate.load(tls.certificateChain).first, let seconds = certificate.secondsUntilExpiry(), seconds <= 0 {
-            throw ValidationError("your client certificate (\(certificate.identity.commonName)) has expired: issue a new one with `cosictl gen client`")
+            throw CLIError("your client certificate (\(certificate.identity.commonName)) has expired: issue a new one with `cosictl gen client`")
         }
         return CosiClientConfiguration(host: host, port: port, tls: tls)
     }
@@ -110,17 +110,17 @@ public struct ConnectionOptions: ParsableArguments {
         do {
             return try await CosiClient.connect(configuration)
         } catch let error as TLSError {
-            throw ValidationError("cannot use the certificates: \(error.message)")
+            throw CLIError("cannot use the certificates: \(error.message)")
         } catch let error as RPCError {
             let text = error.message
             let address = configuration.unixSocketPath.map { "unix:\($0)" } ?? "\(configuration.host):\(configuration.port)"
             if text.contains("certificate verify failed") || text.contains("verification") {
-                throw ValidationError("the server at \(address) did not present a certificate this CA trusts, or its name does not match \(configuration.host): check --ca and --endpoint")
+                throw CLIError("the server at \(address) did not present a certificate this CA trusts, or its name does not match \(configuration.host): check --ca and --endpoint")
             }
             if text.contains("alert") || text.contains("closed the connection") {
-                throw ValidationError("the server at \(address) refused this client's certificate (unknown CA, expired, or not for client use): \(text)")
+                throw CLIError("the server at \(address) refused this client's certificate (unknown CA, expired, or not for client use): \(text)")
             }
-            throw ValidationError("cannot connect to \(address): \(text)")
+            throw CLIError("cannot connect to \(address): \(text)")
         }
     }
 

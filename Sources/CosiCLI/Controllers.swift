@@ -22,7 +22,7 @@ struct PublishedController {
 
     init(_ resource: Resource) throws {
         guard let spec = try Yams.load(yaml: resource.spec.yamlSpec) as? [String: Any] else {
-            throw ValidationError("\(resource.metadata.id): the controller status does not read as YAML")
+            throw CLIError("\(resource.metadata.id): the controller status does not read as YAML")
         }
         func string(_ map: [String: Any], _ key: String) -> String { map[key].map { "\($0)" } ?? "" }
         name = string(spec, "name")
@@ -69,7 +69,7 @@ struct Graph: AsyncParsableCommand {
         Examples:
           cosictl graph
           cosictl graph --dot > graph.dot
-          cosictl graph -o png graph.png      # needs Graphviz's dot (Debian: graphviz; installed when missing and run as root)
+          cosictl graph -o png graph.png      # needs Graphviz's dot (Debian: apt-get install graphviz)
         """
     )
     @OptionGroup var connection: ConnectionOptions
@@ -132,23 +132,11 @@ struct Graph: AsyncParsableCommand {
         return lines.joined(separator: "\n") + "\n"
     }
 
-    /// Renders DOT to a PNG with Graphviz's `dot`, installing Graphviz when it is missing and we
-    /// may (root with apt-get), as the project's scripts install their packages.
+    /// Renders DOT to a PNG with Graphviz's `dot`. A client installs nothing: without `dot` it
+    /// says how to get it.
     static func render(_ dot: String, to file: String) throws {
-        var executable = findExecutable("dot")
-        if executable == nil, getuid() == 0, let apt = findExecutable("apt-get") {
-            FileHandle.standardError.write(Data("cosictl: installing Graphviz (Debian package graphviz) to render the graph...\n".utf8))
-            let install = Process()
-            install.executableURL = URL(fileURLWithPath: apt)
-            install.arguments = ["install", "-y", "-qq", "--no-install-recommends", "graphviz"]
-            install.environment = ["DEBIAN_FRONTEND": "noninteractive", "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"]
-            install.standardOutput = FileHandle.nullDevice
-            try install.run()
-            install.waitUntilExit()
-            executable = findExecutable("dot")
-        }
-        guard let executable else {
-            throw ValidationError("rendering a PNG needs Graphviz's dot: install it (Debian: apt-get install graphviz), or use --dot")
+        guard let executable = findExecutable("dot") else {
+            throw CLIError("rendering a PNG needs Graphviz's dot, which is not on PATH: install Graphviz (Debian and Ubuntu: apt-get install graphviz; Fedora: dnf install graphviz; macOS: brew install graphviz), or print DOT with --dot")
         }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
@@ -161,23 +149,11 @@ struct Graph: AsyncParsableCommand {
         try input.fileHandleForWriting.close()
         let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw ValidationError("dot failed: \(message)") }
+        guard process.terminationStatus == 0 else { throw CLIError("dot failed: \(message)") }
     }
 
     static func findExecutable(_ name: String) -> String? {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
         return path.split(separator: ":").map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
-    }
-}
-
-/// Aligned columns, the first row a header.
-func printTable(_ rows: [[String]]) {
-    guard let first = rows.first else { return }
-    var widths = first.map(\.count)
-    for row in rows { for (index, cell) in row.enumerated() where index < widths.count { widths[index] = max(widths[index], cell.count) } }
-    for row in rows {
-        print(row.enumerated().map { index, cell in
-            index == row.count - 1 ? cell : cell.padding(toLength: widths[index] + 3, withPad: " ", startingAt: 0)
-        }.joined())
     }
 }

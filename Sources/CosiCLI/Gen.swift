@@ -29,7 +29,7 @@ struct KeyOptions: ParsableArguments {
 
     func write(_ certificate: Certificate, _ key: PrivateKey) throws {
         for path in [out + ".crt", out + ".key"] where FileManager.default.fileExists(atPath: path) {
-            throw ValidationError("\(path) exists already: remove it or choose another --out")
+            throw CLIError("\(path) exists already: remove it or choose another --out")
         }
         try writeFile(key.pemEncoded(), to: out + ".key", mode: 0o600)
         try writeFile(certificate.pemEncoded(), to: out + ".crt", mode: 0o644)
@@ -39,7 +39,7 @@ struct KeyOptions: ParsableArguments {
 
 /// Loads the issuing CA from PREFIX.crt and PREFIX.key.
 func loadIssuer(_ prefix: String) throws -> (Certificate, PrivateKey) {
-    guard let certificate = try Certificate.load(.file(prefix + ".crt")).first else { throw ValidationError("no certificate in \(prefix).crt") }
+    guard let certificate = try Certificate.load(.file(prefix + ".crt")).first else { throw CLIError("no certificate in \(prefix).crt") }
     let key = try PrivateKey(pem: .file(prefix + ".key"))
     return (certificate, key)
 }
@@ -105,18 +105,25 @@ struct GenConfig: ParsableCommand {
 
     func run() throws {
         let path = ConnectionOptions.configPath
-        var file = ConnectionOptions.ConfigFile(context: name, contexts: [:])
+        var file = ConnectionOptions.ConfigFile(context: nil, contexts: [:])
         if let text = try? String(contentsOfFile: path, encoding: .utf8), let existing = try? YAMLDecoder().decode(ConnectionOptions.ConfigFile.self, from: text) {
             file = existing
         }
         func absolute(_ path: String) -> String {
             path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
         }
+        let replaced = file.contexts[name] != nil
+        let previous = file.context
         file.contexts[name] = ConnectionOptions.Context(endpoints: endpoint, ca: absolute(caCert), crt: absolute(cert), key: absolute(key))
         file.context = name
         try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         try writeFile(try YAMLEncoder().encode(file), to: path, mode: 0o600)
-        print("wrote context \"\(name)\" to \(path)")
+        print("\(replaced ? "replaced" : "wrote") context \"\(name)\" in \(path)")
+        if let previous, previous != name {
+            print("the current context is now \"\(name)\" (it was \"\(previous)\"; `cosictl config use-context \(previous)` goes back)")
+        } else if previous == nil {
+            print("the current context is now \"\(name)\"")
+        }
     }
 }
 

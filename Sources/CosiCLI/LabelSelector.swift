@@ -3,8 +3,11 @@ import CosiMessages
 /// Kubernetes-style label selectors, as `cosictl get -l` takes them.
 ///
 /// `k=v` (or `k==v`), `k!=v`, `k` (exists), `!k` (does not exist), `k in (a,b)`, `k notin (a,b)`,
-/// `k<v`, `k<=v`; a comma means AND. `<` and `<=` compare numerically (with units, as COSI does:
-/// `10k`, `4Gi`) when the value is a number, byte-wise otherwise.
+/// `k<v`, `k<=v`, `k>v`, `k>=v`; a comma means AND. The orderings compare numerically (with
+/// units, as COSI does: `10k`, `4Gi`) when the value is a number, byte-wise otherwise. COSI's
+/// terms have `<` and `<=` only: `k>v` is `k<=v` inverted and `k>=v` is `k<v` inverted (a
+/// resource without the label matches neither, since an ordering on a missing label never
+/// matches, even inverted).
 public enum LabelSelector {
     public struct ParseError: Error, CustomStringConvertible {
         public var description: String
@@ -57,7 +60,10 @@ public enum LabelSelector {
                 return LabelTerm(key: key, op: .in, value: values, invert: invert)
             }
         }
-        for (symbol, op, invert) in [("!=", LabelTerm.Operation.equal, true), ("<=", .lte, false), ("==", .equal, false), ("=", .equal, false), ("<", .lt, false)] {
+        let symbols: [(String, LabelTerm.Operation, Bool)] = [
+            ("!=", .equal, true), ("<=", .lte, false), (">=", .lt, true), ("==", .equal, false), ("=", .equal, false), ("<", .lt, false), (">", .lte, true),
+        ]
+        for (symbol, op, invert) in symbols {
             if let range = term.range(of: symbol) {
                 let key = String(term[..<range.lowerBound]).trimmingCharacters(in: " ")
                 let value = String(term[range.upperBound...]).trimmingCharacters(in: " ")
@@ -72,8 +78,8 @@ public enum LabelSelector {
     }
 
     static func checkKey(_ key: String, _ term: String) throws {
-        guard !key.isEmpty, !key.contains(" "), !key.contains("("), !key.contains(")") else {
-            throw ParseError(description: "\"\(term)\" is not a label selector term (use k=v, k!=v, k, !k, k in (a,b), k<v, k<=v)")
+        guard !key.isEmpty, !key.contains(where: { " ()=<>!,".contains($0) }) else {
+            throw ParseError(description: "\"\(term)\" is not a label selector term (use k=v, k!=v, k, !k, k in (a,b), k notin (a,b), k<v, k<=v, k>v, k>=v)")
         }
     }
 

@@ -1,5 +1,6 @@
 import CosiMessages
 import CosiRPC
+import NIOCore
 
 /// The COSI State service, typed.
 ///
@@ -23,17 +24,24 @@ extension CosiClient {
         return resources
     }
 
-    /// Creates a resource owned by `owner`; returns it as stored (version "1").
-    public func create(_ resource: Resource, owner: String = "") async throws -> Resource {
-        let response = try await unary("/cosi.resource.State/Create", CreateRequest(resource: resource, options: CreateOptions(owner: owner)), as: CreateResponse.self)
+    /// Call metadata that makes a Create or Update a dry run (see docs/PROTOCOL.md).
+    public static let dryRunMetadata = ["cosi-dry-run": "true"]
+
+    /// Creates a resource owned by `owner`; returns it as stored (version "1"). With `dryRun`,
+    /// the server checks the Create exactly as it would make it and answers with the resource as
+    /// it would be stored, writing nothing.
+    public func create(_ resource: Resource, owner: String = "", dryRun: Bool = false) async throws -> Resource {
+        let request = CreateRequest(resource: resource, options: CreateOptions(owner: owner))
+        let response = try await unary("/cosi.resource.State/Create", request, as: CreateResponse.self, metadata: dryRun ? Self.dryRunMetadata : [:])
         guard let stored = response.resource else { throw RPCError(code: .internal, message: "Create returned no resource") }
         return stored
     }
 
-    /// Updates a resource; `resource.metadata.version` must be the stored version.
-    public func update(_ resource: Resource, owner: String = "", expectedPhase: String? = nil) async throws -> Resource {
+    /// Updates a resource; `resource.metadata.version` must be the stored version. With `dryRun`,
+    /// nothing is written (see ``create(_:owner:dryRun:)``).
+    public func update(_ resource: Resource, owner: String = "", expectedPhase: String? = nil, dryRun: Bool = false) async throws -> Resource {
         let request = UpdateRequest(newResource: resource, options: UpdateOptions(owner: owner, expectedPhase: expectedPhase))
-        let response = try await unary("/cosi.resource.State/Update", request, as: UpdateResponse.self)
+        let response = try await unary("/cosi.resource.State/Update", request, as: UpdateResponse.self, metadata: dryRun ? Self.dryRunMetadata : [:])
         guard let stored = response.resource else { throw RPCError(code: .internal, message: "Update returned no resource") }
         return stored
     }
@@ -57,5 +65,23 @@ extension CosiClient {
     /// Ends with the call; see ``watch(_:)`` for a watch that survives dropped connections.
     public func watchCall(_ request: WatchRequest) -> AsyncThrowingMapSequence<RPCResponseStream, WatchResponse> {
         serverStream("/cosi.resource.State/Watch", request, as: WatchResponse.self)
+    }
+}
+
+extension CosiClient {
+    /// Defines a resource type: creates its ResourceDefinition in `meta` (which needs `os:admin`);
+    /// the server fills the display type and aliases the spec leaves empty. A type defined
+    /// already is left as it is. Returns the definition as stored.
+    @discardableResult
+    public func define(_ spec: Meta.ResourceDefinitionSpec) async throws -> Resource {
+        let resource = Resource(
+            metadata: Metadata(namespace: MetaNamespace.namespace, type: MetaNamespace.resourceDefinitionType, id: spec.resourceType.lowercased()),
+            spec: Spec(protoSpec: Array(buffer: spec.serializedBytes()))
+        )
+        do {
+            return try await create(resource)
+        } catch let error as RPCError where error.code == .alreadyExists {
+            return try await get(namespace: MetaNamespace.namespace, type: MetaNamespace.resourceDefinitionType, id: resource.metadata.id)
+        }
     }
 }

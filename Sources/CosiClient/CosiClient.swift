@@ -113,9 +113,9 @@ public final class CosiClient: Sendable {
 
     /// Makes a typed unary call.
     public func unary<Request: ProtobufMessage, Response: ProtobufMessage>(
-        _ method: String, _ request: Request, as: Response.Type, timeout: Duration? = nil
+        _ method: String, _ request: Request, as: Response.Type, metadata: [String: String] = [:], timeout: Duration? = nil
     ) async throws -> Response {
-        let bytes = try await activeConnection().unary(method, request: request.serializedBytes(), timeout: timeout ?? configuration.defaultTimeout)
+        let bytes = try await activeConnection().unary(method, request: request.serializedBytes(), metadata: metadata, timeout: timeout ?? configuration.defaultTimeout)
         do {
             return try Response(serializedBytes: bytes)
         } catch {

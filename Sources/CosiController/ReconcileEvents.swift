@@ -6,6 +6,16 @@ public struct ReconcileEvent: Hashable, Sendable {
     public init() {}
 }
 
+/// Hears the timing of a ``ReconcileQueue``, for metrics (the runtime's observer records them).
+public protocol ReconcileObserver: Sendable {
+    /// An event was handed to the controller `waited` after it was queued (zero when the
+    /// controller was waiting for it).
+    func delivered(waited: Duration)
+    /// The controller asked for its next event `took` after it was handed the previous one: how
+    /// long that reconcile ran.
+    func reconciled(took: Duration)
+}
+
 /// A controller's pending reconcile events, coalesced: at most one is pending, so a burst of
 /// changes during one reconcile leads to exactly one more wake-up.
 ///
@@ -18,11 +28,18 @@ public final class ReconcileQueue: Sendable {
         var waiter: CheckedContinuation<Bool, Never>?
         /// Wake-ups delivered, for tests and metrics.
         var delivered = 0
+        /// When the pending event was queued.
+        var pendingSince: ContinuousClock.Instant?
+        /// When the last event was handed over (its reconcile runs until the next `next()`).
+        var deliveredAt: ContinuousClock.Instant?
     }
 
     private let state = NIOLockedValueBox(State())
+    private let observer: (any ReconcileObserver)?
 
-    public init() {}
+    public init(observer: (any ReconcileObserver)? = nil) {
+        self.observer = observer
+    }
 
     /// Queues an event, unless one is pending already.
     public func signal() {
@@ -31,11 +48,14 @@ public final class ReconcileQueue: Sendable {
             if let waiter = state.waiter {
                 state.waiter = nil
                 state.delivered += 1
+                if observer != nil { state.deliveredAt = .now }
                 return waiter
             }
+            if !state.pending, observer != nil { state.pendingSince = .now }
             state.pending = true
             return nil
         }
+        if waiter != nil { observer?.delivered(waited: .zero) }
         waiter?.resume(returning: true)
     }
 
@@ -61,21 +81,35 @@ public final class ReconcileQueue: Sendable {
 
     /// Waits for the next event; false when finished or cancelled.
     func next() async -> Bool {
+        if let observer {
+            let started = state.withLockedValue { state -> ContinuousClock.Instant? in
+                defer { state.deliveredAt = nil }
+                return state.deliveredAt
+            }
+            if let started { observer.reconciled(took: .now - started) }
+        }
         if Task.isCancelled { return false }
         let cancelled = NIOLockedValueBox(false)
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                var waited: Duration?
                 let immediate = state.withLockedValue { state -> Bool? in
                     if state.finished || cancelled.withLockedValue({ $0 }) { return false }
                     if state.pending {
                         state.pending = false
                         state.delivered += 1
+                        if observer != nil {
+                            let now = ContinuousClock.now
+                            waited = state.pendingSince.map { now - $0 } ?? .zero
+                            state.deliveredAt = now
+                        }
                         return true
                     }
                     precondition(state.waiter == nil, "a ReconcileQueue has one consumer at a time")
                     state.waiter = continuation
                     return nil
                 }
+                if let waited { observer?.delivered(waited: waited) }
                 if let immediate { continuation.resume(returning: immediate) }
             }
         } onCancel: {

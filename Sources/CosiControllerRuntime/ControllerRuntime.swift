@@ -108,7 +108,8 @@ public final class ControllerRuntime: Sendable {
 
     private func add(name: String, inputs: [ControllerInput], outputs: [ControllerOutput], origin: ControllerOrigin, job: Job?) throws(ControllerError) -> ReconcileQueue {
         let revision = engine.revision
-        let queue = ReconcileQueue()
+        // In-process controllers' reconciles are timed here; a remote one's run elsewhere.
+        let queue = ReconcileQueue(observer: job == nil ? nil : ControllerMetrics(controller: name))
         try state.withLockedValue { state -> Result<Void, ControllerError> in
             if let failure = state.failure { return .failure(failure) }
             do throws(ControllerError) {
@@ -169,6 +170,7 @@ public final class ControllerRuntime: Sendable {
             if let failure {
                 status.restarts += 1
                 status.lastError = failure
+                ControllerMetrics.restarted(name)
             }
         }
     }
@@ -294,6 +296,7 @@ public final class ControllerRuntime: Sendable {
                     status.restarts += 1
                     status.lastError = "\(error)"
                 }
+                ControllerMetrics.restarted(name)
                 logger.warning("controller failed; restarting", metadata: ["controller": "\(name)", "error": "\(error)", "in": "\(delay)"])
                 try? await Task.sleep(for: delay)
             }

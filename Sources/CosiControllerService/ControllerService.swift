@@ -2,6 +2,7 @@ import CosiController
 import CosiControllerRuntime
 import CosiMessages
 import CosiRPC
+import Foundation
 import Logging
 import NIOConcurrencyHelpers
 
@@ -43,6 +44,8 @@ public final class ControllerService: Sendable {
     private struct Remote {
         var name: String
         var identity: String
+        var inputs: [ControllerInput]
+        var outputs: [ControllerOutput]
         var queue: ReconcileQueue
         /// The event stream now connected, if any.
         var stream: StreamControl?
@@ -61,10 +64,53 @@ public final class ControllerService: Sendable {
     func register(_ request: Runtime.RegisterControllerRequest, identity: String) throws(ControllerError) -> String {
         let inputs = try request.inputs.map(Self.input)
         let outputs = try request.outputs.map(Self.output)
-        let queue = try runtime.registerRemote(name: request.controllerName, inputs: inputs, outputs: outputs, identity: identity)
+        let name = request.controllerName
         let token = Self.newToken()
-        remotes.withLockedValue { $0[token] = Remote(name: request.controllerName, identity: identity, queue: queue, disconnectedSince: .now) }
+        // A restarted process has lost its token: a registration of the same name by the same
+        // identity whose holder is disconnected takes it over at once (controllers.md).
+        let holder = remotes.withLockedValue { remotes in remotes.first { $0.value.name == name } }
+        if let (oldToken, remote) = holder {
+            guard remote.identity == identity, remote.stream == nil else {
+                throw ControllerError(.failedPrecondition, heldMessage(remote, asked: identity))
+            }
+            if remote.inputs == inputs, remote.outputs == outputs {
+                // The same declarations: the registration goes on under the new token.
+                let taken = remotes.withLockedValue { remotes -> Bool in
+                    guard let current = remotes[oldToken], current.stream == nil else { return false }
+                    remotes[oldToken] = nil
+                    var moved = current
+                    moved.disconnectedSince = .now
+                    remotes[token] = moved
+                    return true
+                }
+                guard taken else { throw ControllerError(.failedPrecondition, "a controller named \(name) connected meanwhile: try again") }
+                logger.notice("remote controller taken over by a new registration of the same identity (the old token is void)", metadata: ["controller": "\(name)", "identity": "\(identity)"])
+                return token
+            }
+            // New declarations: the old registration goes, the new one is made.
+            remotes.withLockedValue { _ = $0.removeValue(forKey: oldToken) }
+            runtime.unregister(name)
+            logger.notice("remote controller replaced by a new registration of the same identity with other inputs or outputs", metadata: ["controller": "\(name)", "identity": "\(identity)"])
+        }
+        let queue = try runtime.registerRemote(name: name, inputs: inputs, outputs: outputs, identity: identity)
+        remotes.withLockedValue { $0[token] = Remote(name: name, identity: identity, inputs: inputs, outputs: outputs, queue: queue, disconnectedSince: .now) }
         return token
+    }
+
+    /// Why a name cannot be taken: who holds it, and until when when disconnected.
+    private func heldMessage(_ remote: Remote, asked identity: String) -> String {
+        let who = remote.identity == identity ? "this identity (\(identity))" : "identity \(remote.identity)"
+        if remote.stream != nil {
+            return "a controller named \(remote.name) is registered already by \(who), and its event stream is connected"
+                + (remote.identity == identity ? ": stop the other process first" : "")
+        }
+        var message = "a controller named \(remote.name) is registered already by \(who), disconnected"
+        if let since = remote.disconnectedSince {
+            let left = max(.zero, gracePeriod - (ContinuousClock.now - since))
+            let until = Date(timeIntervalSinceNow: Double(left.components.seconds) + Double(left.components.attoseconds) / 1e18)
+            message += "; its registration is kept until \(until.formatted(.iso8601)) unless it reconnects"
+        }
+        return message
     }
 
     /// The remote controller a token stands for, if `identity` presented it.

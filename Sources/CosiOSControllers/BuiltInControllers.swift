@@ -24,14 +24,27 @@ public enum BuiltInControllers {
         return settings.filter { wanted.contains($0.name) }
     }
 
-    /// The ResourceDefinitions of a setting's spec and status types, with their print columns.
+    /// The ResourceDefinitions of a setting's spec and status types, with their print columns
+    /// and short names.
     public static func definitions(_ setting: any MachineSetting) -> [Meta.ResourceDefinitionSpec] {
-        [(setting.specType, setting.specColumns), (setting.statusType, setting.statusColumns)].map { type, columns in
+        [(setting.specType, setting.specColumns, setting.aliases.spec), (setting.statusType, setting.statusColumns, setting.aliases.status)].map { type, columns, aliases in
             Meta.ResourceDefinitionSpec(
-                resourceType: type, defaultNamespace: setting.namespace,
+                resourceType: type, defaultNamespace: setting.namespace, aliases: aliases,
                 printColumns: columns.map { Meta.ResourceDefinitionSpec.PrintColumn(name: $0.0, jsonPath: $0.1) }
             )
         }
+    }
+
+    /// The namespaces the built-in controllers use, with their descriptions.
+    public static let namespaces: [(String, String)] = [
+        ("default", "resources written without a namespace"),
+        ("network", "network settings: hostname, resolvers, static hosts, time servers"),
+        ("runtime", "runtime settings: kernel parameters"),
+    ]
+
+    /// The spec checks of every built-in spec type, by type.
+    public static var specSchemas: [String: SpecSchema] {
+        Dictionary(uniqueKeysWithValues: settings.map { ($0.specType, $0.specSchema) })
     }
 
     /// A few kernel parameter files for a sandbox root, so kernel-parameter specs have something

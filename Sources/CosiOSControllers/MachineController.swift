@@ -14,6 +14,10 @@ public protocol MachineSetting: Sendable {
     /// Print columns (name, JSON path) of the spec and status types' definitions.
     var specColumns: [(String, String)] { get }
     var statusColumns: [(String, String)] { get }
+    /// The fields of the spec type.
+    var specSchema: SpecSchema { get }
+    /// Short names of the spec and status types (distinct across the built-in types).
+    var aliases: (spec: [String], status: [String]) { get }
 
     /// Makes the machine match `running` (every spec that is not tearing down), undoing what
     /// `releasing` (the specs tearing down) did, and returns a report for every spec in `running`,
@@ -112,6 +116,9 @@ public struct MachineController: Controller {
 
     public var name: String { setting.name }
 
+    /// The annotation of a status that names the version of the spec it reports.
+    public static let specVersionAnnotation = "cosi.dev/spec-version"
+
     public var inputs: [ControllerInput] {
         [
             ControllerInput(namespace: setting.namespace, type: setting.specType, kind: .strong),
@@ -150,7 +157,9 @@ public struct MachineController: Controller {
 
         for spec in running {
             let id = spec.metadata.id
-            let report = reports[id] ?? StatusReport(fields: [], error: "no report")
+            var report = reports[id] ?? StatusReport(fields: [], error: "no report")
+            // Which version of the spec the status reports (`cosictl wait --for status`).
+            report.annotations[Self.specVersionAnnotation] = spec.metadata.version
             if var status = statuses[id] {
                 guard status.metadata.phase != "tearingDown" else { continue }
                 let annotations = status.metadata.annotations.merging(report.annotations) { $1 }
@@ -191,4 +200,71 @@ public struct MachineController: Controller {
         }
         return SettingSpec(id: resource.metadata.id, fields: fields)
     }
+}
+
+/// The fields a built-in spec type has: each a text or a list of texts, some required. cosid
+/// checks every Create and Update of the type against it, so a misspelt field (`hostnam: x`) is
+/// refused instead of being stored and ignored.
+public struct SpecSchema: Sendable {
+    public enum Kind: Sendable {
+        /// One scalar, read as text.
+        case text
+        /// A list of scalars (one scalar reads as a list of one).
+        case list
+    }
+
+    public struct Field: Sendable {
+        public var name: String
+        public var kind: Kind
+        public var required: Bool
+
+        public static func text(_ name: String, required: Bool = false) -> Field { Field(name: name, kind: .text, required: required) }
+        public static func list(_ name: String) -> Field { Field(name: name, kind: .list, required: false) }
+    }
+
+    public var fields: [Field]
+
+    public init(_ fields: [Field]) { self.fields = fields }
+
+    /// What is wrong with a YAML spec, naming the field and the known ones; nil when it fits.
+    public func problem(in yamlSpec: String) -> String? {
+        let known = fields.map(\.name).sorted().joined(separator: ", ")
+        let node: Node?
+        do { node = try Yams.compose(yaml: yamlSpec) } catch { return "the spec is not YAML: \(error)" }
+        guard let node, !(node.scalar?.string.isEmpty ?? false), node.tagName != .null else {
+            let required = fields.filter(\.required).map(\.name)
+            return required.isEmpty ? nil : "\(required.joined(separator: ", ")) is required (fields: \(known))"
+        }
+        guard let mapping = node.mapping else { return "the spec must be a mapping of fields (\(known))" }
+        for (key, value) in mapping {
+            guard let name = key.string, let field = fields.first(where: { $0.name == name }) else {
+                return "unknown field \"\(key.string ?? "")\" (fields: \(known))"
+            }
+            switch field.kind {
+            case .text:
+                guard value.scalar != nil, value.tagName != .null else { return "field \(name) must be a single value, not \(describe(value))" }
+            case .list:
+                if value.scalar != nil, value.tagName != .null { continue }
+                guard let items = value.sequence, items.allSatisfy({ $0.scalar != nil }) else { return "field \(name) must be a list of values, not \(describe(value))" }
+            }
+        }
+        for field in fields where field.required && mapping[Node(field.name)] == nil {
+            return "field \(field.name) is required (fields: \(known))"
+        }
+        return nil
+    }
+
+    private func describe(_ node: Node) -> String {
+        switch node {
+        case .mapping: "a mapping"
+        case .sequence: "a list"
+        case .scalar: node.tagName == .null ? "null" : "a value"
+        case .alias: "an alias"
+        }
+    }
+}
+
+extension Node {
+    /// The resolved tag's name (Yams keeps `Tag.name` internal).
+    fileprivate var tagName: Tag.Name { Tag.Name(rawValue: tag.rawValue) }
 }

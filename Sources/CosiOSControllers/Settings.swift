@@ -31,6 +31,8 @@ public struct HostnameSetting: MachineSetting {
     public let statusType = "HostnameStatuses.net.cosi.dev"
     public var specColumns: [(String, String)] { [("Hostname", "{.hostname}"), ("Domainname", "{.domainname}")] }
     public var statusColumns: [(String, String)] { [("Hostname", "{.hostname}"), ("Domainname", "{.domainname}"), ("Error", "{.error}")] }
+    public var specSchema: SpecSchema { SpecSchema([.text("hostname", required: true), .text("domainname")]) }
+    public var aliases: (spec: [String], status: [String]) { (["hostnamespec", "hsp"], ["hostnamestatus", "hostname", "hst"]) }
 
     public init() {}
 
@@ -69,6 +71,8 @@ public struct ResolverSetting: MachineSetting {
     public let statusType = "ResolverStatuses.net.cosi.dev"
     public var specColumns: [(String, String)] { [("DNS Servers", "{.dnsServers}")] }
     public var statusColumns: [(String, String)] { [("DNS Servers", "{.dnsServers}"), ("Error", "{.error}")] }
+    public var specSchema: SpecSchema { SpecSchema([.list("dnsServers")]) }
+    public var aliases: (spec: [String], status: [String]) { (["resolverspec", "rsp"], ["resolverstatus", "resolvers", "rst"]) }
 
     public init() {}
 
@@ -113,6 +117,8 @@ public struct TimeServerSetting: MachineSetting {
     static let file = "etc/systemd/timesyncd.conf.d/cosi.conf"
     public var specColumns: [(String, String)] { [("Time Servers", "{.timeServers}")] }
     public var statusColumns: [(String, String)] { [("Time Servers", "{.timeServers}"), ("Error", "{.error}")] }
+    public var specSchema: SpecSchema { SpecSchema([.list("timeServers")]) }
+    public var aliases: (spec: [String], status: [String]) { (["timeserverspec", "tssp"], ["timeserverstatus", "timeservers", "tsst"]) }
 
     public init() {}
 
@@ -157,6 +163,8 @@ public struct StaticHostSetting: MachineSetting {
     static let end = "# END cosid static hosts"
     public var specColumns: [(String, String)] { [("Hostnames", "{.hostnames}")] }
     public var statusColumns: [(String, String)] { [("Hostnames", "{.hostnames}"), ("Error", "{.error}")] }
+    public var specSchema: SpecSchema { SpecSchema([.list("hostnames")]) }
+    public var aliases: (spec: [String], status: [String]) { (["statichostspec", "shsp"], ["statichoststatus", "statichosts", "shst"]) }
 
     public init() {}
 
@@ -228,6 +236,8 @@ public struct KernelParamSetting: MachineSetting {
     public static let originalAnnotation = "cosi.dev/original-value"
     public var specColumns: [(String, String)] { [("Value", "{.value}")] }
     public var statusColumns: [(String, String)] { [("Value", "{.value}"), ("Error", "{.error}")] }
+    public var specSchema: SpecSchema { SpecSchema([.text("value", required: true)]) }
+    public var aliases: (spec: [String], status: [String]) { (["kernelparamspec", "kpsp"], ["kernelparamstatus", "kernelparams", "kpst"]) }
 
     public init() {}
 

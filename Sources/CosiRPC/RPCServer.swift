@@ -7,6 +7,8 @@ import NIOPosix
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// An address an ``RPCServer`` listens on.
@@ -203,7 +205,7 @@ public final class RPCServer: Sendable {
             return state.quiescing
         }
         guard !helpers.isEmpty else { return }
-        logger.info("shutting down", metadata: ["connections": "\(connectionCount)", "grace": "\(configuration.gracePeriod)"])
+        logger.info("shutting down", metadata: ["connections": .stringConvertible(connectionCount), "grace": "\(configuration.gracePeriod)"])
         for helper in helpers { helper.initiateShutdown(promise: nil) }
     }
 

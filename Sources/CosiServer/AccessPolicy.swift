@@ -2,6 +2,7 @@ import CosiMessages
 import CosiProtobuf
 import CosiRPC
 import CosiState
+import CosiStateService
 import Logging
 import NIOCore
 
@@ -29,7 +30,9 @@ public struct AccessPolicy: Sendable {
     public enum Operation: Sendable, Equatable {
         case info
         case stateRead(namespace: String, type: String)
-        case stateWrite(namespace: String, type: String)
+        /// A State write; `owner` is the owner the request names (its options' owner, or the
+        /// owner a Create gives), "" when none.
+        case stateWrite(namespace: String, type: String, owner: String = "")
         case controller
     }
 
@@ -50,13 +53,19 @@ public struct AccessPolicy: Sendable {
             return nil
         case .controller:
             return roles.contains(.controller) ? nil : "needs role os:controller or os:admin"
-        case .stateRead(let namespace, let type), .stateWrite(let namespace, let type):
+        case .stateRead(let namespace, let type), .stateWrite(let namespace, let type, _):
             let write: Bool = if case .stateWrite = operation { true } else { false }
             if isSensitive(type) {
                 return "\(type) is a sensitive type: needs role os:admin"
             }
             if write {
                 if namespace == MetaNamespace.namespace { return "writes to the meta namespace need role os:admin" }
+                // Controller outputs belong to their controller (access.md): a write that names
+                // an owner is an admin's override. A write of an owned resource that names none
+                // is refused by the engine's owner check, with the owner's name.
+                if case .stateWrite(_, _, let owner) = operation, !owner.isEmpty {
+                    return "owned by controller \(owner): controllers write their outputs through the controller runtime; only os:admin may write a resource as its owner"
+                }
                 return roles.contains(.operator) ? nil : "writes need role os:operator or os:admin"
             }
             return roles.contains(.operator) || roles.contains(.reader) ? nil : "reads need role os:reader, os:operator or os:admin"
@@ -105,10 +114,19 @@ public struct AccessPolicy: Sendable {
                     "method": "\(name)", "identity": "\(context.peer.commonName)",
                     "roles": "\(context.peer.organizations.joined(separator: ","))",
                 ]
-                if case .stateWrite(let namespace, let type)? = operation(request) {
-                    metadata["kind"] = "\(namespace)/\(type)"
+                if context.metadata[StateService.dryRunKey] == "true" { return }
+                guard case .stateWrite(let namespace, let type, let owner)? = operation(request) else {
+                    audit.info("write", metadata: metadata)
+                    return
                 }
-                audit.info("write", metadata: metadata)
+                metadata["kind"] = "\(namespace)/\(type)"
+                if owner.isEmpty {
+                    audit.info("write", metadata: metadata)
+                } else {
+                    // An admin writing a controller's output as its owner.
+                    metadata["owner"] = "\(owner)"
+                    audit.notice("owner override", metadata: metadata)
+                }
             }
         ))
     }
@@ -146,13 +164,14 @@ extension AccessPolicy {
     /// INVALID_ARGUMENT).
     static func stateOperation(_ method: String) -> (@Sendable (ByteBuffer) -> Operation?, Bool) {
         /// `namespace` and `type` at these paths; `within`, when set, must be present.
-        func scan(_ namespace: [Int], _ type: [Int], within: [Int]? = nil, write: Bool) -> @Sendable (ByteBuffer) -> Operation? {
+        func scan(_ namespace: [Int], _ type: [Int], within: [Int]? = nil, owner: [Int]? = nil, write: Bool) -> @Sendable (ByteBuffer) -> Operation? {
             { bytes in
                 do {
                     if let within, try !WireScan.contains(within, in: bytes) { return nil }
                     let namespace = try WireScan.string(at: namespace, in: bytes) ?? ""
                     let type = try WireScan.string(at: type, in: bytes) ?? ""
-                    return write ? .stateWrite(namespace: namespace, type: type) : .stateRead(namespace: namespace, type: type)
+                    let named = try owner.flatMap { try WireScan.string(at: $0, in: bytes) } ?? ""
+                    return write ? .stateWrite(namespace: namespace, type: type, owner: named) : .stateRead(namespace: namespace, type: type)
                 } catch {
                     return nil
                 }
@@ -161,10 +180,12 @@ extension AccessPolicy {
         switch method {
         case "/cosi.resource.State/Get", "/cosi.resource.State/List", "/cosi.resource.State/Watch":
             return (scan([1], [2], write: false), false)
-        case "/cosi.resource.State/Create": return (scan([1, 1, 1], [1, 1, 2], within: [1], write: true), true)
-        case "/cosi.resource.State/Update": return (scan([2, 1, 1], [2, 1, 2], within: [2], write: true), true)
+        // The owner a write names: CreateOptions.owner (2.1), UpdateOptions.owner (3.1), the
+        // other options' owner (4.1).
+        case "/cosi.resource.State/Create": return (scan([1, 1, 1], [1, 1, 2], within: [1], owner: [2, 1], write: true), true)
+        case "/cosi.resource.State/Update": return (scan([2, 1, 1], [2, 1, 2], within: [2], owner: [3, 1], write: true), true)
         case "/cosi.resource.State/Destroy", "/cosi.resource.State/Teardown", "/cosi.resource.State/TeardownAndDestroy":
-            return (scan([1], [2], write: true), true)
+            return (scan([1], [2], owner: [4, 1], write: true), true)
         default: return ({ _ in .controller }, true)
         }
     }

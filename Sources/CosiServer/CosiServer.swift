@@ -10,9 +10,6 @@ import NIOCore
 import NIOPosix
 import ServiceLifecycle
 
-/// The version string `cosid` reports through Info.
-public let cosiVersion = "0.1.0"
-
 /// The `cosid` server: the COSI-RPC/1 transport with the COSI services mounted on it (Info, State,
 /// the controller services), and the controller runtime, run as a swift-service-lifecycle
 /// `Service` (graceful shutdown on SIGTERM/SIGINT). It owns their ends, in order: ``run()``

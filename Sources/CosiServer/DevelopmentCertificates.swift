@@ -9,7 +9,10 @@ import Darwin
 /// The development PKI `cosid` creates on first run: a CA, a server certificate for
 /// localhost/127.0.0.1 and an `os:admin` client certificate, as PEM files in one directory.
 ///
-/// Private keys are written with mode 0600. Existing files are never overwritten.
+/// Private keys are written with mode 0600. The files are made only when the CA (ca.crt and
+/// ca.key) is missing: then all six are written, replacing a server or admin certificate and key
+/// left from an earlier CA. A CA present with any of the others missing is refused as a partial set
+/// (nothing is written), so an existing CA is never replaced.
 public struct DevelopmentCertificates: Sendable {
     public var directory: String
     public var caCertificate: String { directory + "/ca.crt" }

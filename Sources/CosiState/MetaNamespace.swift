@@ -5,13 +5,20 @@ import NIOCore
 /// namespace"). Its names are in CosiMessages, so clients need not link the engine.
 extension MetaNamespace {
     /// What the server registers at start, when missing: the definitions of the two meta types
-    /// and the namespace "meta" itself.
+    /// (brought up to date when an older server stored them differently) and the namespace
+    /// "meta" itself.
     static func builtIns() -> [Resource] {
         // Namespaces has one capital, so the derivation gives no short alias; it is registered
         // with "ns" explicitly (as state.md lists it).
         let definitions = [
-            try! definition(Meta.ResourceDefinitionSpec(resourceType: namespaceType, defaultNamespace: namespace, aliases: ["namespace", "ns"])),
-            try! definition(Meta.ResourceDefinitionSpec(resourceType: resourceDefinitionType, defaultNamespace: namespace)),
+            try! definition(Meta.ResourceDefinitionSpec(
+                resourceType: namespaceType, defaultNamespace: namespace, aliases: ["namespace", "ns"],
+                printColumns: [.init(name: "Description", jsonPath: "{.description}")]
+            )),
+            try! definition(Meta.ResourceDefinitionSpec(
+                resourceType: resourceDefinitionType, defaultNamespace: namespace,
+                printColumns: [.init(name: "Aliases", jsonPath: "{.aliases}"), .init(name: "Default Namespace", jsonPath: "{.defaultNamespace}")]
+            )),
         ]
         let meta = Resource(
             metadata: Metadata(namespace: namespace, type: namespaceType, id: namespace),

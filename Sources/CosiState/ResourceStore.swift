@@ -233,9 +233,12 @@ public struct ResourceStore: Sendable {
     }
 
     private func ownerMessage(_ resource: Resource, _ owner: String) -> String {
-        let stored = resource.metadata.owner.isEmpty ? "no owner" : "owner \"\(resource.metadata.owner)\""
         let given = owner.isEmpty ? "no owner" : "owner \"\(owner)\""
-        return "resource \(resource.address) has \(stored); the request gave \(given)"
+        guard !resource.metadata.owner.isEmpty else {
+            return "resource \(resource.address) has no owner; the request gave \(given)"
+        }
+        // access.md: controller outputs belong to their controller.
+        return "resource \(resource.address) is owned by controller \(resource.metadata.owner) (the request gave \(given)): only its controller writes it"
     }
 }
 

@@ -21,9 +21,16 @@ public struct StateEngineConfiguration: Sendable {
     public var compactionInterval = 4_096
     /// After a failed commit, how long writes fail at once before the next commit is tried.
     public var storageRetryInterval: Duration = .seconds(1)
+    /// Checks of the spec of resources of a type (by type), run for every Create and for every
+    /// Update that carries a spec: a message makes the write INVALID_ARGUMENT with it. The
+    /// daemon registers its built-in types' schemas here; the engine knows none.
+    public var specValidators: [String: SpecValidator] = [:]
 
     public init() {}
 }
+
+/// Checks a resource's spec: nil when it is valid, otherwise what is wrong (naming the field).
+public typealias SpecValidator = @Sendable (Resource) -> String?
 
 /// What one write produced.
 struct WriteResult: Sendable {
@@ -64,8 +71,16 @@ public final class StateEngine: Sendable {
         var store = ResourceStore(resources: resources, revision: revision)
         // Register the meta namespace's own definitions, owned by "meta", when missing.
         var events: [StateEvent] = []
-        for resource in MetaNamespace.builtIns() where store.get(resource.address) == nil {
-            events.append(try store.create(resource, owner: MetaNamespace.owner, now: now()))
+        for resource in MetaNamespace.builtIns() {
+            guard let current = store.get(resource.address) else {
+                events.append(try store.create(resource, owner: MetaNamespace.owner, now: now()))
+                continue
+            }
+            // A definition an older server stored differently (print columns) is brought up to date.
+            guard resource.metadata.type == MetaNamespace.resourceDefinitionType, current.spec != resource.spec else { continue }
+            var updated = current
+            updated.spec = resource.spec
+            events.append(try store.update(updated, owner: current.metadata.owner, expectedPhase: nil, now: now()))
         }
         try storage.commit(events)
         self.storage = storage
@@ -143,9 +158,33 @@ public final class StateEngine: Sendable {
 
     // MARK: Writes
 
+    /// The spec check of the resource's type, as INVALID_ARGUMENT (`field` names the request's
+    /// resource: `resource` or `new_resource`).
+    func validateSpec(_ resource: Resource, field: String) throws(StateError) {
+        guard resource.hasSpec, let validator = configuration.specValidators[resource.metadata.type], let problem = validator(resource) else { return }
+        throw StateError(.invalidArgument, "\(field).spec of \(resource.metadata.type): \(problem)")
+    }
+
+    /// Checks a Create exactly as ``create(_:owner:)`` would and returns what it would store;
+    /// nothing is written and no event is made (a dry run).
+    public func createDryRun(_ resource: Resource, owner: String) throws(StateError) -> Resource {
+        try validateSpec(resource, field: "resource")
+        var store = shared.withLockedValue { $0.store }
+        return try store.create(resource, owner: owner, now: now()).resource
+    }
+
+    /// Checks an Update exactly as ``update(_:owner:expectedPhase:)`` would and returns what it
+    /// would store; nothing is written (a dry run).
+    public func updateDryRun(_ resource: Resource, owner: String, expectedPhase: String? = nil) throws(StateError) -> Resource {
+        try validateSpec(resource, field: "new_resource")
+        var store = shared.withLockedValue { $0.store }
+        return try store.update(resource, owner: owner, expectedPhase: expectedPhase, now: now()).resource
+    }
+
     /// Creates a resource; returns it as stored (version "1", owner, timestamps).
     public func create(_ resource: Resource, owner: String) async throws -> Resource {
-        try await write { store, now throws(StateError) in
+        try validateSpec(resource, field: "resource")
+        return try await write { store, now throws(StateError) in
             let event = try store.create(resource, owner: owner, now: now)
             return WriteResult(events: [event], resource: event.resource)
         }.resource!
@@ -153,7 +192,8 @@ public final class StateEngine: Sendable {
 
     /// Updates a resource; returns it as stored (version + 1).
     public func update(_ resource: Resource, owner: String, expectedPhase: String? = nil) async throws -> Resource {
-        try await write { store, now throws(StateError) in
+        try validateSpec(resource, field: "new_resource")
+        return try await write { store, now throws(StateError) in
             let event = try store.update(resource, owner: owner, expectedPhase: expectedPhase, now: now)
             return WriteResult(events: [event], resource: event.resource)
         }.resource!
@@ -240,6 +280,7 @@ public final class StateEngine: Sendable {
     /// `completion` runs on the committer thread once the write is durable (or has failed), and
     /// must hand its result elsewhere at once.
     public func create(_ resource: Resource, owner: String, completion: @escaping @Sendable (Result<Resource, StateError>) -> Void) {
+        do { try validateSpec(resource, field: "resource") } catch { return completion(.failure(error)) }
         committer.submit(PendingWrite(operation: { store, now throws(StateError) in
             let event = try store.create(resource, owner: owner, now: now)
             return WriteResult(events: [event], resource: event.resource)
@@ -248,6 +289,7 @@ public final class StateEngine: Sendable {
 
     /// Updates a resource; see ``create(_:owner:completion:)``.
     public func update(_ resource: Resource, owner: String, expectedPhase: String? = nil, completion: @escaping @Sendable (Result<Resource, StateError>) -> Void) {
+        do { try validateSpec(resource, field: "new_resource") } catch { return completion(.failure(error)) }
         committer.submit(PendingWrite(operation: { store, now throws(StateError) in
             let event = try store.update(resource, owner: owner, expectedPhase: expectedPhase, now: now)
             return WriteResult(events: [event], resource: event.resource)

@@ -16,6 +16,14 @@ public enum StateService {
     public static let teardown = "/cosi.resource.State/Teardown"
     public static let teardownAndDestroy = "/cosi.resource.State/TeardownAndDestroy"
 
+    /// Call metadata that makes a Create or Update a dry run (value `true`): the write is
+    /// checked exactly as it would be (access, owner, version, phase, limits, the type's spec
+    /// schema) and answered with the resource as it would be stored; nothing is written, no event
+    /// is made and nothing is audited as a write. Other writes ignore it.
+    public static let dryRunKey = "cosi-dry-run"
+
+    static func isDryRun(_ context: CallContext) -> Bool { context.metadata[dryRunKey] == "true" }
+
     /// The largest resource (estimated encoded size) a Get answers on the event loop.
     public static let inlineGetBytes = 64 << 10
 
@@ -52,25 +60,37 @@ public enum StateService {
             // is decoded in one).
             .unaryDirect(
                 create, CreateRequest.self, CreateResponse.self,
-                direct: { request, _, respond in
+                direct: { request, context, respond in
                     guard let resource = request.resource else { return respond(.failure(RPCError(code: .invalidArgument, message: "resource is missing"))) }
+                    if isDryRun(context) {
+                        return respond(Result { CreateResponse(resource: try mapped { try engine.createDryRun(resource, owner: request.options?.owner ?? "") }) })
+                    }
                     engine.create(resource, owner: request.options?.owner ?? "") { respond(answer($0, CreateResponse.init(resource:))) }
                 },
-                task: { request, _ in
+                task: { request, context in
                     guard let resource = request.resource else { throw RPCError(code: .invalidArgument, message: "resource is missing") }
+                    if isDryRun(context) { return CreateResponse(resource: try mapped { try engine.createDryRun(resource, owner: request.options?.owner ?? "") }) }
                     return CreateResponse(resource: try await mapped { try await engine.create(resource, owner: request.options?.owner ?? "") })
                 }
             ),
             .unaryDirect(
                 update, UpdateRequest.self, UpdateResponse.self,
-                direct: { request, _, respond in
+                direct: { request, context, respond in
                     guard let resource = request.newResource else { return respond(.failure(RPCError(code: .invalidArgument, message: "new_resource is missing"))) }
+                    if isDryRun(context) {
+                        return respond(Result {
+                            UpdateResponse(resource: try mapped { try engine.updateDryRun(resource, owner: request.options?.owner ?? "", expectedPhase: request.options?.expectedPhase) })
+                        })
+                    }
                     engine.update(resource, owner: request.options?.owner ?? "", expectedPhase: request.options?.expectedPhase) {
                         respond(answer($0, UpdateResponse.init(resource:)))
                     }
                 },
-                task: { request, _ in
+                task: { request, context in
                     guard let resource = request.newResource else { throw RPCError(code: .invalidArgument, message: "new_resource is missing") }
+                    if isDryRun(context) {
+                        return UpdateResponse(resource: try mapped { try engine.updateDryRun(resource, owner: request.options?.owner ?? "", expectedPhase: request.options?.expectedPhase) })
+                    }
                     let stored = try await mapped {
                         try await engine.update(resource, owner: request.options?.owner ?? "", expectedPhase: request.options?.expectedPhase)
                     }

@@ -1,5 +1,7 @@
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 // Certificates and keys are files; these helpers write them so that a private key is never
@@ -19,7 +21,7 @@ public func writeFile(_ text: String, to path: String, mode: mode_t) throws {
     let bytes = Array(text.utf8)
     var offset = 0
     while offset < bytes.count {
-        let written = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        let written = bytes[offset...].withUnsafeBytes { systemWrite(fd, $0.baseAddress, $0.count) }
         guard written > 0 else {
             throw TLSError(code: .invalidMaterial, message: "cannot write \(path): \(String(cString: strerror(errno)))")
         }
@@ -27,3 +29,10 @@ public func writeFile(_ text: String, to path: String, mode: mode_t) throws {
     }
 }
 
+
+// `write` unqualified would name a method in some scopes; the C library's, on either system.
+#if canImport(Glibc)
+private let systemWrite = Glibc.write
+#elseif canImport(Darwin)
+private let systemWrite = Darwin.write
+#endif

@@ -53,21 +53,42 @@ public func withRunningServer<R>(
 }
 
 /// Runs `body` against an ``RPCServer`` listening on 127.0.0.1 (a free port), then closes it.
+///
+/// `group` runs the server's connections: the shared singleton by default; a test that counts
+/// progress (flow control, backpressure) passes a group of its own, so that other tests keeping
+/// the shared loops busy cannot starve it.
 public func withTestServer<R>(
     pki: TestPKI, methods: RPCMethodTable,
     configure: (inout RPCServerConfiguration) -> Void = { _ in },
+    group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
     logger: Logger = quietLogger("test-server"),
     _ body: (RPCServer, Int) async throws -> R
 ) async throws -> R {
     var configuration = RPCServerConfiguration(host: "127.0.0.1", port: 0, tls: try pki.serverContext())
     configure(&configuration)
-    let server = RPCServer(configuration: configuration, methods: methods, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+    let server = RPCServer(configuration: configuration, methods: methods, group: group, logger: logger)
     return try await withRunningServer(server) { running in try await body(server, running.port) }
 }
 
 /// Connects a client with a certificate from `pki`.
-public func connectTestClient(pki: TestPKI, port: Int, name: String = "tester", roles: [String] = ["os:admin"]) async throws -> RPCClientConnection {
-    try await RPCClientConnection.connect(host: "127.0.0.1", port: port, tls: try pki.clientContext(name: name, roles: roles))
+public func connectTestClient(
+    pki: TestPKI, port: Int, name: String = "tester", roles: [String] = ["os:admin"],
+    group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+) async throws -> RPCClientConnection {
+    try await RPCClientConnection.connect(host: "127.0.0.1", port: port, tls: try pki.clientContext(name: name, roles: roles), group: group)
+}
+
+/// Runs `body` with an event loop group of its own (one thread), shut down afterwards.
+public func withOwnEventLoops<R>(_ body: (any EventLoopGroup) async throws -> R) async throws -> R {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    do {
+        let result = try await body(group)
+        try await group.shutdownGracefully()
+        return result
+    } catch {
+        try? await group.shutdownGracefully()
+        throw error
+    }
 }
 
 /// A logger that only reports critical problems, for servers under test.

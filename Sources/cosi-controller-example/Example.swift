@@ -1,10 +1,13 @@
 import ArgumentParser
 import CosiClient
 import CosiController
+import CosiMessages
 import CosiTLS
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// `cosi-controller-example`: a remote controller that derives one resource type from another.
@@ -55,6 +58,15 @@ struct Example: AsyncParsableCommand {
         print("\(name): deriving \(namespace)/\(to) from \(namespace)/\(from) at \(endpoint)")
         fflush(nil)
         try await withCosiClient(configuration) { client in
+            // Its types are defined, so `cosictl` knows them (an os:controller certificate may
+            // not write meta: then an admin defines them, or cosictl is told --allow-undefined-type).
+            for type in [from, to] {
+                do {
+                    try await client.define(Meta.ResourceDefinitionSpec(resourceType: type, defaultNamespace: namespace))
+                } catch {
+                    print("\(name): cannot define \(type) (\(error)); define it as os:admin, or use cosictl apply --allow-undefined-type")
+                }
+            }
             try await RemoteControllerHost(client: client, controller: Logged(base: deriving)).run()
         }
     }

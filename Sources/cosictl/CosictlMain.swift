@@ -1,9 +1,10 @@
-import ArgumentParser
 import CosiCLI
 
-/// The executable's entry point: the commands live in CosiCLI (so they can be tested);
-/// `@main` here makes ArgumentParser run them asynchronously.
+/// The executable's entry point: the commands live in CosiCLI (so they can be tested), which
+/// also owns the exit codes (see `Cosictl.main(arguments:)`).
 @main
-struct CosictlMain: AsyncParsableCommand {
-    static let configuration = Cosictl.configuration
+enum CosictlMain {
+    static func main() async {
+        await Cosictl.main(arguments: Array(CommandLine.arguments.dropFirst()))
+    }
 }

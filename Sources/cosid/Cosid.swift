@@ -15,6 +15,8 @@ import UnixSignals
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// `cosid`: the COSI daemon.
@@ -172,7 +174,8 @@ struct Cosid: AsyncParsableCommand {
                 logger.warning("the metrics endpoint is plain HTTP without authentication; \(metricsHost) is not a loopback address")
             }
             let registry = PrometheusCollectorRegistry()
-            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+            MetricsSystem.bootstrap(MetricsCatalog.factory(registry))
+            _ = MetricsCatalog.startTime
             metricsEndpoint = MetricsEndpoint(host: metricsHost, port: metricsPort, registry: registry, logger: logger)
         }
 
@@ -213,11 +216,15 @@ struct Cosid: AsyncParsableCommand {
         do {
             var stateConfiguration = StateEngineConfiguration()
             stateConfiguration.retention = RetentionPolicy(minimumEvents: settings.retainEvents, maximumAgeSeconds: settings.retainSeconds)
+            // The built-in spec types are checked at every write, whichever controllers run.
+            stateConfiguration.specValidators = BuiltInControllers.specSchemas.mapValues { schema in
+                { resource in schema.problem(in: resource.spec.yamlSpec) }
+            }
             let storage: any StateStorage = settings.inMemory ? MemoryStorage() : try SQLiteStorage(directory: settings.dataDir, sync: settings.sync)
             engine = try StateEngine(storage: storage, configuration: stateConfiguration, logger: logger)
             logger.info("state loaded", metadata: [
                 "storage": "\(settings.inMemory ? "memory" : settings.dataDir + "/state.db")", "sync": "\(settings.inMemory ? "none" : settings.sync.rawValue)",
-                "resources": "\(engine.resourceCount)", "revision": "\(engine.revision)",
+                "resources": .stringConvertible(engine.resourceCount), "revision": .stringConvertible(engine.revision),
             ])
         } catch {
             logger.critical("cannot open the state: \(error.message)")
@@ -256,10 +263,41 @@ struct Cosid: AsyncParsableCommand {
     }
 }
 
-/// Registers the chosen built-in controllers (and their resource types) on `server`, acting under
-/// `settings.root`. A root other than `/` is a sandbox: created, and seeded with a few kernel
-/// parameter files so kernel-parameter specs have something to act on.
+/// Defines what cosid uses whichever controllers run: the namespaces of the built-in types and
+/// the types themselves (brought up to date when an older cosid defined them differently).
+func defineBuiltIns(server: CosiServer, logger: Logger) async {
+    var wanted: [Resource] = BuiltInControllers.namespaces.map { name, description in
+        Resource(
+            metadata: Metadata(namespace: MetaNamespace.namespace, type: MetaNamespace.namespaceType, id: name),
+            spec: Spec(protoSpec: Array(buffer: Meta.NamespaceSpec(description: description).serializedBytes()))
+        )
+    }
+    for setting in BuiltInControllers.settings {
+        for spec in BuiltInControllers.definitions(setting) {
+            do { wanted.append(try MetaNamespace.definition(spec)) } catch { logger.warning("cannot define \(spec.resourceType): \(error)") }
+        }
+    }
+    for resource in wanted {
+        do {
+            if var current = try? server.engine.get(resource.address) {
+                // A namespace someone described differently is left as it is.
+                guard current.spec != resource.spec, resource.metadata.type == MetaNamespace.resourceDefinitionType else { continue }
+                current.spec = resource.spec
+                _ = try await server.engine.update(current, owner: current.metadata.owner)
+            } else {
+                _ = try await server.engine.create(resource, owner: "cosid")
+            }
+        } catch {
+            logger.warning("cannot define \(resource.metadata.id): \(error)")
+        }
+    }
+}
+
+/// Registers the chosen built-in controllers on `server`, acting under `settings.root`. A root
+/// other than `/` is a sandbox: created, and seeded with a few kernel parameter files so
+/// kernel-parameter specs have something to act on.
 func startBuiltInControllers(_ settings: CosidSettings, server: CosiServer, logger: Logger) async throws {
+    await defineBuiltIns(server: server, logger: logger)
     let chosen = try BuiltInControllers.select(settings.controllers)
     guard !chosen.isEmpty else { return }
     let path = settings.root.hasPrefix("/") ? settings.root : FileManager.default.currentDirectoryPath + "/" + settings.root
@@ -269,21 +307,6 @@ func startBuiltInControllers(_ settings: CosidSettings, server: CosiServer, logg
         try BuiltInControllers.seedSandbox(root)
     }
     for setting in chosen {
-        // Defined, or brought up to date (a newer cosid may have changed the print columns).
-        for spec in BuiltInControllers.definitions(setting) {
-            let definition = try MetaNamespace.definition(spec)
-            do {
-                if var current = try? server.engine.get(definition.address) {
-                    guard current.spec != definition.spec else { continue }
-                    current.spec = definition.spec
-                    _ = try await server.engine.update(current, owner: "cosid")
-                } else {
-                    _ = try await server.engine.create(definition, owner: "cosid")
-                }
-            } catch {
-                logger.warning("cannot define \(definition.metadata.id): \(error)")
-            }
-        }
         try server.controllers.register(MachineController(setting, root: root))
     }
     logger.notice("built-in controllers acting on \(root.isSystemRoot ? "this machine (/)" : "the sandbox \(root.path)")", metadata: [
@@ -291,8 +314,10 @@ func startBuiltInControllers(_ settings: CosidSettings, server: CosiServer, logg
     ])
 }
 
-/// Reloads the TLS material on SIGHUP (new handshakes use it; open connections are untouched; a
-/// broken file is reported and the previous material kept), and checks expiry once a day.
+/// Reloads the TLS material on SIGHUP (new handshakes use it; an open connection stays while its
+/// client certificate still verifies against the new CAs and CRLs, and is closed when it no longer
+/// does; a broken file is reported and the previous material kept), and checks expiry daily and
+/// at the moment a certificate expires.
 struct CertificateWatcher: Service {
     let server: RPCServer
     let material: TLSConfiguration
@@ -364,7 +389,7 @@ func raiseOpenFileLimit(logger: Logger) {
     let previous = limit.rlim_cur
     limit.rlim_cur = limit.rlim_max
     if setrlimit(RLIMIT_NOFILE_VALUE, &limit) == 0 {
-        logger.debug("raised the open file limit", metadata: ["from": "\(previous)", "to": "\(limit.rlim_max)"])
+        logger.debug("raised the open file limit", metadata: ["from": .stringConvertible(UInt64(previous)), "to": .stringConvertible(UInt64(limit.rlim_max))])
     }
 }
 

@@ -47,7 +47,7 @@ final class MetricsHTTPHandler: ChannelInboundHandler {
             break
         case .end:
             let found = path == "/metrics"
-            let body = found ? registry.emitToString() : "not found: try GET /metrics\n"
+            let body = found ? MetricsCatalog.exposition(registry) : "not found: try GET /metrics\n"
             var headers = HTTPHeaders()
             headers.add(name: "Content-Type", value: found ? "text/plain; version=0.0.4" : "text/plain")
             headers.add(name: "Content-Length", value: "\(body.utf8.count)")

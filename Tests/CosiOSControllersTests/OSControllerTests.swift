@@ -219,3 +219,34 @@ struct OSControllerTests {
         #expect(files.map { file(root, $0) } == contents)
     }
 }
+
+@Suite("Built-in types")
+struct BuiltInTypeTests {
+    @Test func shortNamesAreDistinct() throws {
+        var seen: [String: String] = [:]
+        for setting in BuiltInControllers.settings {
+            for spec in BuiltInControllers.definitions(setting) {
+                let definition = try MetaNamespace.definition(spec)
+                let filled = try Meta.ResourceDefinitionSpec(serializedBytes: definition.spec.protoSpec)
+                for alias in Set(filled.aliases + filled.allAliases + [filled.resourceType.lowercased()]) {
+                    #expect(seen[alias] == nil, "\(alias) names \(seen[alias] ?? "") and \(filled.resourceType)")
+                    seen[alias] = filled.resourceType
+                }
+            }
+        }
+        #expect(seen["hsp"] == "HostnameSpecs.net.cosi.dev" && seen["hst"] == "HostnameStatuses.net.cosi.dev")
+    }
+
+    @Test func specSchemasNameTheField() {
+        let hostname = HostnameSetting().specSchema
+        #expect(hostname.problem(in: "hostname: a\n") == nil)
+        #expect(hostname.problem(in: "hostnam: x\n") == "unknown field \"hostnam\" (fields: domainname, hostname)")
+        #expect(hostname.problem(in: "domainname: x\n") == "field hostname is required (fields: domainname, hostname)")
+        #expect(hostname.problem(in: "hostname: [a, b]\n") == "field hostname must be a single value, not a list")
+        #expect(hostname.problem(in: "- a\n") == "the spec must be a mapping of fields (domainname, hostname)")
+        let resolvers = ResolverSetting().specSchema
+        #expect(resolvers.problem(in: "") == nil)
+        #expect(resolvers.problem(in: "dnsServers: 1.1.1.1\n") == nil, "one scalar reads as a list of one")
+        #expect(resolvers.problem(in: "dnsServers: {a: 1}\n") == "field dnsServers must be a list of values, not a mapping")
+    }
+}

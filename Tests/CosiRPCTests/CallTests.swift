@@ -12,17 +12,20 @@ struct CallTests {
 
     init() throws { pki = try TestPKI() }
 
-    /// A server with the test methods and one connected client, for the duration of `body`.
+    /// A server with the test methods and one connected client, for the duration of `body`, on
+    /// event loops of their own (tests here count progress; a busy neighbour must not starve them).
     func withClient(configure: (inout RPCServerConfiguration) -> Void = { _ in }, _ body: (RPCClientConnection) async throws -> Void) async throws {
-        try await withTestServer(pki: pki, methods: TestMethods.table(observations), configure: configure) { _, port in
-            let client = try await connectTestClient(pki: pki, port: port)
-            do {
-                try await body(client)
-            } catch {
+        try await withOwnEventLoops { group in
+            try await withTestServer(pki: pki, methods: TestMethods.table(observations), configure: configure, group: group) { _, port in
+                let client = try await connectTestClient(pki: pki, port: port, group: group)
+                do {
+                    try await body(client)
+                } catch {
+                    await client.close()
+                    throw error
+                }
                 await client.close()
-                throw error
             }
-            await client.close()
         }
     }
 

@@ -176,6 +176,77 @@ struct AccessControlTests {
         }
     }
 
+    /// access.md: controller outputs belong to their controller. Over the State service, a write
+    /// of an owned resource, or one that names an owner, is refused to all but os:admin, whose
+    /// such writes are audited as overrides.
+    @Test(arguments: [Who.admin, .operator])
+    func ownedResourcesAreTheirControllers(_ who: Who) async throws {
+        try await Self.withServer { port, pki, audit in
+            try await Self.withClient(.admin, pki, port) { admin in
+                _ = try await admin.create(StateConformance.resource("Outputs.test.dev", "o"), owner: "ctrl")
+            }
+            try await Self.withClient(who, pki, port) { client in
+                let stored = try await client.get(namespace: "default", type: "Outputs.test.dev", id: "o")
+                // Naming no owner: the engine's owner check refuses, naming the controller.
+                for (what, call) in [
+                    ("update", { _ = try await client.update(stored) }),
+                    ("teardown", { _ = try await client.teardown(namespace: "default", type: "Outputs.test.dev", id: "o") }),
+                    ("destroy", { try await client.destroy(namespace: "default", type: "Outputs.test.dev", id: "o") }),
+                ] as [(String, () async throws -> Void)] {
+                    #expect(await Self.refusedAsOwned(call), "\(who) \(what)")
+                }
+                // Naming the owner: only an admin may, and it is audited as an override.
+                let named: [(String, () async throws -> Void)] = [
+                    ("create", { _ = try await client.create(StateConformance.resource("Outputs.test.dev", "forged"), owner: "ctrl") }),
+                    ("update", { _ = try await client.update(stored, owner: "ctrl") }),
+                ]
+                for (what, call) in named {
+                    if who == .admin {
+                        try await call()
+                    } else {
+                        #expect(await Self.refusedAsOwned(call), "\(who) \(what) naming the owner")
+                    }
+                }
+                // The first override is the set-up's own create.
+                let overrides = audit.records.filter { $0.message == "owner override" }.dropFirst()
+                if who == .admin {
+                    #expect(overrides.count == 2)
+                    #expect(overrides.allSatisfy { $0.metadata["owner"] == "ctrl" && $0.metadata["identity"] == "admin" })
+                } else {
+                    #expect(overrides.isEmpty)
+                    #expect(try await client.get(namespace: "default", type: "Outputs.test.dev", id: "o").metadata.version == "1", "nothing was written")
+                }
+            }
+        }
+    }
+
+    static func refusedAsOwned(_ call: () async throws -> Void) async -> Bool {
+        do {
+            try await call()
+            return false
+        } catch {
+            return (error as? RPCError)?.code == .permissionDenied && "\(error)".contains("owned by controller ctrl")
+        }
+    }
+
+    @Test func aDryRunChecksAndWritesNothing() async throws {
+        try await Self.withServer { port, pki, audit in
+            try await Self.withClient(.operator, pki, port) { client in
+                let would = try await client.create(StateConformance.resource("Plain.test.dev", "new"), dryRun: true)
+                #expect(would.metadata.version == "1")
+                await #expect(throws: RPCError.self) { _ = try await client.get(namespace: "default", type: "Plain.test.dev", id: "new") }
+                var stored = try await client.get(namespace: "default", type: "Plain.test.dev", id: "p")
+                stored.metadata.labels = ["changed": "yes"]
+                #expect(try await client.update(stored, dryRun: true).metadata.version == "2")
+                #expect(try await client.get(namespace: "default", type: "Plain.test.dev", id: "p").metadata.version == "1")
+                // It is checked as the write would be: a stale version is refused.
+                stored.metadata.version = "7"
+                await #expect { _ = try await client.update(stored, dryRun: true) } throws: { ($0 as? RPCError)?.code == .failedPrecondition }
+                #expect(!audit.records.contains { $0.message == "write" && $0.metadata["identity"] == "operator" }, "a dry run is not a write")
+            }
+        }
+    }
+
     @Test func policyTable() {
         let policy = AccessPolicy(isSensitive: { $0 == "Secrets.test.dev" }, audit: Logger(label: "test"))
         let read = AccessPolicy.Operation.stateRead(namespace: "default", type: "Plain.test.dev")

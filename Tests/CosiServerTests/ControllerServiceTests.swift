@@ -65,6 +65,44 @@ struct ControllerServiceTests {
         }
     }
 
+    @Test func aRestartedControllerTakesItsNameBack() async throws {
+        try await withServer { server, port in
+            func message(_ call: () async throws -> Void) async -> String {
+                do { try await call(); return "ok" } catch let error as RPCError { return "\(error.code): \(error.message)" } catch { return "\(error)" }
+            }
+            let register = { (client: CosiClient) in
+                try await client.unary(ControllerService.register, Self.declaration, as: Runtime.RegisterControllerResponse.self).controllerToken
+            }
+            // The first process registers and connects its event stream.
+            let first = try await CosiClient.connect(try client(port, name: "alice"))
+            let oldToken = try await register(first)
+            var events = first.serverStream(ControllerService.reconcileEvents, Runtime.ReconcileEventsRequest(controllerToken: oldToken), as: Runtime.ReconcileEventsResponse.self).makeAsyncIterator()
+            #expect(try await events.next() != nil)
+            try await withCosiClient(try client(port, name: "alice")) { second in
+                // While the holder is connected, the name stays taken, and the message says by whom.
+                let connected = await message { _ = try await register(second) }
+                #expect(connected.hasPrefix("FAILED_PRECONDITION") && connected.contains("by this identity (alice), and its event stream is connected: stop the other process first"), "\(connected)")
+                // The first process dies: its connection goes.
+                await first.close()
+                try await eventually("seen disconnected") { server.controllers.controllers.first?.running == false }
+                try await withCosiClient(try client(port, name: "bob")) { bob in
+                    let other = await message { _ = try await register(bob) }
+                    #expect(other.hasPrefix("FAILED_PRECONDITION") && other.contains("by identity alice, disconnected; its registration is kept until"), "another identity: \(other)")
+                }
+                // The restarted process takes it over at once, with a new token; the old one is void.
+                let newToken = try await register(second)
+                #expect(newToken != oldToken)
+                #expect(server.controllers.controllers.map(\.name) == ["c"])
+                #expect(await code {
+                    _ = try await second.unary(ControllerService.queueReconcile, Runtime.QueueReconcileRequest(controllerToken: oldToken), as: Runtime.QueueReconcileResponse.self)
+                } == .permissionDenied)
+                var resumed = second.serverStream(ControllerService.reconcileEvents, Runtime.ReconcileEventsRequest(controllerToken: newToken), as: Runtime.ReconcileEventsResponse.self).makeAsyncIterator()
+                #expect(try await resumed.next() != nil)
+                try await eventually("running again") { server.controllers.controllers.first?.running == true }
+            }
+        }
+    }
+
     @Test func aControllerThatNeverComesBackLosesItsRegistration() async throws {
         try await withServer(grace: .seconds(1)) { server, port in
             try await withCosiClient(try client(port, name: "alice")) { alice in

@@ -1,5 +1,6 @@
 import CosiClient
 import CosiController
+import CosiMessages
 import CosiTesting
 import Foundation
 import Testing
@@ -12,19 +13,43 @@ struct CosictlTests {
     /// A running cosid with development certificates in `dir`, and a way to run cosictl in `dir`.
     final class Setup: @unchecked Sendable {
         let dir = StateBackends.temporaryDirectory()
-        let process = Process()
+        var process = Process()
         let output = CosidProcessTests.Output()
         var port = 0
+        let extra: [String]
+        let durable: Bool
 
-        init() async throws {
+        /// `controllers`: the built-in controllers to run, acting on the sandbox `dir/root`;
+        /// `durable`: state in `dir/data` (a restart keeps it) instead of memory.
+        init(controllers: String = "none", durable: Bool = false, extra: [String] = []) async throws {
+            self.durable = durable
+            self.extra = ["--controllers", controllers, "--root", dir + "/root"] + extra
+            try await start(listen: "127.0.0.1:0")
+        }
+
+        func start(listen: String) async throws {
+            process = Process()
             process.executableURL = CosidProcessTests.executable
-            process.arguments = ["--listen", "127.0.0.1:0", "--listen", "unix:" + dir + "/admin.sock", "--in-memory", "--certs-dir", dir + "/Certs", "--controllers", "none"]
+            let storage = durable ? ["--data-dir", dir + "/data"] : ["--in-memory"]
+            process.arguments = ["--listen", listen, "--listen", "unix:" + dir + "/admin.sock", "--certs-dir", dir + "/Certs"] + storage + extra
             let pipe = Pipe()
             process.standardError = pipe
             let output = self.output
             pipe.fileHandleForReading.readabilityHandler = { output.append($0.availableData) }
+            let before = output.value.components(separatedBy: "listening").count
             try process.run()
-            port = try await CosidProcessTests.port(from: output)
+            if listen.hasSuffix(":0") {
+                port = try await CosidProcessTests.port(from: output)
+            } else {
+                // A restart on the port it had: wait for its listener.
+                try await CosidProcessTests.waitFor("listening", in: output, after: before)
+            }
+        }
+
+        /// Stops cosid (SIGTERM) and waits for it.
+        func stop() {
+            process.terminate()
+            process.waitUntilExit()
         }
 
         deinit {
@@ -32,8 +57,27 @@ struct CosictlTests {
             try? FileManager.default.removeItem(atPath: dir)
         }
 
-        /// Runs cosictl with the given arguments in `dir` (so ./Certs is used); returns status and output.
-        func run(_ arguments: [String], input: String? = nil, environment: [String: String] = [:], endpoint: Bool = true) throws -> (status: Int32, out: String, err: String) {
+        /// A client with the development admin certificate.
+        func client() async throws -> CosiClient {
+            try await CosiClient.connect(.development(directory: dir + "/Certs", port: port))
+        }
+
+        /// Defines resource types (as an admin would), so cosictl knows them.
+        func define(_ types: [String], namespace: String = "default") async throws {
+            let client = try await client()
+            for type in types {
+                var spec = Meta.ResourceDefinitionSpec(resourceType: type, defaultNamespace: namespace)
+                if type == "Links.net.test.dev" {
+                    spec.printColumns = [.init(name: "MTU", jsonPath: "{.mtu}")]
+                }
+                _ = try await client.create(try MetaNamespace.definition(spec))
+            }
+            await client.close()
+        }
+
+        /// Runs cosictl with the given arguments in `dir` (so ./Certs is used); returns status and
+        /// output. The process is waited for on a thread of its own, never on the tasks' pool.
+        func run(_ arguments: [String], input: String? = nil, environment: [String: String] = [:], endpoint: Bool = true) async throws -> (status: Int32, out: String, err: String) {
             let process = Process()
             process.executableURL = CosictlTests.cosictl
             process.currentDirectoryURL = URL(fileURLWithPath: dir)
@@ -42,6 +86,7 @@ struct CosictlTests {
             process.arguments = args
             var env = ProcessInfo.processInfo.environment
             env["COSICONFIG"] = dir + "/no-config.yaml"
+            env["XDG_CACHE_HOME"] = dir + "/cache"
             for (key, value) in environment { env[key] = value }
             process.environment = env
             let out = Pipe(), err = Pipe(), stdin = Pipe()
@@ -49,12 +94,40 @@ struct CosictlTests {
             process.standardError = err
             process.standardInput = stdin
             try process.run()
-            if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
-            try stdin.fileHandleForWriting.close()
-            let outData = out.fileHandleForReading.readDataToEndOfFile()
-            let errData = err.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+            return await withCheckedContinuation { continuation in
+                Thread {
+                    if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
+                    try? stdin.fileHandleForWriting.close()
+                    // Both pipes are drained at once, so a chatty stderr cannot block stdout.
+                    let errors = CosidProcessTests.Output()
+                    let drained = DispatchSemaphore(value: 0)
+                    Thread {
+                        errors.append(err.fileHandleForReading.readDataToEndOfFile())
+                        drained.signal()
+                    }.start()
+                    let outData = out.fileHandleForReading.readDataToEndOfFile()
+                    drained.wait()
+                    process.waitUntilExit()
+                    continuation.resume(returning: (process.terminationStatus, String(decoding: outData, as: UTF8.self), errors.value))
+                }.start()
+            }
+        }
+
+        /// Starts cosictl in the background, collecting its standard output and error.
+        func start(_ arguments: [String]) throws -> (process: Process, out: CosidProcessTests.Output, err: CosidProcessTests.Output) {
+            let process = Process()
+            process.executableURL = CosictlTests.cosictl
+            process.currentDirectoryURL = URL(fileURLWithPath: dir)
+            process.arguments = arguments + ["--endpoint", "127.0.0.1:\(port)"]
+            process.environment = ["COSICONFIG": dir + "/none.yaml", "HOME": dir]
+            let out = Pipe(), err = Pipe()
+            let collected = CosidProcessTests.Output(), errors = CosidProcessTests.Output()
+            process.standardOutput = out
+            process.standardError = err
+            out.fileHandleForReading.readabilityHandler = { collected.append($0.availableData) }
+            err.fileHandleForReading.readabilityHandler = { errors.append($0.availableData) }
+            try process.run()
+            return (process, collected, errors)
         }
     }
 
@@ -80,7 +153,7 @@ struct CosictlTests {
         let setup = try await Setup()
         for command in [["info"], ["get", "rd"], ["version"]] {
             let before = setup.output.value.components(separatedBy: "the client sent GOAWAY").count
-            let result = try setup.run(command)
+            let result = try await setup.run(command)
             #expect(result.status == 0, "\(command): \(result.err)")
             // The server logs the close as the client's GOAWAY, not as a dropped connection.
             try await CosidProcessTests.waitFor("the client sent GOAWAY", in: setup.output, after: before)
@@ -97,16 +170,16 @@ struct CosictlTests {
         defer { hosting.cancel() }
         try await eventually("connected") { host.isConnected }
         try await eventually("published") {
-            try setup.run(["controllers"]).out.contains("ints-to-strings")
+            try await setup.run(["controllers"]).out.contains("ints-to-strings")
         }
 
-        let listed = try setup.run(["controllers"])
+        let listed = try await setup.run(["controllers"])
         #expect(listed.status == 0, "\(listed.err)")
         let rows = listed.out.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true).map(String.init) }
         #expect(rows.first == ["NAME", "ORIGIN", "IDENTITY", "RUNNING", "RESTARTS", "LAST", "ERROR"])
         #expect(rows.dropFirst().first == ["ints-to-strings", "remote", "admin", "yes", "0", "-"])
 
-        let graph = try setup.run(["graph"])
+        let graph = try await setup.run(["graph"])
         let edges = graph.out.split(separator: "\n").dropFirst().map { $0.split(separator: " ", omittingEmptySubsequences: true).map(String.init) }
         #expect(edges == [
             ["ints-to-strings", "output", "exclusive", "*", "Strings.test.dev", "*"],
@@ -114,12 +187,12 @@ struct CosictlTests {
             ["ints-to-strings", "input", "destroyReady", "default", "Strings.test.dev", "*"],
         ], "\(graph.out)")
 
-        let dot = try setup.run(["graph", "--dot"])
+        let dot = try await setup.run(["graph", "--dot"])
         #expect(dot.out.hasPrefix("digraph controllers {"))
         #expect(dot.out.contains("\"resource:default/Ints.test.dev\" -> \"controller:ints-to-strings\" [label=\"strong\", style=bold];"))
         #expect(dot.out.contains("\"controller:ints-to-strings\" -> \"resource:Strings.test.dev\" [label=\"exclusive\"];"))
 
-        let png = try setup.run(["graph", "-o", "png", "graph.png"])
+        let png = try await setup.run(["graph", "-o", "png", "graph.png"])
         #expect(png.status == 0, "\(png.err)")
         let bytes = try Data(contentsOf: URL(fileURLWithPath: setup.dir + "/graph.png"))
         #expect(bytes.prefix(4) == Data([0x89, 0x50, 0x4e, 0x47]), "a PNG")
@@ -130,40 +203,51 @@ struct CosictlTests {
 
     @Test func applyGetInEveryFormatAndDelete() async throws {
         let setup = try await Setup()
-        let applied = try setup.run(["apply", "-f", "-"], input: Self.hostname)
+        try await setup.define(["HostnameSpecs.net.talos.dev"], namespace: "network")
+        let applied = try await setup.run(["apply", "-f", "-"], input: Self.hostname)
         #expect(applied.status == 0, "\(applied.err)")
         #expect(applied.out.contains("network/HostnameSpecs.net.talos.dev/hostname created"))
-        let again = try setup.run(["apply", "-f", "-"], input: Self.hostname)
-        #expect(again.out.contains("hostname updated (version 2)"))
+        // The same YAML again changes nothing and writes nothing.
+        let again = try await setup.run(["apply", "-f", "-"], input: Self.hostname)
+        #expect(again.out.contains("hostname unchanged"), "\(again.out)")
 
-        let table = try setup.run(["get", "HostnameSpecs.net.talos.dev", "-n", "network"])
+        let table = try await setup.run(["get", "HostnameSpecs.net.talos.dev", "-n", "network"])
         let lines = table.out.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true).map(String.init) }
         #expect(lines.first == ["NAMESPACE", "TYPE", "ID", "VERSION"])
         #expect(lines.dropFirst().map { $0[2] } == ["hostname", "spare"])
+        #expect(lines.dropFirst().map { $0[3] } == ["1", "1"], "nothing was rewritten")
 
-        let yaml = try setup.run(["get", "HostnameSpecs.net.talos.dev", "hostname", "-n", "network", "-o", "yaml"])
+        let yaml = try await setup.run(["get", "HostnameSpecs.net.talos.dev", "hostname", "-n", "network", "-o", "yaml"])
         let keys = yaml.out.split(separator: "\n").filter { $0.hasPrefix("  ") && !$0.hasPrefix("    ") }.map { $0.split(separator: ":")[0].trimmingCharacters(in: .whitespaces) }
         #expect(keys == ["namespace", "type", "id", "version", "phase", "created", "updated", "labels", "hostname"], "\(yaml.out)")
         #expect(yaml.out.contains("spec:\n  hostname: talos-1"))
 
-        let json = try setup.run(["get", "HostnameSpecs.net.talos.dev", "-n", "network", "-l", "tier=node", "-o", "json"])
-        let object = try JSONSerialization.jsonObject(with: Data(json.out.utf8)) as? [String: Any]
+        // One resource by id: the object; a list: {"items": [...]}.
+        let one = try await setup.run(["get", "HostnameSpecs.net.talos.dev", "hostname", "-n", "network", "-o", "json"])
+        let object = try JSONSerialization.jsonObject(with: Data(one.out.utf8)) as? [String: Any]
         #expect((object?["metadata"] as? [String: Any])?["id"] as? String == "hostname")
-        #expect((object?["metadata"] as? [String: Any])?["version"] as? String == "2")
+        #expect((object?["metadata"] as? [String: Any])?["version"] as? String == "1")
+        let json = try await setup.run(["get", "HostnameSpecs.net.talos.dev", "-n", "network", "-l", "tier=node", "-o", "json"])
+        let list = try JSONSerialization.jsonObject(with: Data(json.out.utf8)) as? [String: Any]
+        let items = list?["items"] as? [[String: Any]]
+        #expect(items?.count == 1)
+        #expect((items?.first?["metadata"] as? [String: Any])?["id"] as? String == "hostname")
 
         // Aliases of the meta types resolve case-insensitively.
-        let rd = try setup.run(["get", "RD"])
+        let rd = try await setup.run(["get", "RD"])
         #expect(rd.out.contains("resourcedefinitions.meta.cosi.dev"))
 
-        let deleted = try setup.run(["delete", "HostnameSpecs.net.talos.dev", "spare", "-n", "network"])
+        let deleted = try await setup.run(["delete", "HostnameSpecs.net.talos.dev", "spare", "-n", "network"])
         #expect(deleted.out.contains("destroyed"))
-        let missing = try setup.run(["get", "HostnameSpecs.net.talos.dev", "spare", "-n", "network"])
-        #expect(missing.status != 0)
+        let missing = try await setup.run(["get", "HostnameSpecs.net.talos.dev", "spare", "-n", "network"])
+        #expect(missing.status == 1)
         #expect(missing.err.contains("NOT_FOUND"))
+        #expect(!missing.err.contains("Usage:"), "a failed call prints no usage: \(missing.err)")
     }
 
     @Test func deleteWaitsForFinalizers() async throws {
         let setup = try await Setup()
+        try await setup.define(["Things.test.dev"])
         let held = """
             metadata:
               namespace: default
@@ -173,9 +257,9 @@ struct CosictlTests {
             spec:
               a: 1
             """
-        _ = try setup.run(["apply", "-f", "-"], input: held)
+        _ = try await setup.run(["apply", "-f", "-"], input: held)
         let port = setup.port, dir = setup.dir
-        let deleting = Task.detached { try setup.run(["delete", "Things.test.dev", "held"]) }
+        let deleting = Task.detached { try await setup.run(["delete", "Things.test.dev", "held"]) }
         // Remove the finalizer from the side, as a controller would.
         let client = try await CosiClient.connect(.development(directory: dir + "/Certs", port: port))
         var resource = try await client.get(namespace: "default", type: "Things.test.dev", id: "held")
@@ -187,33 +271,36 @@ struct CosictlTests {
         _ = try await client.update(resource)
         let result = try await deleting.value
         #expect(result.status == 0, "\(result.err)")
-        #expect(result.err.contains("waiting for finalizers guard"))
+        #expect(result.err.contains("waiting for finalizers: guard (no controller of that name is registered)"), "\(result.err)")
         #expect(result.out.contains("destroyed"))
         await client.close()
     }
 
     @Test func watchPrintsChangesWithMarkers() async throws {
         let setup = try await Setup()
-        let watcher = Process()
-        watcher.executableURL = Self.cosictl
-        watcher.currentDirectoryURL = URL(fileURLWithPath: setup.dir)
-        watcher.arguments = ["get", "Things.test.dev", "--watch", "--endpoint", "127.0.0.1:\(setup.port)"]
-        watcher.environment = ["COSICONFIG": setup.dir + "/none.yaml", "HOME": setup.dir]
-        let out = Pipe()
-        let collected = CosidProcessTests.Output()
-        watcher.standardOutput = out
-        out.fileHandleForReading.readabilityHandler = { collected.append($0.availableData) }
-        try watcher.run()
+        try await setup.define(["Things.test.dev"])
+        let (watcher, collected, _) = try setup.start(["get", "Things.test.dev", "--watch"])
         defer { watcher.terminate() }
         try await CosidProcessTests.waitFor("NAMESPACE", in: collected)
-        _ = try setup.run(["apply", "-f", "-"], input: "metadata:\n  type: Things.test.dev\n  id: w\nspec:\n  v: 1\n")
-        _ = try setup.run(["apply", "-f", "-"], input: "metadata:\n  type: Things.test.dev\n  id: w\nspec:\n  v: 2\n")
-        _ = try setup.run(["delete", "Things.test.dev", "w"])
+        _ = try await setup.run(["apply", "-f", "-"], input: "metadata:\n  type: Things.test.dev\n  id: w\nspec:\n  v: 1\n")
+        _ = try await setup.run(["apply", "-f", "-"], input: "metadata:\n  type: Things.test.dev\n  id: w\nspec:\n  v: 2\n")
+        _ = try await setup.run(["delete", "Things.test.dev", "w"])
         try await CosidProcessTests.waitFor("-   default", in: collected)
-        let rows = collected.value.split(separator: "\n").dropFirst().map { String($0) }
-        #expect(rows.first?.hasPrefix("+") == true, "\(rows)")
-        #expect(rows.dropFirst().first?.hasPrefix(" ") == true, "\(rows)")
-        #expect(rows.last?.hasPrefix("-") == true, "\(rows)")
+        let lines = collected.value.split(separator: "\n").map { String($0) }
+        let header = lines[0]
+        // The event column has a header, PHASE is a column, and every row lines up with it.
+        #expect(header.hasPrefix("*   NAMESPACE"), "\(header)")
+        #expect(header.contains("PHASE"))
+        let rows = Array(lines.dropFirst())
+        #expect(rows.map { String($0.prefix(1)) } == ["+", " ", " ", "-"], "\(rows)")
+        for row in rows {
+            for column in ["TYPE", "ID", "VERSION", "PHASE"] {
+                let at = header.range(of: column)!.lowerBound.utf16Offset(in: header)
+                let cell = row.dropFirst(at)
+                #expect(row.count > at && row[row.index(row.startIndex, offsetBy: at - 1)] == " " && cell.first != " ", "\(column) lines up: \(header) / \(row)")
+            }
+        }
+        #expect(rows[2].contains("tearingDown"), "the teardown shows in PHASE: \(rows)")
     }
 
     @Test func genAndConfigGiveAWorkingContext() async throws {
@@ -221,17 +308,17 @@ struct CosictlTests {
         let config = setup.dir + "/config.yaml"
         let env = ["COSICONFIG": config]
         // A reader certificate from the development CA.
-        let client = try setup.run(["gen", "client", "--ca", "Certs/ca", "--name", "alice", "--role", "os:reader", "--days", "10", "--out", "alice"], environment: env, endpoint: false)
+        let client = try await setup.run(["gen", "client", "--ca", "Certs/ca", "--name", "alice", "--role", "os:reader", "--days", "10", "--out", "alice"], environment: env, endpoint: false)
         #expect(client.status == 0, "\(client.err)")
         let attributes = try FileManager.default.attributesOfItem(atPath: setup.dir + "/alice.key")
         #expect((attributes[.posixPermissions] as? Int) == 0o600)
-        let written = try setup.run(["gen", "config", "--name", "alice", "--ca-cert", "Certs/ca.crt", "--cert", "alice.crt", "--key", "alice.key", "--endpoint", "127.0.0.1:\(setup.port)"], environment: env, endpoint: false)
+        let written = try await setup.run(["gen", "config", "--name", "alice", "--ca-cert", "Certs/ca.crt", "--cert", "alice.crt", "--key", "alice.key", "--endpoint", "127.0.0.1:\(setup.port)"], environment: env, endpoint: false)
         #expect(written.status == 0, "\(written.err)")
-        let whoami = try setup.run(["whoami"], environment: env, endpoint: false)
+        let whoami = try await setup.run(["whoami"], environment: env, endpoint: false)
         #expect(whoami.out.contains("identity: alice"), "\(whoami.out) \(whoami.err)")
         #expect(whoami.out.contains("os:reader"))
         // The reader may not write: a clear refusal naming the role.
-        let refused = try setup.run(["apply", "-f", "-"], input: "metadata:\n  type: Things.test.dev\n  id: x\nspec:\n  v: 1\n", environment: env, endpoint: false)
+        let refused = try await setup.run(["apply", "-f", "-", "--allow-undefined-type"], input: "metadata:\n  type: Things.test.dev\n  id: x\nspec:\n  v: 1\n", environment: env, endpoint: false)
         #expect(refused.status != 0)
         #expect(refused.err.contains("PERMISSION_DENIED") && refused.err.contains("os:operator"), "\(refused.err)")
     }
@@ -242,7 +329,7 @@ struct CosictlTests {
         try await CosidProcessTests.waitFor("[UDS]", in: setup.output)
         let attributes = try FileManager.default.attributesOfItem(atPath: socket)
         #expect((attributes[.posixPermissions] as? Int) == 0o600)
-        let whoami = try setup.run(["whoami", "--endpoint", "unix:" + socket], endpoint: false)
+        let whoami = try await setup.run(["whoami", "--endpoint", "unix:" + socket], endpoint: false)
         #expect(whoami.status == 0, "\(whoami.err)")
         #expect(whoami.out.contains("unix:" + socket))
         if getuid() == 0 {
@@ -255,13 +342,13 @@ struct CosictlTests {
 
     @Test func errorsAreOneClearSentence() async throws {
         let setup = try await Setup()
-        let missingCA = try setup.run(["info", "--ca", "/nonexistent/ca.crt"])
+        let missingCA = try await setup.run(["info", "--ca", "/nonexistent/ca.crt"])
         #expect(missingCA.status != 0)
         #expect(missingCA.err.contains("cannot read the CA file /nonexistent/ca.crt"), "\(missingCA.err)")
 
-        _ = try setup.run(["gen", "ca", "--out", "other", "--days", "5"], endpoint: false)
-        _ = try setup.run(["gen", "client", "--ca", "other", "--name", "mallory", "--out", "mallory"], endpoint: false)
-        let refused = try setup.run(["info", "--cert", "mallory.crt", "--key", "mallory.key"])
+        _ = try await setup.run(["gen", "ca", "--out", "other", "--days", "5"], endpoint: false)
+        _ = try await setup.run(["gen", "client", "--ca", "other", "--name", "mallory", "--out", "mallory"], endpoint: false)
+        let refused = try await setup.run(["info", "--cert", "mallory.crt", "--key", "mallory.key"])
         #expect(refused.status != 0)
         #expect(refused.err.contains("refused this client's certificate"), "\(refused.err)")
         #expect(refused.err.split(separator: "\n").count <= 3, "one sentence, not a stack: \(refused.err)")
@@ -272,7 +359,7 @@ struct CosictlTests {
             try certificate.write(toFile: setup.dir + "/old.crt", atomically: true, encoding: .utf8)
             try key.write(toFile: setup.dir + "/old.key", atomically: true, encoding: .utf8)
         }
-        let stale = try setup.run(["info", "--cert", "old.crt", "--key", "old.key"])
+        let stale = try await setup.run(["info", "--cert", "old.crt", "--key", "old.key"])
         #expect(stale.status != 0)
         #expect(stale.err.contains("has expired"), "\(stale.err)")
     }
@@ -282,18 +369,19 @@ struct CosictlTests {
 struct CosictlEditTests {
     @Test func aScriptedEditorChangesTheSpec() async throws {
         let setup = try await CosictlTests.Setup()
-        _ = try setup.run(["apply", "-f", "-"], input: "metadata:\n  type: Things.test.dev\n  id: e\nspec:\n  color: red\n")
+        try await setup.define(["Things.test.dev"])
+        _ = try await setup.run(["apply", "-f", "-"], input: "metadata:\n  type: Things.test.dev\n  id: e\nspec:\n  color: red\n")
         // The "editor" is a sed script that changes the spec in place.
         let editor = setup.dir + "/editor.sh"
         try "#!/bin/sh\nsed -i 's/color: red/color: blue/' \"$1\"\n".write(toFile: editor, atomically: true, encoding: .utf8)
         chmod(editor, 0o755)
-        let edited = try setup.run(["edit", "Things.test.dev", "e"], environment: ["EDITOR": editor])
+        let edited = try await setup.run(["edit", "Things.test.dev", "e"], environment: ["EDITOR": editor])
         #expect(edited.status == 0, "\(edited.err)")
         #expect(edited.out.contains("updated (version 2)"))
-        let yaml = try setup.run(["get", "Things.test.dev", "e", "-o", "yaml"])
+        let yaml = try await setup.run(["get", "Things.test.dev", "e", "-o", "yaml"])
         #expect(yaml.out.contains("color: blue"))
         // An editor that changes nothing changes nothing.
-        let unchanged = try setup.run(["edit", "Things.test.dev", "e"], environment: ["EDITOR": "true"])
+        let unchanged = try await setup.run(["edit", "Things.test.dev", "e"], environment: ["EDITOR": "true"])
         #expect(unchanged.out.contains("no changes"))
     }
 }
@@ -345,11 +433,14 @@ struct CosictlGoldenTests {
 
     @Test func tableYAMLAndJSON() async throws {
         let setup = try await CosictlTests.Setup()
-        let applied = try setup.run(["apply", "-f", "-"], input: Self.resources)
+        try await setup.define(["Links.net.test.dev"], namespace: "network")
+        let applied = try await setup.run(["apply", "-f", "-"], input: Self.resources)
         #expect(applied.status == 0, "\(applied.err)")
-        try Self.compare("get-table.txt", try setup.run(["get", "Links.net.test.dev", "-n", "network"]).out)
-        try Self.compare("get-yaml.txt", try setup.run(["get", "Links.net.test.dev", "-n", "network", "-o", "yaml"]).out)
-        try Self.compare("get-json.txt", try setup.run(["get", "Links.net.test.dev", "eth0", "-n", "network", "-o", "json"]).out)
-        try Self.compare("get-rd-yaml.txt", try setup.run(["get", "rd", "namespaces.meta.cosi.dev", "-o", "yaml"]).out)
+        try Self.compare("get-table.txt", try await setup.run(["get", "Links.net.test.dev", "-n", "network"]).out)
+        try Self.compare("get-yaml.txt", try await setup.run(["get", "Links.net.test.dev", "-n", "network", "-o", "yaml"]).out)
+        try Self.compare("get-json.txt", try await setup.run(["get", "Links.net.test.dev", "eth0", "-n", "network", "-o", "json"]).out)
+        try Self.compare("get-wide.txt", try await setup.run(["get", "Links.net.test.dev", "-o", "wide"]).out)
+        try Self.compare("get-name.txt", try await setup.run(["get", "Links.net.test.dev", "-o", "name"]).out)
+        try Self.compare("get-rd-yaml.txt", try await setup.run(["get", "rd", "namespaces.meta.cosi.dev", "-o", "yaml"]).out)
     }
 }

@@ -1,5 +1,6 @@
 import CosiClient
 import CosiMessages
+import CosiTesting
 import Foundation
 import Testing
 import Yams
@@ -21,8 +22,9 @@ struct CosidProcessTests {
     static func port(from output: Output) async throws -> Int {
         for _ in 0..<400 {
             // The RPC listener's line ("... listening"), not the metrics endpoint's.
+            // In text and JSON logs alike: the address's port.
             if let line = output.value.split(separator: "\n").first(where: { $0.contains("listening") && !$0.contains("metrics endpoint") }),
-               let digits = line.split(separator: ":").last?.prefix(while: \.isNumber), let port = Int(digits) {
+               let match = String(line).firstMatch(of: /127\.0\.0\.1:([0-9]+)/), let port = Int(match.1) {
                 return port
             }
             try await Task.sleep(for: .milliseconds(25))
@@ -122,10 +124,13 @@ struct CosidProcessTests {
             for _ in 0..<200 where (try? await status()) == nil { try await Task.sleep(for: .milliseconds(25)) }
             #expect(try await status().spec.yamlSpec == "hostname: sandboxed\ndomainname: ''\n")
             #expect(try String(contentsOfFile: directory + "/root/etc/hostname", encoding: .utf8) == "sandboxed\n")
-            // Only the chosen controllers run, and only their types are defined.
+            // Only the chosen controllers run; every built-in type is defined (a spec of a
+            // controller that is off is kept until it runs).
+            let controllers = try await client.list(namespace: "meta", type: "Controllers.meta.cosi.dev").map(\.metadata.id)
+            #expect(controllers.contains("kernel-params") && !controllers.contains("resolvers"), "\(controllers)")
             let definitions = try await client.list(namespace: "meta", type: "ResourceDefinitions.meta.cosi.dev").map(\.metadata.id)
             #expect(definitions.contains("kernelparamspecs.runtime.cosi.dev"))
-            #expect(!definitions.contains("resolverspecs.net.cosi.dev"))
+            #expect(definitions.contains("resolverspecs.net.cosi.dev"))
         }
     }
 
@@ -277,7 +282,10 @@ struct CosidMetricsTests {
         let metricsPort = Int.random(in: 20_000...60_000)
         let process = Process()
         process.executableURL = CosidProcessTests.executable
-        process.arguments = ["--listen", "127.0.0.1:0", "--in-memory", "--certs-dir", certs, "--metrics-listen", "127.0.0.1:\(metricsPort)", "--controllers", "none"]
+        process.arguments = [
+            "--listen", "127.0.0.1:0", "--in-memory", "--certs-dir", certs, "--metrics-listen", "127.0.0.1:\(metricsPort)",
+            "--controllers", "hostname", "--root", certs + "/root", "--log-format", "json",
+        ]
         let pipe = Pipe()
         let output = CosidProcessTests.Output()
         process.standardError = pipe
@@ -289,12 +297,36 @@ struct CosidMetricsTests {
         let client = try await CosiClient.connect(.development(directory: certs, port: port))
         _ = try await client.info()
         _ = try? await client.get(namespace: "default", type: "Missing.test.dev", id: "x")
+        _ = try await client.create(Resource(metadata: Metadata(namespace: "network", type: "HostnameSpecs.net.cosi.dev", id: "hostname"), spec: Spec(yamlSpec: "hostname: metered\n")))
+        try await eventually("reconciled") { (try? await client.get(namespace: "network", type: "HostnameStatuses.net.cosi.dev", id: "hostname")) != nil }
         let (data, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(metricsPort)/metrics")!)
         #expect((response as? HTTPURLResponse)?.statusCode == 200)
         let text = String(decoding: data, as: UTF8.self)
         #expect(text.contains("cosi_connections 1"), "\(text.prefix(2000))")
-        #expect(text.contains(#"cosi_calls_total{method="/cosi.resource.State/Get",code="NOT_FOUND"} 1"#))
+        #expect(text.contains(#"cosi_calls_total{method="/cosi.resource.State/Get",code="NOT_FOUND"} "#))
         #expect(text.contains("cosi_state_revision") || text.contains("cosi_call_duration_seconds"))
+        // Every family has its HELP and TYPE, HELP first.
+        let lines = text.split(separator: "\n").map(String.init)
+        for (index, line) in lines.enumerated() where line.hasPrefix("# TYPE ") {
+            let name = line.split(separator: " ")[2]
+            #expect(index > 0 && lines[index - 1].hasPrefix("# HELP \(name) ") && !lines[index - 1].hasSuffix("A cosid metric."), "\(name) has help")
+        }
+        // Controller metrics, process metrics, and buckets that fit (calls from 50 µs).
+        #expect(text.contains(#"cosi_controller_reconciles_total{controller="hostname"}"#), "\(text)")
+        #expect(text.contains(#"cosi_controller_reconcile_duration_seconds_count{controller="hostname"}"#))
+        #expect(text.contains(#"cosi_controller_queue_wait_seconds_count{controller="hostname"}"#))
+        for name in ["process_resident_memory_bytes", "process_open_fds", "process_cpu_seconds_total", "process_max_fds", "process_start_time_seconds"] {
+            let value = lines.first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ")[1]) }
+            #expect((value ?? 0) > 0 || name == "process_cpu_seconds_total" && value != nil, "\(name): \(String(describing: value))")
+        }
+        let callBuckets = lines.filter { $0.hasPrefix(#"cosi_call_duration_seconds_bucket{method="/cosi.rpc.v1.Server/Info""#) }
+        #expect(callBuckets.count == 18, "17 bounds and +Inf: \(callBuckets)")
+        #expect(callBuckets.first?.contains("le=\"5e-05\"") == true || callBuckets.first?.contains("le=\"0.00005\"") == true, "\(callBuckets.first ?? "")")
+        // JSON logs write numbers as numbers.
+        let loaded = output.value.split(separator: "\n").first { $0.contains("\"state loaded\"") }.map(String.init) ?? ""
+        let object = try JSONSerialization.jsonObject(with: Data(loaded.utf8)) as? [String: Any]
+        #expect(object?["resources"] is NSNumber && object?["revision"] is NSNumber, "\(loaded)")
+        #expect(object?["sync"] as? String == "none")
         await client.close()
     }
 }

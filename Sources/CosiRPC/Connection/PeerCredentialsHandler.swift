@@ -3,6 +3,8 @@ import NIOCore
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// On a Unix domain socket, stands in for the TLS handshake: reads the peer's process

@@ -273,7 +273,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         if peer != nil {
             RPCMetrics.connections.decrement()
             logger.info("connection closed", metadata: [
-                "remote": "\(remoteAddress)", "calls": "\(callCount)",
+                "remote": "\(remoteAddress)", "calls": .stringConvertible(callCount),
                 "reason": "\(closeReason ?? "peer closed")",
             ])
         }
