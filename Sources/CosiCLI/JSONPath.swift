@@ -133,25 +133,20 @@ public struct JSONPathTemplate: Sendable {
         }
     }
 
+    /// Numbers compare as numbers when the filter's value is one; anything else as text.
     static func compare(_ value: JSONValue, _ op: String, _ expected: JSONValue) -> Bool {
-        if let a = Double(value.text), let b = Double(expected.text), case .number = expected {
-            switch op {
-            case "==": return a == b
-            case "!=": return a != b
-            case "<": return a < b
-            case "<=": return a <= b
-            case ">": return a > b
-            default: return a >= b
-            }
-        }
-        let a = value.text, b = expected.text
+        if case .number = expected, let a = Double(value.text), let b = Double(expected.text) { return holds(a, op, b) }
+        return holds(value.text, op, expected.text)
+    }
+
+    static func holds<T: Comparable>(_ a: T, _ op: String, _ b: T) -> Bool {
         switch op {
-        case "==": return a == b
-        case "!=": return a != b
-        case "<": return a < b
-        case "<=": return a <= b
-        case ">": return a > b
-        default: return a >= b
+        case "==": a == b
+        case "!=": a != b
+        case "<": a < b
+        case "<=": a <= b
+        case ">": a > b
+        default: a >= b
         }
     }
 

@@ -158,6 +158,9 @@ public final class ControllerService: Sendable {
                         try Task.checkCancellation()
                         try await writer.write(Runtime.ReconcileEventsResponse())
                     }
+                    // The events end when the call is cancelled (the connection closed) or the
+                    // controller was unregistered.
+                    try Task.checkCancellation()
                     throw RPCError(code: .unavailable, message: "controller \(remote.name) is no longer registered")
                 }
                 group.addTask {
@@ -168,6 +171,9 @@ public final class ControllerService: Sendable {
             }
         } catch let error as RPCError where error.code == .aborted {
             throw error
+        } catch is CancellationError {
+            failure = "the event stream ended: its connection closed"
+            throw CancellationError()
         } catch {
             failure = "the event stream broke: \(error)"
             throw error

@@ -85,6 +85,7 @@ struct ControllerServiceTests {
                 // The first process dies: its connection goes.
                 await first.close()
                 try await eventually("seen disconnected") { server.controllers.controllers.first?.running == false }
+                #expect(server.controllers.controllers.first?.lastError == "the event stream ended: its connection closed")
                 try await withCosiClient(try client(port, name: "bob")) { bob in
                     let other = await message { _ = try await register(bob) }
                     #expect(other.hasPrefix("FAILED_PRECONDITION") && other.contains("by identity alice, disconnected; its registration is kept until"), "another identity: \(other)")
