@@ -117,8 +117,11 @@ public struct ConnectionOptions: ParsableArguments {
             if text.contains("certificate verify failed") || text.contains("verification") {
                 throw CLIError("the server at \(address) did not present a certificate this CA trusts, or its name does not match \(configuration.host): check --ca and --endpoint")
             }
-            if text.contains("alert") || text.contains("closed the connection") {
+            if text.contains("alert") {
                 throw CLIError("the server at \(address) refused this client's certificate (unknown CA, expired, or not for client use): \(text)")
+            }
+            if text.contains("closed the connection") {
+                throw CLIError("the server at \(address) closed the connection during the TLS handshake: it refused this client's certificate, or it has as many connections open as it allows (--max-connections): \(text)")
             }
             throw CLIError("cannot connect to \(address): \(text)")
         }

@@ -129,7 +129,7 @@ extension ControllerError {
         case .versionConflict, .finalizersPending, .phaseConflict, .bookmarkUnusable, .historyLost: .failedPrecondition
         case .invalidArgument, .unimplemented: .invalidArgument
         case .deadlineExceeded: .deadlineExceeded
-        case .unavailable, .storageFailure, .storageFull: .unavailable
+        case .unavailable, .storageFailure, .storageFull, .overloaded: .unavailable
         default: .internal
         }
         self.init(code, error.message)

@@ -66,9 +66,15 @@ public final class RPCClientConnection: Sendable {
             throw RPCError(code: .unavailable, message: "cannot connect to \(host):\(port): \(error)")
         }
         let serverIdentity = try await ready.futureResult.get()
-        let handler = try await channel.eventLoop.submit {
-            NIOLoopBound(try channel.pipeline.syncOperations.handler(type: ClientConnectionHandler.self), eventLoop: channel.eventLoop)
-        }.get()
+        let handler: NIOLoopBound<ClientConnectionHandler>
+        do {
+            handler = try await channel.eventLoop.submit {
+                NIOLoopBound(try channel.pipeline.syncOperations.handler(type: ClientConnectionHandler.self), eventLoop: channel.eventLoop)
+            }.get()
+        } catch {
+            // The server closed the connection right after the handshake (its pipeline is gone).
+            throw RPCError(code: .unavailable, message: "cannot connect to \(host):\(port): the server closed the connection as it opened")
+        }
         return RPCClientConnection(channel: channel, handler: handler, serverIdentity: serverIdentity, settings: settings)
     }
 

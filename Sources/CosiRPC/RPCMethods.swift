@@ -45,7 +45,8 @@ public struct ResponseWriter: Sendable {
     }
 
     /// Sends several messages with one hop to the connection; returns once the last has been
-    /// handed to it. Flow control still applies message by message.
+    /// sent (flow control applies message by message, so this waits for the client's window).
+    /// The messages are held until then: give a bounded number (``TypedResponseWriter`` chunks).
     public func write(contentsOf messages: [ByteBuffer]) async throws {
         try check?()
         try await sink.write(contentsOf: messages)
@@ -368,9 +369,28 @@ public struct TypedResponseWriter<Response: ProtobufMessage>: Sendable {
         try await writer.write(message.serializedBytes())
     }
 
-    /// Sends several messages with one hop to the connection.
+    /// How many encoded bytes ``write(contentsOf:)`` hands to the connection at a time.
+    static var chunkBytes: Int { 64 << 10 }
+
+    /// Sends several messages, a chunk of about 64 KiB (at least one message) per hop to the
+    /// connection. Each message is encoded only when its chunk is made, and the next chunk waits
+    /// until the last message of the previous one has been sent (the client's window allowed it):
+    /// a stream whose client does not read holds at most a chunk and one message, however many
+    /// messages it was given.
     public func write(contentsOf messages: [Response]) async throws {
-        try await writer.write(contentsOf: messages.map { $0.serializedBytes() })
+        var chunk: [ByteBuffer] = []
+        var bytes = 0
+        for message in messages {
+            let encoded = message.serializedBytes()
+            chunk.append(encoded)
+            bytes += encoded.readableBytes
+            if bytes >= Self.chunkBytes {
+                try await writer.write(contentsOf: chunk)
+                chunk.removeAll(keepingCapacity: true)
+                bytes = 0
+            }
+        }
+        if !chunk.isEmpty { try await writer.write(contentsOf: chunk) }
     }
 
     /// The untyped writer, for messages encoded elsewhere.

@@ -284,8 +284,8 @@ public final class RPCServer: Sendable {
         return (listener, quiescing)
     }
 
-    /// Counts an accepted connection, or refuses it beyond the limit (the initializer's error
-    /// closes it).
+    /// Counts an accepted connection, or refuses it beyond the limit: closed at once (before any
+    /// TLS), so the client fails promptly instead of waiting for a handshake that never comes.
     private func admit(_ channel: any Channel) throws {
         let limit = configuration.maximumConnections
         let admitted = state.withLockedValue { state -> Bool in
@@ -297,6 +297,7 @@ public final class RPCServer: Sendable {
             logger.warning("connection refused: the server has \(limit) connections open (--max-connections)", metadata: [
                 "remote": "\(channel.remoteAddress.map { "\($0)" } ?? "?")",
             ])
+            channel.close(promise: nil)
             throw ChannelError.ioOnClosedChannel
         }
         let id = ObjectIdentifier(channel)

@@ -1,4 +1,5 @@
 import CosiMessages
+import DequeModule
 import Foundation
 import Logging
 import Metrics
@@ -15,6 +16,10 @@ public struct StateEngineConfiguration: Sendable {
     public var catchUpBatch = 1024
     /// The most writes committed in one transaction.
     public var maximumCommitGroup = 4096
+    /// The most writes waiting for the committer; a write beyond is refused at once with
+    /// `overloaded` (RESOURCE_EXHAUSTED on the wire) rather than queued without bound. Writers on
+    /// event loops cannot be made to wait, so the bound is a refusal.
+    public var maximumPendingWrites = 65_536
     /// Compaction runs after this many events; each run deletes up to twice as many events as
     /// came in since the last one (and at least 10,000), so the log keeps to its retention
     /// whatever the write rate.
@@ -87,7 +92,7 @@ public final class StateEngine: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.shared = NIOLockedValueBox(Shared(store: store))
-        self.committer = Committer(maximumGroup: configuration.maximumCommitGroup)
+        self.committer = Committer(maximumGroup: configuration.maximumCommitGroup, maximumPending: configuration.maximumPendingWrites)
         self.reader = storage.readsBlock ? NIOThreadPool(numberOfThreads: 1) : nil
         reader?.start()
         committer.start(self)
@@ -416,6 +421,7 @@ enum StateMetrics {
     static let commitDuration = Metrics.Timer(label: "cosi_commit_duration_seconds")
     static let commitGroupSize = Recorder(label: "cosi_commit_group_size", aggregate: true)
     static let commitFailures = Counter(label: "cosi_commit_failures_total")
+    static let overloaded = Counter(label: "cosi_writes_refused_overloaded_total")
     static let revision = Gauge(label: "cosi_state_revision")
     static let resources = Gauge(label: "cosi_state_resources")
     static let watchers = Gauge(label: "cosi_watches")
@@ -435,11 +441,15 @@ struct PendingWrite: Sendable {
 final class Committer: @unchecked Sendable {
     // @unchecked Sendable: `pending` and `stopped` are guarded by `condition`.
     private let condition = NSCondition()
-    private var pending: [PendingWrite] = []
+    private var pending = Deque<PendingWrite>()
     private var stopped = false
     private let maximumGroup: Int
+    private let maximumPending: Int
 
-    init(maximumGroup: Int) { self.maximumGroup = maximumGroup }
+    init(maximumGroup: Int, maximumPending: Int) {
+        self.maximumGroup = maximumGroup
+        self.maximumPending = maximumPending
+    }
 
     func start(_ engine: StateEngine) {
         let thread = Thread { [self] in self.run(engine) }
@@ -452,6 +462,13 @@ final class Committer: @unchecked Sendable {
         if stopped {
             condition.unlock()
             write.complete(.failure(StateError(.unavailable, "the state engine is shut down")))
+            return
+        }
+        guard pending.count < maximumPending else {
+            let waiting = pending.count
+            condition.unlock()
+            StateMetrics.overloaded.increment()
+            write.complete(.failure(StateError(.overloaded, "\(waiting) writes are waiting to be committed: this one was refused; try again")))
             return
         }
         pending.append(write)
@@ -477,7 +494,7 @@ final class Committer: @unchecked Sendable {
             }
             let count = min(pending.count, maximumGroup)
             let batch = Array(pending.prefix(count))
-            pending.removeFirst(count)
+            pending.removeFirst(count) // O(count) on a Deque: it takes from the front in place
             condition.unlock()
             sinceCompaction += engine.process(batch)
             if sinceCompaction >= engine.configuration.compactionInterval {

@@ -33,6 +33,8 @@ public struct StateError: Error, Hashable, Sendable, CustomStringConvertible {
         /// The file system that holds the data directory is full; writes are refused until there
         /// is space again (reads and watches go on).
         public static let storageFull = Code("storageFull")
+        /// Too many writes wait for the committer; this one was refused at once (try again).
+        public static let overloaded = Code("overloaded")
         public var description: String { name }
     }
 

@@ -48,7 +48,8 @@ public enum StateService {
                     let query = try ResourceQuery(labelQueries: request.options?.labelQuery ?? [], idQuery: request.options?.idQuery)
                     return try engine.list(ResourceKind(namespace: request.namespace, type: request.type), query: query)
                 }
-                // Batches of 256 per hop to the connection; flow control still paces the stream.
+                // Batches of 256 resources, each sent in chunks of about 64 KiB that wait for the
+                // client's window: a client that does not read makes cosid hold one chunk.
                 var start = 0
                 while start < resources.count {
                     let end = min(start + 256, resources.count)
@@ -169,7 +170,7 @@ public enum StateService {
         case .unimplemented: .unimplemented
         case .deadlineExceeded: .deadlineExceeded
         case .unavailable, .storageFailure: .unavailable
-        case .storageFull: .resourceExhausted
+        case .storageFull, .overloaded: .resourceExhausted
         default: .unknown
         }
         return RPCError(code: code, message: error.message)

@@ -20,6 +20,7 @@ enum MetricsCatalog {
         "cosi_commit_duration_seconds": "How long one commit of the event log took (a group of writes, durable per --sync).",
         "cosi_commit_group_size": "Writes committed together in one transaction.",
         "cosi_commit_failures_total": "Commits of the event log that failed (writes were refused for the retry interval).",
+        "cosi_writes_refused_overloaded_total": "Writes refused at once because too many were waiting for the committer.",
         "cosi_state_revision": "The revision of the last committed event.",
         "cosi_state_resources": "Resources held.",
         "cosi_watches": "Open watches.",

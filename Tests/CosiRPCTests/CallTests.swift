@@ -181,7 +181,10 @@ struct CallTests {
         try await withTestServer(pki: pki, methods: TestMethods.table(observations), configure: { $0.maximumConnections = 2 }) { server, port in
             let first = try await connectTestClient(pki: pki, port: port)
             let second = try await connectTestClient(pki: pki, port: port)
+            let clock = ContinuousClock()
+            let started = clock.now
             await #expect(throws: (any Error).self) { _ = try await connectTestClient(pki: pki, port: port) }
+            #expect(clock.now - started < .seconds(2), "refused at once, not at the client's timeout: \(clock.now - started)")
             #expect(server.connectionCount == 2)
             // The first two still work; a slot frees when one closes.
             _ = try await first.unary(TestMethods.echo, request: ByteBuffer(string: "a"))

@@ -1,6 +1,7 @@
 import CosiMessages
 import CosiState
 import CosiTesting
+import Foundation
 import NIOConcurrencyHelpers
 import Testing
 
@@ -89,5 +90,69 @@ struct LogAndStorageFailureTests {
             seen += batch.compactMap { $0.resource?.metadata.id }
         }
         #expect(seen == ["before", "after"])
+    }
+}
+
+/// A storage whose commits wait while told to (a slow device), saying when one is waiting.
+final class BlockingStorage: StateStorage, @unchecked Sendable {
+    let inner = MemoryStorage()
+    let blocking = NIOLockedValueBox(false)
+    let entered = Latch()
+    private let release = DispatchSemaphore(value: 0)
+
+    var readsBlock: Bool { inner.readsBlock }
+    func load() throws(StateError) -> (resources: [Resource], revision: UInt64) { try inner.load() }
+    func commit(_ events: [StateEvent]) throws(StateError) {
+        if blocking.withLockedValue({ $0 }) {
+            entered.open()
+            release.wait()
+        }
+        try inner.commit(events)
+    }
+    func unblock() {
+        blocking.withLockedValue { $0 = false }
+        release.signal()
+    }
+    func events(after: UInt64, upTo: UInt64, kind: ResourceKind?, limit: Int) throws(StateError) -> [StateEvent] {
+        try inner.events(after: after, upTo: upTo, kind: kind, limit: limit)
+    }
+    func tailStart(kind: ResourceKind, id: String?, count: Int, upTo: UInt64) throws(StateError) -> UInt64? {
+        try inner.tailStart(kind: kind, id: id, count: count, upTo: upTo)
+    }
+    var oldestRetainedRevision: UInt64 { inner.oldestRetainedRevision }
+    func compact(policy: RetentionPolicy, now: Int64, limit: Int) throws(StateError) {
+        try inner.compact(policy: policy, now: now, limit: limit)
+    }
+}
+
+@Suite("The committer's queue is bounded")
+struct CommitterBoundTests {
+    @Test func writesBeyondTheBoundAreRefusedAtOnceAndTheRestCommit() async throws {
+        let storage = BlockingStorage()
+        var configuration = StateEngineConfiguration()
+        configuration.maximumPendingWrites = 8
+        let engine = try StateEngine(storage: storage, configuration: configuration, logger: quietLogger("test"))
+        defer { engine.shutdown() }
+        storage.blocking.withLockedValue { $0 = true }
+        let outcomes = NIOLockedValueBox<[Result<Resource, StateError>]>([])
+        let record: @Sendable (Result<Resource, StateError>) -> Void = { result in outcomes.withLockedValue { $0.append(result) } }
+        // The first write's commit waits in the storage; the next 8 queue; 4 more are refused.
+        engine.create(LogAndStorageFailureTests.resource("first"), owner: "", completion: record)
+        await storage.entered.wait()
+        for index in 0..<12 {
+            engine.create(LogAndStorageFailureTests.resource("w\(index)"), owner: "", completion: record)
+        }
+        let refused = outcomes.withLockedValue { $0 }
+        #expect(refused.count == 4, "refused at once, without waiting for the commit")
+        for outcome in refused {
+            guard case .failure(let error) = outcome else { Issue.record("a refusal"); continue }
+            #expect(error.code == .overloaded)
+            #expect(error.message.contains("8 writes are waiting to be committed"), "\(error.message)")
+        }
+        storage.unblock()
+        try await eventually("every queued write committed") { outcomes.withLockedValue { $0.count } == 13 }
+        let committed = outcomes.withLockedValue { $0 }.filter { if case .success = $0 { true } else { false } }
+        #expect(committed.count == 9)
+        #expect(try engine.list(ResourceKind(namespace: "default", type: "Log.test.dev")).count == 9)
     }
 }

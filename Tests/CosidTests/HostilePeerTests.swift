@@ -135,6 +135,67 @@ struct HostilePeerTests {
         await connection.close()
     }
 
+    @Test func aListToAPeerThatDoesNotReadHoldsAWindowNotTheList() async throws {
+        let cosid = try await CosidProcess()
+        // 200 resources of 1 MiB.
+        try await withCosiClient(CosiClientConfiguration(host: "127.0.0.1", port: cosid.port, tls: cosid.pki.client())) { client in
+            let data = "data: " + String(repeating: "x", count: Self.mib - 64) + "\n"
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in 0..<200 {
+                    group.addTask {
+                        _ = try await client.create(Resource(metadata: Metadata(namespace: "default", type: "Blobs.test.dev", id: "b\(index)"), spec: Spec(yamlSpec: data)))
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+        // A reader with a 16 KiB window that starts 8 Lists and never reads.
+        let connection = try await RawConnection.connect(port: cosid.port, tls: cosid.clientContext(name: "reader", roles: ["os:reader"]))
+        try await connection.send([Frame.settings(Envelope.Settings(initialWindow: 16 << 10))])
+        try await Self.settled(connection)
+        try await connection.setReading(false)
+        let baseline = try cosid.residentBytes()
+        var bytes = ByteBuffer()
+        let request = ListRequest(namespace: "default", type: "Blobs.test.dev").serializedBytes()
+        for index in 0..<8 {
+            let id = UInt32(2 * index + 1)
+            bytes.writeFrame(Self.headers(id, "/cosi.resource.State/List"))
+            bytes.writeFrame(Frame(type: .message, flags: .endStream, streamID: id, payload: request))
+        }
+        connection.sendWithoutWaiting(bytes)
+        let grown = try await Self.growth(cosid, from: baseline, settle: .seconds(3))
+        // Each List holds its current message (1 MiB) and at most a 64 KiB chunk: not 200 MiB.
+        #expect(grown < 48 * Self.mib, "cosid grew by \(grown / Self.mib) MiB for 8 unread Lists of 200 MiB")
+        await connection.close()
+    }
+
+    @Test func overTheConnectionLimitAClientIsRefusedAtOnce() async throws {
+        let cosid = try await CosidProcess(["--max-connections", "3"])
+        var open: [RawConnection] = []
+        for _ in 0..<3 {
+            let connection = try await RawConnection.connect(port: cosid.port, tls: cosid.clientContext())
+            try await connection.send([.settings()])
+            try await Self.settled(connection)
+            open.append(connection)
+        }
+        let clock = ContinuousClock()
+        let started = clock.now
+        await #expect {
+            try await withCosiClient(CosiClientConfiguration(host: "127.0.0.1", port: cosid.port, tls: cosid.pki.client())) { _ = try await $0.info() }
+        } throws: { error in
+            (error as? RPCError)?.code == .unavailable && "\(error)".contains("closed the connection")
+        }
+        // Refused, not left to time out (the client's own timeout is 10 s).
+        #expect(clock.now - started < .seconds(2), "refused after \(clock.now - started)")
+        try await CosidProcessTests.waitFor("connection refused: the server has 3 connections open", in: cosid.output)
+        // One goes: a new client gets in.
+        await open.removeLast().close()
+        try await eventually("a place again") {
+            (try? await withCosiClient(CosiClientConfiguration(host: "127.0.0.1", port: cosid.port, tls: cosid.pki.client())) { try await $0.info() }) != nil
+        }
+        for connection in open { await connection.close() }
+    }
+
     /// HEADERS and a 4 MiB request message without END_STREAM on `count` streams.
     static func incompleteRequests(_ count: Int) -> ByteBuffer {
         var bytes = ByteBuffer()
