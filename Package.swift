@@ -5,7 +5,8 @@ import PackageDescription
 // only; scripts/check-layers (run by scripts/test) fails when an import or a dependency below
 // disagrees with this list.
 //
-//   cosid            -> CosiServer, CosiOSControllers, CosiState, CosiRPC, CosiMessages, CosiTLS
+//   cosid            -> CosiDaemon, CosiOSControllers, CosiState, CosiMessages
+//   CosiDaemon       -> CosiServer, CosiOSControllers, CosiState, CosiRPC, CosiMessages, CosiTLS
 //   cosi-bench       -> CosiServer, CosiClient, CosiController, CosiOSControllers, CosiState, CosiRPC, CosiMessages, CosiProtobuf, CosiTLS
 //   cosictl          -> CosiCLI
 //   cosi-controller-example -> CosiClient, CosiController, CosiMessages, CosiTLS
@@ -52,6 +53,7 @@ let package = Package(
         .library(name: "CosiProtobuf", targets: ["CosiProtobuf"]),
         .library(name: "CosiCLI", targets: ["CosiCLI"]),
         .library(name: "CosiOSControllers", targets: ["CosiOSControllers"]),
+        .library(name: "CosiDaemon", targets: ["CosiDaemon"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -202,11 +204,12 @@ let package = Package(
             name: "cosictl",
             dependencies: ["CosiCLI"]
         ),
-        .executableTarget(
-            name: "cosid",
+        // The daemon as a library: its settings and their config file, and its assembly
+        // (engine, server, built-in controllers, certificate watcher, metrics, signals).
+        .target(
+            name: "CosiDaemon",
             dependencies: [
                 "CosiServer", "CosiOSControllers", "CosiState", "CosiRPC", "CosiMessages", "CosiTLS",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -214,8 +217,18 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        // The executable: flags and main only.
+        .executableTarget(
+            name: "cosid",
+            dependencies: [
+                "CosiDaemon", "CosiOSControllers", "CosiState", "CosiMessages",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(
@@ -278,13 +291,24 @@ let package = Package(
         .testTarget(
             name: "CosiStateTests",
             dependencies: [
-                "CosiState", "CosiStateService", "CosiTesting", "CosiClient", "CosiServer", "CosiRPC", "CosiMessages", "CosiProtobuf",
+                "CosiState", "CosiStateService", "CosiTesting", "CosiRPC", "CosiMessages", "CosiProtobuf",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(name: "CosiCLITests", dependencies: ["CosiCLI", "CosiMessages"]),
+        .testTarget(
+            name: "CosiClientTests",
+            dependencies: [
+                "CosiClient", "CosiTesting", "CosiServer", "CosiState", "CosiRPC", "CosiMessages",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "CosiStateServiceTests",
+            dependencies: ["CosiStateService", "CosiClient", "CosiTesting", "CosiState", "CosiRPC", "CosiMessages"]
+        ),
         .testTarget(
             name: "CosiOSControllersTests",
             dependencies: [

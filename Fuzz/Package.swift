@@ -22,25 +22,14 @@ let package = Package(
     dependencies: [
         .package(name: "swift-cosi", path: ".."),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
-        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
-        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
-        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
     targets: [
         "FuzzServerConnection", "FuzzRequests", "FuzzQueries", "FuzzBookmarks", "FuzzResourceYAML",
     ].map { .executableTarget(name: $0, dependencies: cosi) } + [
-        // cosid's Settings.swift, through a symbolic link (the settings live in the executable).
+        // cosid's settings, from the daemon's library.
         .executableTarget(
             name: "FuzzSettings",
-            dependencies: cosi + [
-                .product(name: "CosiOSControllers", package: "swift-cosi"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Yams", package: "Yams"),
-            ],
-            // Settings.swift conforms CosiState's SyncMode to ArgumentParser's protocol, which
-            // is not retroactive inside swift-cosi but is from here.
-            swiftSettings: [.unsafeFlags(["-suppress-warnings"])]
+            dependencies: cosi + [.product(name: "CosiDaemon", package: "swift-cosi")]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -120,7 +120,7 @@ public struct ConnectionOptions: ParsableArguments {
             if text.contains("alert") {
                 throw CLIError("the server at \(address) refused this client's certificate (unknown CA, expired, or not for client use): \(text)")
             }
-            if text.contains("closed the connection") {
+            if text.contains("closed the connection") || text.contains("reset by peer") {
                 throw CLIError("the server at \(address) closed the connection during the TLS handshake: it refused this client's certificate, or it has as many connections open as it allows (--max-connections): \(text)")
             }
             throw CLIError("cannot connect to \(address): \(text)")

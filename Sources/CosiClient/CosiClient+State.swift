@@ -63,7 +63,7 @@ extension CosiClient {
 
     /// One Watch call: the responses as they arrive (the first is the empty "ready" response).
     /// Ends with the call; see ``watch(_:)`` for a watch that survives dropped connections.
-    public func watchCall(_ request: WatchRequest) -> AsyncThrowingMapSequence<RPCResponseStream, WatchResponse> {
+    public func watchCall(_ request: WatchRequest) -> ResponseStream<WatchResponse> {
         serverStream("/cosi.resource.State/Watch", request, as: WatchResponse.self)
     }
 }

@@ -123,17 +123,12 @@ public final class CosiClient: Sendable {
         }
     }
 
-    /// Makes a typed server-streaming call.
+    /// Makes a typed server-streaming call. The call starts when iteration starts, on the current
+    /// connection, or on a new one when it dropped (as unary calls do).
     public func serverStream<Request: ProtobufMessage, Response: ProtobufMessage>(
         _ method: String, _ request: Request, as: Response.Type, timeout: Duration? = nil
-    ) -> AsyncThrowingMapSequence<RPCResponseStream, Response> {
-        connection.serverStream(method, request: request.serializedBytes(), timeout: timeout).map { bytes in
-            do {
-                return try Response(serializedBytes: bytes)
-            } catch {
-                throw RPCError(code: .internal, message: "the server's response does not decode: \(error)")
-            }
-        }
+    ) -> ResponseStream<Response> {
+        ResponseStream(client: self, method: method, request: request.serializedBytes(), timeout: timeout)
     }
 
     /// Closes the connection.
@@ -150,6 +145,41 @@ public final class CosiClient: Sendable {
         } catch {
             await close()
             throw error
+        }
+    }
+}
+
+/// The responses of one server-streaming call (``CosiClient/serverStream(_:_:as:timeout:)``),
+/// decoded. The call is made when iteration starts, through
+/// ``CosiClient/activeConnection()``; it ends with the call (a dropped connection ends it with
+/// UNAVAILABLE; ``CosiClient/watch(_:maximumBackoff:onConnection:)`` is the watch that resumes).
+public struct ResponseStream<Response: ProtobufMessage>: AsyncSequence, Sendable {
+    public typealias Element = Response
+    let client: CosiClient
+    let method: String
+    let request: ByteBuffer
+    let timeout: Duration?
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(stream: self)
+    }
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let stream: ResponseStream
+        var call: RPCResponseStream.AsyncIterator?
+
+        public mutating func next() async throws -> Response? {
+            if call == nil {
+                call = try await stream.client.activeConnection()
+                    .serverStream(stream.method, request: stream.request, timeout: stream.timeout)
+                    .makeAsyncIterator()
+            }
+            guard let bytes = try await call!.next() else { return nil }
+            do {
+                return try Response(serializedBytes: bytes)
+            } catch {
+                throw RPCError(code: .internal, message: "the server's response does not decode: \(error)")
+            }
         }
     }
 }

@@ -237,6 +237,8 @@ extension ControllerError {
         case .invalidArgument, .outOfRange: .invalidArgument
         case .unavailable, .cancelled: .unavailable
         case .deadlineExceeded: .deadlineExceeded
+        case .resourceExhausted: .resourceExhausted
+        case .unimplemented: .unimplemented
         default: .internal
         }
         self.init(code, error.message)

@@ -50,7 +50,7 @@ public struct ResumingWatch: AsyncSequence, Sendable {
         let maximumBackoff: Duration
         let onConnection: (@Sendable (WatchConnectionChange) -> Void)?
         var lastBookmark: [UInt8]?
-        var call: AsyncThrowingMapSequence<RPCResponseStream, WatchResponse>.AsyncIterator?
+        var call: ResponseStream<WatchResponse>.AsyncIterator?
         var buffered: Deque<Event> = []
         var failures = 0
         /// How many times the watch was re-established (for tests and logs).
@@ -72,10 +72,7 @@ public struct ResumingWatch: AsyncSequence, Sendable {
                 try Task.checkCancellation()
                 do {
                     if call == nil {
-                        call = try await client.activeConnection()
-                            .serverStream("/cosi.resource.State/Watch", request: resumeRequest().serializedBytes())
-                            .map { try WatchResponse(serializedBytes: $0) }
-                            .makeAsyncIterator()
+                        call = client.watchCall(resumeRequest()).makeAsyncIterator()
                     }
                     guard let response = try await call!.next() else { return nil }
                     if failures > 0 { onConnection?(.resumed(fromBookmark: lastBookmark != nil)) }

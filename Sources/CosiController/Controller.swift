@@ -148,6 +148,9 @@ public struct ControllerError: Error, Hashable, Sendable, CustomStringConvertibl
         /// The runtime (or the connection to it) is gone.
         public static let unavailable = Code("unavailable")
         public static let deadlineExceeded = Code("deadlineExceeded")
+        /// Storage is full, or too many writes wait: try again later.
+        public static let resourceExhausted = Code("resourceExhausted")
+        public static let unimplemented = Code("unimplemented")
         public static let `internal` = Code("internal")
         public var description: String { name }
     }

@@ -126,10 +126,12 @@ extension ControllerError {
         case .notFound: .notFound
         case .alreadyExists: .alreadyExists
         case .ownerMismatch: .permissionDenied
-        case .versionConflict, .finalizersPending, .phaseConflict, .bookmarkUnusable, .historyLost: .failedPrecondition
-        case .invalidArgument, .unimplemented: .invalidArgument
+        case .versionConflict, .finalizersPending, .tearingDown, .bookmarkUnusable, .historyLost: .failedPrecondition
+        case .invalidArgument, .phaseConflict: .invalidArgument
+        case .unimplemented: .unimplemented
         case .deadlineExceeded: .deadlineExceeded
-        case .unavailable, .storageFailure, .storageFull, .overloaded: .unavailable
+        case .unavailable, .storageFailure: .unavailable
+        case .storageFull, .overloaded: .resourceExhausted
         default: .internal
         }
         self.init(code, error.message)

@@ -242,6 +242,8 @@ public final class ControllerService: Sendable {
         case .invalidArgument: .invalidArgument
         case .unavailable: .unavailable
         case .deadlineExceeded: .deadlineExceeded
+        case .resourceExhausted: .resourceExhausted
+        case .unimplemented: .unimplemented
         default: .internal
         }
         return RPCError(code: code, message: error.message)

@@ -98,11 +98,12 @@ public final class StateEngine: Sendable {
         committer.start(self)
     }
 
-    /// Stops the committer after the writes already queued, and the reader thread. Call it once
-    /// nothing uses the engine any more (cosid: after the server has returned).
+    /// Stops the committer after the writes already queued, and the reader thread, and waits for
+    /// both threads to end. Call it once nothing uses the engine any more (cosid: after the server
+    /// has returned); calling it again does nothing.
     public func shutdown() {
-        committer.stop()
-        reader?.shutdownGracefully { _ in }
+        guard committer.stopAndJoin() else { return }
+        try? reader?.syncShutdownGracefully()
     }
 
     /// Runs a log read: on the reader thread when storage blocks, inline otherwise.
@@ -412,96 +413,6 @@ public final class StateEngine: Sendable {
             guard shared.store.revision == revision else { return false }
             inbox.rejoin()
             return true
-        }
-    }
-}
-
-/// The state engine's metrics (swift-metrics).
-enum StateMetrics {
-    static let commitDuration = Metrics.Timer(label: "cosi_commit_duration_seconds")
-    static let commitGroupSize = Recorder(label: "cosi_commit_group_size", aggregate: true)
-    static let commitFailures = Counter(label: "cosi_commit_failures_total")
-    static let overloaded = Counter(label: "cosi_writes_refused_overloaded_total")
-    static let revision = Gauge(label: "cosi_state_revision")
-    static let resources = Gauge(label: "cosi_state_resources")
-    static let watchers = Gauge(label: "cosi_watches")
-    static let eventLogSize = Gauge(label: "cosi_event_log_events")
-    static let watcherLag = Recorder(label: "cosi_watcher_lag_revisions", aggregate: true)
-}
-
-/// A write waiting for the committer.
-struct PendingWrite: Sendable {
-    let operation: @Sendable (inout ResourceStore, Timestamp) throws(StateError) -> WriteResult
-    /// Runs on the committer thread with the outcome.
-    let complete: @Sendable (Result<WriteResult, StateError>) -> Void
-}
-
-/// The single writer thread. Writes that arrive while a group is being committed form the next
-/// group, so durability costs one fsync per group, not per write.
-final class Committer: @unchecked Sendable {
-    // @unchecked Sendable: `pending` and `stopped` are guarded by `condition`.
-    private let condition = NSCondition()
-    private var pending = Deque<PendingWrite>()
-    private var stopped = false
-    private let maximumGroup: Int
-    private let maximumPending: Int
-
-    init(maximumGroup: Int, maximumPending: Int) {
-        self.maximumGroup = maximumGroup
-        self.maximumPending = maximumPending
-    }
-
-    func start(_ engine: StateEngine) {
-        let thread = Thread { [self] in self.run(engine) }
-        thread.name = "cosi-committer"
-        thread.start()
-    }
-
-    func submit(_ write: PendingWrite) {
-        condition.lock()
-        if stopped {
-            condition.unlock()
-            write.complete(.failure(StateError(.unavailable, "the state engine is shut down")))
-            return
-        }
-        guard pending.count < maximumPending else {
-            let waiting = pending.count
-            condition.unlock()
-            StateMetrics.overloaded.increment()
-            write.complete(.failure(StateError(.overloaded, "\(waiting) writes are waiting to be committed: this one was refused; try again")))
-            return
-        }
-        pending.append(write)
-        condition.signal()
-        condition.unlock()
-    }
-
-    func stop() {
-        condition.lock()
-        stopped = true
-        condition.signal()
-        condition.unlock()
-    }
-
-    private func run(_ engine: StateEngine) {
-        var sinceCompaction = 0
-        while true {
-            condition.lock()
-            while pending.isEmpty && !stopped { condition.wait() }
-            if pending.isEmpty && stopped {
-                condition.unlock()
-                return
-            }
-            let count = min(pending.count, maximumGroup)
-            let batch = Array(pending.prefix(count))
-            pending.removeFirst(count) // O(count) on a Deque: it takes from the front in place
-            condition.unlock()
-            sinceCompaction += engine.process(batch)
-            if sinceCompaction >= engine.configuration.compactionInterval {
-                // Twice what came in: the log shrinks back to its retention under any rate.
-                engine.compact(limit: max(10_000, 2 * sinceCompaction))
-                sinceCompaction = 0
-            }
         }
     }
 }

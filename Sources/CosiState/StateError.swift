@@ -18,6 +18,9 @@ public struct StateError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let invalidArgument = Code("invalidArgument")
         /// The expected phase does not match the stored phase.
         public static let phaseConflict = Code("phaseConflict")
+        /// A finalizer was to be added to a resource that is tearing down (it could block its
+        /// destruction for ever): a conflict with the resource's state.
+        public static let tearingDown = Code("tearingDown")
         /// A feature or operator this server does not implement.
         public static let unimplemented = Code("unimplemented")
         /// A bookmark cannot be used: malformed, in the future, or older than the retained history.

@@ -165,7 +165,7 @@ public enum StateService {
         case .notFound: .notFound
         case .alreadyExists: .alreadyExists
         case .ownerMismatch: .permissionDenied
-        case .versionConflict, .finalizersPending, .bookmarkUnusable, .historyLost: .failedPrecondition
+        case .versionConflict, .finalizersPending, .tearingDown, .bookmarkUnusable, .historyLost: .failedPrecondition
         case .invalidArgument, .phaseConflict: .invalidArgument
         case .unimplemented: .unimplemented
         case .deadlineExceeded: .deadlineExceeded

@@ -268,3 +268,19 @@ struct CosictlCorrectnessTests {
         #expect(flag.out == cosiVersion + "\n")
     }
 }
+
+@Suite("CosiClient across a restart", .timeLimit(.minutes(1)))
+struct ClientReconnectTests {
+    /// Server-streaming calls reconnect after a dropped connection, as unary calls do.
+    @Test func listAndGetWorkAfterTheServerRestarts() async throws {
+        let setup = try await CosictlTests.Setup(durable: true)
+        try await setup.define(["Things.test.dev"])
+        let client = try await setup.client()
+        _ = try await client.create(Resource(metadata: Metadata(namespace: "default", type: "Things.test.dev", id: "a"), spec: Spec(yamlSpec: "v: 1\n")))
+        setup.stop()
+        try await setup.start(listen: "127.0.0.1:\(setup.port)")
+        #expect(try await client.list(namespace: "default", type: "Things.test.dev").map(\.metadata.id) == ["a"])
+        #expect(try await client.get(namespace: "default", type: "Things.test.dev", id: "a").metadata.version == "1")
+        await client.close()
+    }
+}

@@ -1,8 +1,9 @@
+import CosiDaemon
 import Foundation
 
 // cosid's config file (`--config`): any bytes as the file give the settings or an error naming
-// the file and the setting. The file is cosid's own Settings.swift (a symbolic link here: the
-// settings live in the executable), so what is fuzzed is what cosid runs.
+// the file and the setting, through CosiDaemon's `CosidSettings`: what is fuzzed is what cosid
+// runs.
 let path = FileManager.default.temporaryDirectory.appendingPathComponent("cosid-fuzz-settings-\(getpid()).yaml").path
 
 @_cdecl("LLVMFuzzerTestOneInput")

@@ -1,4 +1,3 @@
-import ArgumentParser
 import CosiOSControllers
 import CosiRPC
 import CosiState
@@ -12,101 +11,103 @@ import Yams
 /// `data-dir:` and `--data-dir`). Effective settings are these defaults, then the config file's
 /// keys, then the flags given on the command line. The file is decoded by Yams and printed back
 /// by `--print-config` through Yams' encoder.
-struct CosidSettings: Codable, Equatable, Sendable {
+public struct CosidSettings: Codable, Equatable, Sendable {
     /// `host:port` (mutual TLS; the first must be one) or `unix:/path` (local admin socket).
-    var listen = ["127.0.0.1:50000"]
+    public var listen = ["127.0.0.1:50000"]
     /// Development certificates, created when missing.
-    var certsDir = "Certs"
+    public var certsDir = "Certs"
     /// CA bundle client certificates must chain to (default: `<certs-dir>/ca.crt`).
-    var ca: String?
+    public var ca: String?
     /// Server certificate chain, PEM (default: `<certs-dir>/server.crt`).
-    var cert: String?
+    public var cert: String?
     /// Server private key, PEM (default: `<certs-dir>/server.key`).
-    var key: String?
+    public var key: String?
     /// Certificate revocation lists, PEM, checked for client certificates (none by default).
-    var crl: String?
+    public var crl: String?
     /// Directory of the state database.
-    var dataDir = "data"
+    public var dataDir = "data"
     /// When commits are durable.
-    var sync = SyncMode.full
+    public var sync = SyncMode.full
     /// Keep the state in memory only.
-    var inMemory = false
+    public var inMemory = false
     /// Keep at least this many of the most recent events.
-    var retainEvents = 100_000
+    public var retainEvents = 100_000
     /// Also keep every event younger than this many seconds.
-    var retainSeconds: Int64?
-    var logLevel = Logger.Level.info
-    var logFormat = LogFormat.text
+    public var retainSeconds: Int64?
+    public var logLevel = Logger.Level.info
+    public var logFormat = LogFormat.text
     /// `host:port` of the Prometheus endpoint; off when nil.
-    var metricsListen: String?
+    public var metricsListen: String?
     /// Seconds a graceful shutdown lets calls finish.
-    var gracePeriod = 10
+    public var gracePeriod = 10
     /// Seconds a TLS handshake may take.
-    var handshakeTimeout = 10
+    public var handshakeTimeout = 10
     /// Idle seconds before the server pings a connection.
-    var keepalive = 60
-    var maxFrameSize = RPCSettings.defaultMaxFrameSize
-    var maxConnections = 10_000
-    var maxConcurrentStreams = RPCSettings.defaultMaxConcurrentStreams
+    public var keepalive = 60
+    public var maxFrameSize = RPCSettings.defaultMaxFrameSize
+    public var maxConnections = 10_000
+    public var maxConcurrentStreams = RPCSettings.defaultMaxConcurrentStreams
     /// Seconds a disconnected remote controller keeps its registration.
-    var controllerGrace = 60
+    public var controllerGrace = 60
     /// Where the built-in controllers act: `/`, or a sandbox directory (created and seeded).
-    var root = "/"
+    public var root = "/"
     /// The built-in controllers to run: names separated by commas, `all` or `none`.
-    var controllers = "all"
+    public var controllers = "all"
 
-    static let defaults = CosidSettings()
+    public static let defaults = CosidSettings()
+
+    public init() {}
 
     /// The settings' names as the config file and the flags spell them, in declaration order.
-    static let keys: [String] = Mirror(reflecting: CosidSettings()).children.compactMap { $0.label.map(kebab) }
+    public static let keys: [String] = Mirror(reflecting: CosidSettings()).children.compactMap { $0.label.map(kebab) }
 
     /// Checks every value; the error names the setting.
-    func validate() throws {
+    public func validate() throws {
         guard RPCSettings.frameSizeRange.contains(maxFrameSize) else {
-            throw ValidationError("max-frame-size must be within \(RPCSettings.frameSizeRange.lowerBound)...\(RPCSettings.frameSizeRange.upperBound)")
+            throw SettingsError("max-frame-size must be within \(RPCSettings.frameSizeRange.lowerBound)...\(RPCSettings.frameSizeRange.upperBound)")
         }
-        guard maxConnections >= 1 else { throw ValidationError("max-connections must be at least 1") }
-        guard maxConcurrentStreams >= 1 else { throw ValidationError("max-concurrent-streams must be at least 1") }
-        guard retainEvents >= 1 else { throw ValidationError("retain-events must be at least 1") }
+        guard maxConnections >= 1 else { throw SettingsError("max-connections must be at least 1") }
+        guard maxConcurrentStreams >= 1 else { throw SettingsError("max-concurrent-streams must be at least 1") }
+        guard retainEvents >= 1 else { throw SettingsError("retain-events must be at least 1") }
         for (name, seconds) in [("grace-period", gracePeriod), ("handshake-timeout", handshakeTimeout), ("keepalive", keepalive), ("controller-grace", controllerGrace)] where seconds < 1 {
-            throw ValidationError("\(name) must be at least 1 second")
+            throw SettingsError("\(name) must be at least 1 second")
         }
         _ = try listenAddresses()
         _ = try metricsAddress()
-        guard !root.isEmpty else { throw ValidationError("root must be a directory (/ for this machine)") }
+        guard !root.isEmpty else { throw SettingsError("root must be a directory (/ for this machine)") }
         do {
             _ = try BuiltInControllers.select(controllers)
         } catch {
-            throw ValidationError("controllers: \(error.message)")
+            throw SettingsError("controllers: \(error.message)")
         }
     }
 
     /// The listen addresses: the first is TCP (the TLS listener), the rest TCP or Unix sockets.
-    func listenAddresses() throws -> (host: String, port: Int, additional: [ListenAddress]) {
+    public func listenAddresses() throws -> (host: String, port: Int, additional: [ListenAddress]) {
         var addresses: [ListenAddress] = []
         for entry in listen.flatMap({ $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }) {
             if entry.hasPrefix("unix:") {
                 let path = String(entry.dropFirst(5))
-                guard path.hasPrefix("/") else { throw ValidationError("listen \(entry): give an absolute socket path, e.g. unix:/run/cosi/cosid.sock") }
+                guard path.hasPrefix("/") else { throw SettingsError("listen \(entry): give an absolute socket path, e.g. unix:/run/cosi/cosid.sock") }
                 addresses.append(.unix(path: path))
                 continue
             }
             guard let (host, port) = Self.hostPort(entry) else {
-                throw ValidationError("listen \(entry) must be host:port (e.g. 127.0.0.1:50000) or unix:/path")
+                throw SettingsError("listen \(entry) must be host:port (e.g. 127.0.0.1:50000) or unix:/path")
             }
             addresses.append(.tcp(host: host, port: port))
         }
         guard case .tcp(let host, let port)? = addresses.first else {
-            throw ValidationError("the first listen address must be host:port (the mutual-TLS listener)")
+            throw SettingsError("the first listen address must be host:port (the mutual-TLS listener)")
         }
         return (host, port, Array(addresses.dropFirst()))
     }
 
     /// The metrics endpoint's address, when enabled.
-    func metricsAddress() throws -> (host: String, port: Int)? {
+    public func metricsAddress() throws -> (host: String, port: Int)? {
         guard let metricsListen else { return nil }
         guard let address = Self.hostPort(metricsListen) else {
-            throw ValidationError("metrics-listen must be host:port, e.g. 127.0.0.1:9100")
+            throw SettingsError("metrics-listen must be host:port, e.g. 127.0.0.1:9100")
         }
         return address
     }
@@ -124,24 +125,24 @@ struct CosidSettings: Codable, Equatable, Sendable {
 
     /// The defaults with the settings of the YAML file at `path` on top.
     ///
-    /// - Throws: `ValidationError` naming the file and the setting: unreadable file, not YAML,
+    /// - Throws: ``SettingsError`` naming the file and the setting: unreadable file, not YAML,
     ///   not a mapping, an unknown key (the known ones are listed), a value of the wrong type.
-    static func load(file path: String) throws -> CosidSettings {
+    public static func load(file path: String) throws -> CosidSettings {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw ValidationError("cannot read the config file \(path)")
+            throw SettingsError("cannot read the config file \(path)")
         }
         let node: Node?
         do { node = try Yams.compose(yaml: text) } catch {
-            throw ValidationError("the config file \(path) is not valid YAML: \(error)")
+            throw SettingsError("the config file \(path) is not valid YAML: \(error)")
         }
         guard let node else { return .defaults }
         guard let mapping = node.mapping else {
-            throw ValidationError("the config file \(path) must be a mapping of setting: value")
+            throw SettingsError("the config file \(path) must be a mapping of setting: value")
         }
         var merged = try defaultsNode()
         for (key, value) in mapping {
             guard let name = key.string, keys.contains(name) else {
-                throw ValidationError("the config file \(path) has an unknown setting \"\(key.string ?? "\(key)")\" (known: \(keys.joined(separator: ", ")))")
+                throw SettingsError("the config file \(path) has an unknown setting \"\(key.string ?? "\(key)")\" (known: \(keys.joined(separator: ", ")))")
             }
             // `listen` takes one address or a list of them.
             let value = name == "listen" && value.scalar != nil ? Node([value]) : value
@@ -150,27 +151,27 @@ struct CosidSettings: Codable, Equatable, Sendable {
         do {
             return try YAMLDecoder().decode(CosidSettings.self, from: .mapping(merged))
         } catch let DecodingError.typeMismatch(type, context) {
-            throw ValidationError("the config file \(path): \(settingName(context)) must be \(describe(type))")
+            throw SettingsError("the config file \(path): \(settingName(context)) must be \(describe(type))")
         } catch let DecodingError.dataCorrupted(context) {
             let name = settingName(context)
             guard let values = choices[name] else {
-                throw ValidationError("the config file \(path): \(name) has a value it cannot take (\(context.debugDescription))")
+                throw SettingsError("the config file \(path): \(name) has a value it cannot take (\(context.debugDescription))")
             }
-            throw ValidationError("the config file \(path): \(name) must be one of \(values.joined(separator: ", "))")
+            throw SettingsError("the config file \(path): \(name) must be one of \(values.joined(separator: ", "))")
         } catch {
-            throw ValidationError("the config file \(path): \(error)")
+            throw SettingsError("the config file \(path): \(error)")
         }
     }
 
     /// The settings as YAML, with the config file's keys (unset optional settings are left out).
-    func yaml() throws -> String {
+    public func yaml() throws -> String {
         guard let node = try Yams.compose(yaml: try YAMLEncoder().encode(self)), let mapping = node.mapping else { return "" }
         let renamed = Node(mapping.map { (Node(Self.kebab($0.key.string ?? "")), $0.value) })
         return try Yams.serialize(node: renamed)
     }
 
     /// The values of the settings that take one of a few words.
-    static let choices: [String: [String]] = [
+    public static let choices: [String: [String]] = [
         "sync": SyncMode.allCases.map(\.rawValue),
         "log-level": Logger.Level.allCases.map(\.rawValue),
         "log-format": LogFormat.allCases.map(\.rawValue),
@@ -211,13 +212,18 @@ struct CosidSettings: Codable, Equatable, Sendable {
     }
 }
 
+/// A setting that cannot be used, said in one sentence naming it (cosid shows it as a usage error).
+public struct SettingsError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
 /// How log lines are written.
-enum LogFormat: String, Codable, CaseIterable, Sendable, ExpressibleByArgument {
+public enum LogFormat: String, Codable, CaseIterable, Sendable {
     /// One human-readable line per event.
     case text
     /// One JSON object per line.
     case json
 }
 
-extension SyncMode: ExpressibleByArgument {}
-extension Logger.Level: @retroactive ExpressibleByArgument {}

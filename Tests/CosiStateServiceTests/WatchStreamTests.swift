@@ -2,6 +2,7 @@ import CosiClient
 import CosiMessages
 import CosiRPC
 import CosiState
+import CosiStateService
 import CosiTesting
 import Testing
 

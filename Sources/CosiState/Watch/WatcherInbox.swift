@@ -2,20 +2,6 @@ import CosiMessages
 import DequeModule
 import NIOConcurrencyHelpers
 
-/// How a waiting watcher is woken: its task resumes, or a callback runs (a watch driven from an
-/// event loop rather than a task).
-enum WatchWaker {
-    case task(CheckedContinuation<Void, Never>)
-    case callback(@Sendable () -> Void)
-
-    func wake() {
-        switch self {
-        case .task(let continuation): continuation.resume()
-        case .callback(let callback): callback()
-        }
-    }
-}
-
 /// One watcher's inbox: a bounded queue of live events, or a note that it fell behind and must
 /// catch up from the log.
 ///
@@ -118,36 +104,4 @@ final class WatcherInbox: @unchecked Sendable {
 
     /// Events held right now (for tests and metrics).
     var queuedCount: Int { lock.withLock { queue.count } }
-}
-
-/// Routes published events to the inboxes watching their kind: a dictionary lookup per event,
-/// not a scan over every watcher.
-struct WatchHub {
-    private var inboxes: [ResourceKind: [ObjectIdentifier: WatcherInbox]] = [:]
-    private(set) var watcherCount = 0
-
-    mutating func add(_ inbox: WatcherInbox) {
-        if inboxes[inbox.kind, default: [:]].updateValue(inbox, forKey: ObjectIdentifier(inbox)) == nil {
-            watcherCount += 1
-        }
-    }
-
-    mutating func remove(_ inbox: WatcherInbox) {
-        guard inboxes[inbox.kind]?.removeValue(forKey: ObjectIdentifier(inbox)) != nil else { return }
-        watcherCount -= 1
-        if inboxes[inbox.kind]?.isEmpty == true { inboxes[inbox.kind] = nil }
-    }
-
-    /// Offers each event to the inboxes of its kind; returns the wakers to run once the caller
-    /// has released its lock (so that no watcher's wake-up runs under it).
-    func publish(_ events: [StateEvent]) -> [WatchWaker] {
-        var wakers: [WatchWaker] = []
-        for event in events {
-            guard let watchers = inboxes[event.kind] else { continue }
-            for inbox in watchers.values {
-                if let waker = inbox.offer(event) { wakers.append(waker) }
-            }
-        }
-        return wakers
-    }
 }

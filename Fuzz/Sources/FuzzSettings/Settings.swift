@@ -1,1 +1,0 @@
-../../../Sources/cosid/Settings.swift

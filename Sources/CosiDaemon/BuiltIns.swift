@@ -1,0 +1,59 @@
+import CosiMessages
+import CosiOSControllers
+import CosiServer
+import CosiState
+import Foundation
+import Logging
+import NIOCore
+
+/// Defines what cosid uses whichever controllers run: the namespaces of the built-in types and
+/// the types themselves (brought up to date when an older cosid defined them differently).
+func defineBuiltIns(server: CosiServer, logger: Logger) async {
+    var wanted: [Resource] = BuiltInControllers.namespaces.map { name, description in
+        Resource(
+            metadata: Metadata(namespace: MetaNamespace.namespace, type: MetaNamespace.namespaceType, id: name),
+            spec: Spec(protoSpec: Array(buffer: Meta.NamespaceSpec(description: description).serializedBytes()))
+        )
+    }
+    for setting in BuiltInControllers.settings {
+        for spec in BuiltInControllers.definitions(setting) {
+            do { wanted.append(try MetaNamespace.definition(spec)) } catch { logger.warning("cannot define \(spec.resourceType): \(error)") }
+        }
+    }
+    for resource in wanted {
+        do {
+            if var current = try? server.engine.get(resource.address) {
+                // A namespace someone described differently is left as it is.
+                guard current.spec != resource.spec, resource.metadata.type == MetaNamespace.resourceDefinitionType else { continue }
+                current.spec = resource.spec
+                _ = try await server.engine.update(current, owner: current.metadata.owner)
+            } else {
+                _ = try await server.engine.create(resource, owner: "cosid")
+            }
+        } catch {
+            logger.warning("cannot define \(resource.metadata.id): \(error)")
+        }
+    }
+}
+
+/// Registers the chosen built-in controllers on `server`, acting under `settings.root`. A root
+/// other than `/` is a sandbox: created, and seeded with a few kernel parameter files so
+/// kernel-parameter specs have something to act on.
+func startBuiltInControllers(_ settings: CosidSettings, server: CosiServer, logger: Logger) async throws {
+    await defineBuiltIns(server: server, logger: logger)
+    let chosen = try BuiltInControllers.select(settings.controllers)
+    guard !chosen.isEmpty else { return }
+    let path = settings.root.hasPrefix("/") ? settings.root : FileManager.default.currentDirectoryPath + "/" + settings.root
+    let root = MachineRoot(path)
+    if !root.isSystemRoot {
+        try root.makeDirectories(root.path)
+        try BuiltInControllers.seedSandbox(root)
+    }
+    for setting in chosen {
+        try server.controllers.register(MachineController(setting, root: root))
+    }
+    logger.notice("built-in controllers acting on \(root.isSystemRoot ? "this machine (/)" : "the sandbox \(root.path)")", metadata: [
+        "controllers": "\(chosen.map(\.name).joined(separator: ","))",
+    ])
+}
+
