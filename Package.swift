@@ -265,7 +265,7 @@ let package = Package(
         .testTarget(name: "CosiWireTests", dependencies: ["CosiWire", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(
             name: "CosiMessagesTests",
-            dependencies: ["CosiMessages", "CosiProtobuf", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["CosiMessages", "CosiProtobuf", "CosiTesting", .product(name: "NIOCore", package: "swift-nio")],
             resources: [.copy("Golden")]
         ),
         .testTarget(
@@ -279,7 +279,7 @@ let package = Package(
         .testTarget(
             name: "CosiRPCTests",
             dependencies: [
-                "CosiRPC", "CosiWire", "CosiTLS", "CosiTesting", "CosiMessages",
+                "CosiRPC", "CosiWire", "CosiTLS", "CosiTesting", "CosiMessages", "CosiProtobuf",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -326,7 +326,7 @@ let package = Package(
         .testTarget(
             name: "CosiServerTests",
             dependencies: [
-                "CosiServer", "CosiClient", "CosiTesting", "CosiState", "CosiRPC", "CosiMessages", "CosiController", "CosiControllerService",
+                "CosiServer", "CosiClient", "CosiTesting", "CosiState", "CosiStateService", "CosiControllerRuntime", "CosiRPC", "CosiMessages", "CosiController", "CosiControllerService",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]

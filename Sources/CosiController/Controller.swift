@@ -134,25 +134,26 @@ extension ControllerRuntimeHandle {
 
 /// Why a runtime call failed, the same for in-process and remote controllers.
 public struct ControllerError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// What went wrong, as the status it is reported with.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
-        private var name: String
-        private init(_ name: String) { self.name = name }
-        public static let notFound = Code("notFound")
-        public static let alreadyExists = Code("alreadyExists")
-        /// A stale version, finalizers pending, a phase conflict, a conflicting registration, a
-        /// runtime not in the state the call needs.
-        public static let failedPrecondition = Code("failedPrecondition")
+        public let status: CosiStatusCode
+        public init(_ status: CosiStatusCode) { self.status = status }
+        public static let notFound = Code(.notFound)
+        public static let alreadyExists = Code(.alreadyExists)
+        /// A stale version, finalizers pending, a finalizer on a resource tearing down, a
+        /// conflicting registration, a runtime not in the state the call needs.
+        public static let failedPrecondition = Code(.failedPrecondition)
         /// Outside what the controller declared, or not its resource.
-        public static let permissionDenied = Code("permissionDenied")
-        public static let invalidArgument = Code("invalidArgument")
+        public static let permissionDenied = Code(.permissionDenied)
+        public static let invalidArgument = Code(.invalidArgument)
         /// The runtime (or the connection to it) is gone.
-        public static let unavailable = Code("unavailable")
-        public static let deadlineExceeded = Code("deadlineExceeded")
+        public static let unavailable = Code(.unavailable)
+        public static let deadlineExceeded = Code(.deadlineExceeded)
         /// Storage is full, or too many writes wait: try again later.
-        public static let resourceExhausted = Code("resourceExhausted")
-        public static let unimplemented = Code("unimplemented")
-        public static let `internal` = Code("internal")
-        public var description: String { name }
+        public static let resourceExhausted = Code(.resourceExhausted)
+        public static let unimplemented = Code(.unimplemented)
+        public static let `internal` = Code(.internal)
+        public var description: String { "\(status)" }
     }
 
     public var code: Code

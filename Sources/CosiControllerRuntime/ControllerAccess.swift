@@ -119,22 +119,10 @@ struct ControllerAccess: ControllerRuntimeHandle {
     }
 }
 
-/// The engine's errors as controllers see them.
+/// The engine's errors as controllers see them: with the status the engine gives them.
 extension ControllerError {
     public init(_ error: StateError) {
-        let code: Code = switch error.code {
-        case .notFound: .notFound
-        case .alreadyExists: .alreadyExists
-        case .ownerMismatch: .permissionDenied
-        case .versionConflict, .finalizersPending, .tearingDown, .bookmarkUnusable, .historyLost: .failedPrecondition
-        case .invalidArgument, .phaseConflict: .invalidArgument
-        case .unimplemented: .unimplemented
-        case .deadlineExceeded: .deadlineExceeded
-        case .unavailable, .storageFailure: .unavailable
-        case .storageFull, .overloaded: .resourceExhausted
-        default: .internal
-        }
-        self.init(code, error.message)
+        self.init(Code(error.code.status), error.message)
     }
 }
 

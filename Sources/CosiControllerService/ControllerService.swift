@@ -234,19 +234,7 @@ public final class ControllerService: Sendable {
 
     /// The wire status for a runtime error.
     public static func rpcError(_ error: ControllerError) -> RPCError {
-        let code: RPCStatus.Code = switch error.code {
-        case .notFound: .notFound
-        case .alreadyExists: .alreadyExists
-        case .failedPrecondition: .failedPrecondition
-        case .permissionDenied: .permissionDenied
-        case .invalidArgument: .invalidArgument
-        case .unavailable: .unavailable
-        case .deadlineExceeded: .deadlineExceeded
-        case .resourceExhausted: .resourceExhausted
-        case .unimplemented: .unimplemented
-        default: .internal
-        }
-        return RPCError(code: code, message: error.message)
+        RPCError(code: RPCStatus.Code(rawValue: error.code.status.rawValue), message: error.message)
     }
 
     /// 256 random bits, hex.

@@ -26,6 +26,8 @@ public struct StateEngineConfiguration: Sendable {
     public var compactionInterval = 4_096
     /// After a failed commit, how long writes fail at once before the next commit is tried.
     public var storageRetryInterval: Duration = .seconds(1)
+    /// The clock the retry interval is measured on (tests pass a manual one).
+    public var clock: @Sendable () -> ContinuousClock.Instant = { ContinuousClock.now }
     /// Checks of the spec of resources of a type (by type), run for every Create and for every
     /// Update that carries a spec: a message makes the write INVALID_ARGUMENT with it. The
     /// daemon registers its built-in types' schemas here; the engine knows none.
@@ -322,7 +324,7 @@ public final class StateEngine: Sendable {
     @discardableResult
     func process(_ batch: [PendingWrite]) -> Int {
         let (base, failure) = shared.withLockedValue { ($0.store, $0.failure) }
-        if let failure, ContinuousClock.now < failure.retryAt {
+        if let failure, configuration.clock() < failure.retryAt {
             batch.forEach { $0.complete(.failure(failure.error)) }
             return 0
         }
@@ -350,7 +352,7 @@ public final class StateEngine: Sendable {
             } catch {
                 // Nothing of the group was stored (a commit is all or nothing) and nothing was
                 // published: the state stays as it was, and the next group tries again.
-                let retryAt = ContinuousClock.now + configuration.storageRetryInterval
+                let retryAt = configuration.clock() + configuration.storageRetryInterval
                 let refusal = error.code == .storageFull
                     ? StateError(.storageFull, "the disk holding the data is full, writes are refused until there is space: \(error.message)")
                     : StateError(.storageFailure, "storage failed, writes are refused for now: \(error.message)")

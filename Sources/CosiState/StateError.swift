@@ -1,5 +1,7 @@
-/// Why a state operation failed. The service edge maps `code` to a wire status; the engine knows
-/// nothing about status codes.
+import CosiMessages
+
+/// Why a state operation failed. `code.status` classifies it (the one table of how engine errors
+/// are reported, after state.md and controllers.md); the engine knows nothing of the wire.
 public struct StateError: Error, Hashable, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private let name: String
@@ -39,6 +41,25 @@ public struct StateError: Error, Hashable, Sendable, CustomStringConvertible {
         /// Too many writes wait for the committer; this one was refused at once (try again).
         public static let overloaded = Code("overloaded")
         public var description: String { name }
+
+        /// How this error is reported, wherever it surfaces (the State service, the controller
+        /// services, an in-process controller): the only table of it.
+        public var status: CosiStatusCode {
+            switch self {
+            case .notFound: .notFound
+            case .alreadyExists: .alreadyExists
+            case .ownerMismatch: .permissionDenied
+            // Conflicts with the resource's state or the log's history.
+            case .versionConflict, .finalizersPending, .tearingDown, .bookmarkUnusable, .historyLost: .failedPrecondition
+            // state.md: an Update whose expected_phase differs is INVALID_ARGUMENT.
+            case .invalidArgument, .phaseConflict: .invalidArgument
+            case .unimplemented: .unimplemented
+            case .deadlineExceeded: .deadlineExceeded
+            case .unavailable, .storageFailure: .unavailable
+            case .storageFull, .overloaded: .resourceExhausted
+            default: .unknown
+            }
+        }
     }
 
     public var code: Code

@@ -159,21 +159,10 @@ public enum StateService {
         ]
     }
 
-    /// The wire status for an engine error.
+    /// The wire status for an engine error: the engine's own classification
+    /// (``StateError/Code/status``), sent as it is.
     public static func rpcError(_ error: StateError) -> RPCError {
-        let code: RPCStatus.Code = switch error.code {
-        case .notFound: .notFound
-        case .alreadyExists: .alreadyExists
-        case .ownerMismatch: .permissionDenied
-        case .versionConflict, .finalizersPending, .tearingDown, .bookmarkUnusable, .historyLost: .failedPrecondition
-        case .invalidArgument, .phaseConflict: .invalidArgument
-        case .unimplemented: .unimplemented
-        case .deadlineExceeded: .deadlineExceeded
-        case .unavailable, .storageFailure: .unavailable
-        case .storageFull, .overloaded: .resourceExhausted
-        default: .unknown
-        }
-        return RPCError(code: code, message: error.message)
+        RPCError(code: RPCStatus.Code(rawValue: error.code.status.rawValue), message: error.message)
     }
 
     /// An engine outcome as an RPC answer.

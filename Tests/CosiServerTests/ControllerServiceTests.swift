@@ -4,6 +4,9 @@ import CosiControllerService
 import CosiMessages
 import CosiRPC
 import CosiServer
+import CosiControllerRuntime
+import CosiStateService
+import CosiState
 import CosiTesting
 import NIOCore
 import Testing
@@ -245,5 +248,28 @@ struct ControllerServiceTests {
                 #expect(Set(info.methods).isSuperset(of: outcomes.map(\.0)))
             }
         }
+    }
+}
+
+@Suite("One table of statuses")
+struct StatusTableTests {
+    /// An engine error is the same status over the State service and the controller services
+    /// (once: phase conflicts and full disks differed between them).
+    @Test func anEngineErrorIsTheSameStatusOnEveryService() {
+        let codes: [StateError.Code] = [
+            .notFound, .alreadyExists, .ownerMismatch, .versionConflict, .finalizersPending, .invalidArgument, .phaseConflict,
+            .tearingDown, .unimplemented, .bookmarkUnusable, .historyLost, .deadlineExceeded, .unavailable, .storageFailure,
+            .storageFull, .overloaded,
+        ]
+        for code in codes {
+            let error = StateError(code, "x")
+            let state = StateService.rpcError(error).code
+            let controllers = ControllerService.rpcError(ControllerError(error)).code
+            #expect(state == controllers, "\(code): State \(state), controllers \(controllers)")
+            #expect(state != .unknown, "\(code) has a status")
+        }
+        #expect(StateService.rpcError(StateError(.storageFull, "")).code == .resourceExhausted)
+        #expect(StateService.rpcError(StateError(.phaseConflict, "")).code == .invalidArgument)
+        #expect(ControllerService.rpcError(ControllerError(StateError(.tearingDown, ""))).code == .failedPrecondition)
     }
 }

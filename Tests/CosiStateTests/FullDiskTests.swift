@@ -34,7 +34,9 @@ struct FullDiskTests {
         #expect(FileManager.default.createFile(atPath: filler, contents: Data(repeating: 0, count: 512 << 10)))
 
         var configuration = StateEngineConfiguration()
-        configuration.storageRetryInterval = .milliseconds(20)
+        configuration.storageRetryInterval = .seconds(30)
+        let clock = ManualClock()
+        configuration.clock = { clock.now() }
         let type = "Full.test.dev"
         func resource(_ id: String) -> Resource {
             StateConformance.resource(type, id, yaml: "data: " + String(repeating: "x", count: 1024) + "\n")
@@ -70,7 +72,7 @@ struct FullDiskTests {
 
             // Space comes back: writes succeed again (after the retry interval).
             try FileManager.default.removeItem(atPath: filler)
-            try await Task.sleep(for: .milliseconds(50))
+            clock.advance(by: .seconds(30))
             _ = try await engine.create(resource("after"), owner: "")
             acknowledged.append("after")
         }

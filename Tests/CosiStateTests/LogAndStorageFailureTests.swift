@@ -66,7 +66,9 @@ struct LogAndStorageFailureTests {
 
     @Test func writesResumeOnceTheStorageRecovers() async throws {
         var configuration = StateEngineConfiguration()
-        configuration.storageRetryInterval = .milliseconds(50)
+        configuration.storageRetryInterval = .seconds(30)
+        let clock = ManualClock()
+        configuration.clock = { clock.now() }
         let storage = FlakyStorage(MemoryStorage())
         let engine = try StateEngine(storage: storage, configuration: configuration, logger: quietLogger("test"))
         defer { engine.shutdown() }
@@ -78,9 +80,11 @@ struct LogAndStorageFailureTests {
             ($0 as? StateError)?.code == .storageFailure && "\($0)".contains("disk full")
         }
         #expect((try? engine.get(ResourceAddress(namespace: "default", type: "Log.test.dev", id: "lost"))) == nil, "a failed write leaves no trace")
-        // The cause goes away: the next write (after the retry interval) is stored.
+        // The cause goes away: within the retry interval writes still fail at once (no commit is
+        // tried); after it, the next write is stored.
         storage.failing.withLockedValue { $0 = false }
-        try await Task.sleep(for: .milliseconds(60))
+        await #expect { _ = try await engine.create(Self.resource("soon"), owner: "") } throws: { ($0 as? StateError)?.code == .storageFailure }
+        clock.advance(by: .seconds(30))
         _ = try await engine.create(Self.resource("after"), owner: "")
         #expect(try engine.get(ResourceAddress(namespace: "default", type: "Log.test.dev", id: "after")).metadata.version == "1")
         #expect(engine.revision == revisionBefore + 1, "the failed write took no revision")

@@ -180,7 +180,7 @@ struct CosictlCorrectnessTests {
         try await eventually("the update") { out.value.split(separator: "\n").count == 3 }
         setup.stop()
         try await eventually("the loss said") { err.value.contains("connection lost") && err.value.contains("reconnecting") }
-        try await setup.start(listen: "127.0.0.1:\(setup.port)")
+        try await setup.restart()
         _ = try await setup.run(["apply", "-f", "-"], input: "metadata: {type: Things.test.dev, id: w}\nspec: {v: 3}\n")
         try await eventually("the change after the restart") { out.value.split(separator: "\n").count == 4 }
         #expect(err.value.contains("reconnected: resuming from the last event seen"), "\(err.value)")
@@ -278,7 +278,7 @@ struct ClientReconnectTests {
         let client = try await setup.client()
         _ = try await client.create(Resource(metadata: Metadata(namespace: "default", type: "Things.test.dev", id: "a"), spec: Spec(yamlSpec: "v: 1\n")))
         setup.stop()
-        try await setup.start(listen: "127.0.0.1:\(setup.port)")
+        try await setup.restart()
         #expect(try await client.list(namespace: "default", type: "Things.test.dev").map(\.metadata.id) == ["a"])
         #expect(try await client.get(namespace: "default", type: "Things.test.dev", id: "a").metadata.version == "1")
         await client.close()

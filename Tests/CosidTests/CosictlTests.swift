@@ -12,54 +12,27 @@ struct CosictlTests {
 
     /// A running cosid with development certificates in `dir`, and a way to run cosictl in `dir`.
     final class Setup: @unchecked Sendable {
-        let dir = StateBackends.temporaryDirectory()
-        var process = Process()
-        let output = CosidProcessTests.Output()
-        var port = 0
-        let extra: [String]
-        let durable: Bool
+        let cosid: CosidProcess
+        var dir: String { cosid.directory }
+        var port: Int { cosid.port }
+        var output: CosidProcessTests.Output { cosid.output }
 
         /// `controllers`: the built-in controllers to run, acting on the sandbox `dir/root`;
         /// `durable`: state in `dir/data` (a restart keeps it) instead of memory.
         init(controllers: String = "none", durable: Bool = false, extra: [String] = []) async throws {
-            self.durable = durable
-            self.extra = ["--controllers", controllers, "--root", dir + "/root"] + extra
-            try await start(listen: "127.0.0.1:0")
-        }
-
-        func start(listen: String) async throws {
-            process = Process()
-            process.executableURL = CosidProcessTests.executable
-            let storage = durable ? ["--data-dir", dir + "/data"] : ["--in-memory"]
-            process.arguments = ["--listen", listen, "--listen", "unix:" + dir + "/admin.sock", "--certs-dir", dir + "/Certs"] + storage + extra
-            let pipe = Pipe()
-            process.standardError = pipe
-            let output = self.output
-            pipe.fileHandleForReading.readabilityHandler = { output.append($0.availableData) }
-            let before = output.value.components(separatedBy: "listening").count
-            try process.run()
-            if listen.hasSuffix(":0") {
-                port = try await CosidProcessTests.port(from: output)
-            } else {
-                // A restart on the port it had: wait for its listener.
-                try await CosidProcessTests.waitFor("listening", in: output, after: before)
-            }
+            let directory = StateBackends.temporaryDirectory()
+            cosid = try await CosidProcess(["--listen", "unix:" + directory + "/admin.sock"] + extra, certificates: .development, durable: durable, controllers: controllers, directory: directory)
         }
 
         /// Stops cosid (SIGTERM) and waits for it.
-        func stop() {
-            process.terminate()
-            process.waitUntilExit()
-        }
+        func stop() { cosid.stop() }
 
-        deinit {
-            if process.isRunning { process.terminate() }
-            try? FileManager.default.removeItem(atPath: dir)
-        }
+        /// Starts it again on its port.
+        func restart() async throws { try await cosid.restart() }
 
         /// A client with the development admin certificate.
         func client() async throws -> CosiClient {
-            try await CosiClient.connect(.development(directory: dir + "/Certs", port: port))
+            try await cosid.client()
         }
 
         /// Defines resource types (as an admin would), so cosictl knows them.
@@ -76,41 +49,15 @@ struct CosictlTests {
         }
 
         /// Runs cosictl with the given arguments in `dir` (so ./Certs is used); returns status and
-        /// output. The process is waited for on a thread of its own, never on the tasks' pool.
+        /// output.
         func run(_ arguments: [String], input: String? = nil, environment: [String: String] = [:], endpoint: Bool = true) async throws -> (status: Int32, out: String, err: String) {
-            let process = Process()
-            process.executableURL = CosictlTests.cosictl
-            process.currentDirectoryURL = URL(fileURLWithPath: dir)
             var args = arguments
             if endpoint { args += ["--endpoint", "127.0.0.1:\(port)"] }
-            process.arguments = args
             var env = ProcessInfo.processInfo.environment
             env["COSICONFIG"] = dir + "/no-config.yaml"
             env["XDG_CACHE_HOME"] = dir + "/cache"
             for (key, value) in environment { env[key] = value }
-            process.environment = env
-            let out = Pipe(), err = Pipe(), stdin = Pipe()
-            process.standardOutput = out
-            process.standardError = err
-            process.standardInput = stdin
-            try process.run()
-            return await withCheckedContinuation { continuation in
-                Thread {
-                    if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
-                    try? stdin.fileHandleForWriting.close()
-                    // Both pipes are drained at once, so a chatty stderr cannot block stdout.
-                    let errors = CosidProcessTests.Output()
-                    let drained = DispatchSemaphore(value: 0)
-                    Thread {
-                        errors.append(err.fileHandleForReading.readDataToEndOfFile())
-                        drained.signal()
-                    }.start()
-                    let outData = out.fileHandleForReading.readDataToEndOfFile()
-                    drained.wait()
-                    process.waitUntilExit()
-                    continuation.resume(returning: (process.terminationStatus, String(decoding: outData, as: UTF8.self), errors.value))
-                }.start()
-            }
+            return try await runProcess(CosictlTests.cosictl, args, directory: dir, environment: env, input: input)
         }
 
         /// Starts cosictl in the background, collecting its standard output and error.
@@ -262,11 +209,10 @@ struct CosictlTests {
         let deleting = Task.detached { try await setup.run(["delete", "Things.test.dev", "held"]) }
         // Remove the finalizer from the side, as a controller would.
         let client = try await CosiClient.connect(.development(directory: dir + "/Certs", port: port))
-        var resource = try await client.get(namespace: "default", type: "Things.test.dev", id: "held")
-        for _ in 0..<100 where resource.metadata.phase != "tearingDown" {
-            try await Task.sleep(for: .milliseconds(20))
-            resource = try await client.get(namespace: "default", type: "Things.test.dev", id: "held")
+        try await eventually("delete tore it down") {
+            try await client.get(namespace: "default", type: "Things.test.dev", id: "held").metadata.phase == "tearingDown"
         }
+        var resource = try await client.get(namespace: "default", type: "Things.test.dev", id: "held")
         resource.metadata.finalizers = []
         _ = try await client.update(resource)
         let result = try await deleting.value

@@ -1,50 +1,107 @@
+import CosiClient
 import CosiTLS
 import CosiTesting
 import Foundation
 
-/// A `cosid` process for one test: in memory, no built-in controllers, certificates from a
-/// per-run ``TestPKI``, listening on 127.0.0.1 on a free port. Stopped by ``stop()`` (or when
-/// the value goes away).
+/// The one way tests start the real `cosid`: in a directory of its own (`directory`), listening
+/// on 127.0.0.1 on a free port, its log collected in `output`. Stopped by ``stop()`` (or when
+/// the value goes away); ``restart()`` brings it back on the same port and directory.
 final class CosidProcess: @unchecked Sendable {
-    let pki: TestPKI
-    let port: Int
-    let output: CosidProcessTests.Output
-    private let process: Process
-    private let directory: String
+    /// Which certificates it serves with.
+    enum Certificates {
+        /// A per-run ``TestPKI``'s, installed in the directory (`--ca`, `--cert`, `--key`).
+        case pki(TestPKI)
+        /// Its own development certificates, created on first start in `directory/Certs`.
+        case development
+    }
 
-    init(_ arguments: [String] = [], pki: TestPKI? = nil) async throws {
-        let pki = try pki ?? TestPKI()
-        self.pki = pki
-        directory = StateBackends.temporaryDirectory()
-        try ReloadTests.install(pki, in: directory)
-        process = Process()
-        process.executableURL = CosidProcessTests.executable
-        process.arguments = [
-            "--listen", "127.0.0.1:0", "--in-memory", "--controllers", "none",
-            "--ca", directory + "/ca.crt", "--cert", directory + "/server.crt", "--key", directory + "/server.key",
-        ] + arguments
-        let pipe = Pipe()
-        let output = CosidProcessTests.Output()
-        self.output = output
-        process.standardError = pipe
-        pipe.fileHandleForReading.readabilityHandler = { output.append($0.availableData) }
-        try process.run()
+    /// Where its certificates, data (when durable) and sandbox root live; removed at the end.
+    let directory: String
+    let pki: TestPKI?
+    private(set) var port = 0
+    let output = CosidProcessTests.Output()
+    private var process = Process()
+    private let arguments: [String]
+
+    /// Starts cosid. `durable`: state in `directory/data` (kept across ``restart()``), else in
+    /// memory; `controllers` acting on the sandbox `directory/root`; `arguments` come last.
+    /// `directory`: one the caller prepared (files the arguments name), else a new one.
+    init(_ arguments: [String] = [], certificates: Certificates? = nil, durable: Bool = false, controllers: String = "none", directory: String? = nil) async throws {
+        self.directory = directory ?? StateBackends.temporaryDirectory()
+        let directory = self.directory
+        var base = ["--controllers", controllers, "--root", directory + "/root"]
+        base += durable ? ["--data-dir", directory + "/data"] : ["--in-memory"]
+        let chosen = try certificates ?? .pki(TestPKI())
+        switch chosen {
+        case .pki(let pki):
+            self.pki = pki
+            try ReloadTests.install(pki, in: directory)
+            base += ["--ca", directory + "/ca.crt", "--cert", directory + "/server.crt", "--key", directory + "/server.key"]
+        case .development:
+            pki = nil
+            base += ["--certs-dir", directory + "/Certs"]
+        }
+        self.arguments = base + arguments
         do {
-            port = try await CosidProcessTests.port(from: output)
+            try await start(listen: "127.0.0.1:0")
         } catch {
-            process.terminate()
+            stop()
             throw error
         }
     }
 
-    deinit { stop() }
+    private func start(listen: String) async throws {
+        process = Process()
+        process.executableURL = CosidProcessTests.executable
+        process.arguments = ["--listen", listen] + arguments
+        let pipe = Pipe()
+        let output = self.output
+        process.standardError = pipe
+        pipe.fileHandleForReading.readabilityHandler = { output.append($0.availableData) }
+        let before = output.value.components(separatedBy: "listening").count
+        try process.run()
+        if listen.hasSuffix(":0") {
+            port = try await CosidProcessTests.port(from: output)
+        } else {
+            try await CosidProcessTests.waitFor("listening", in: output, after: before)
+        }
+    }
 
-    func stop() {
+    deinit {
         if process.isRunning {
             process.terminate()
             process.waitUntilExit()
         }
         StateBackends.removeDirectory(directory)
+    }
+
+    /// SIGTERM, and waits until it has exited.
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+    }
+
+    /// Stops it and starts it again on the same port and directory (the same state when durable).
+    func restart() async throws {
+        stop()
+        try await start(listen: "127.0.0.1:\(port)")
+    }
+
+    /// SIGTERM without waiting; ``waitForExit()`` waits.
+    func terminate() { process.terminate() }
+
+    /// Sends `signal` (SIGHUP to reload, SIGKILL to crash it).
+    func signal(_ signal: Int32) {
+        kill(process.processIdentifier, signal)
+        if signal == SIGKILL { process.waitUntilExit() }
+    }
+
+    /// Waits until it has exited (observably, without blocking a task thread); its status.
+    func waitForExit() async throws -> Int32 {
+        try await eventually("cosid exited") { !process.isRunning }
+        return process.terminationStatus
     }
 
     var isRunning: Bool { process.isRunning }
@@ -60,6 +117,54 @@ final class CosidProcess: @unchecked Sendable {
 
     /// A client TLS context for a certificate of this PKI.
     func clientContext(name: String = "attacker", roles: [String] = ["os:admin"]) throws -> TLSContext {
-        try pki.clientContext(name: name, roles: roles)
+        guard let pki else { throw ConformanceFailure("this cosid serves development certificates: use client()") }
+        return try pki.clientContext(name: name, roles: roles)
+    }
+
+    /// How a client reaches it: the PKI's client certificate, or the development admin's.
+    func clientConfiguration(name: String = "tester", roles: [String] = ["os:admin"]) throws -> CosiClientConfiguration {
+        if let pki { return CosiClientConfiguration(host: "127.0.0.1", port: port, tls: try pki.client(name: name, roles: roles)) }
+        return .development(directory: directory + "/Certs", port: port)
+    }
+
+    /// A connected client (see ``clientConfiguration(name:roles:)``).
+    func client(name: String = "tester", roles: [String] = ["os:admin"]) async throws -> CosiClient {
+        try await CosiClient.connect(try clientConfiguration(name: name, roles: roles))
+    }
+
+    /// Runs cosid with exactly `arguments` until it exits (a refusal, `--print-config`): status,
+    /// standard output and standard error. The process is waited for on a thread of its own.
+    static func run(_ arguments: [String]) async throws -> (status: Int32, out: String, err: String) {
+        try await runProcess(CosidProcessTests.executable, arguments)
+    }
+}
+
+/// Runs an executable to its end, draining both pipes at once, off the tasks' threads.
+func runProcess(_ executable: URL, _ arguments: [String], directory: String? = nil, environment: [String: String]? = nil, input: String? = nil) async throws -> (status: Int32, out: String, err: String) {
+    let process = Process()
+    process.executableURL = executable
+    process.arguments = arguments
+    if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+    if let environment { process.environment = environment }
+    let out = Pipe(), err = Pipe(), stdin = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    process.standardInput = stdin
+    try process.run()
+    return await withCheckedContinuation { continuation in
+        Thread {
+            if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
+            try? stdin.fileHandleForWriting.close()
+            let errors = CosidProcessTests.Output()
+            let drained = DispatchSemaphore(value: 0)
+            Thread {
+                errors.append(err.fileHandleForReading.readDataToEndOfFile())
+                drained.signal()
+            }.start()
+            let outData = out.fileHandleForReading.readDataToEndOfFile()
+            drained.wait()
+            process.waitUntilExit()
+            continuation.resume(returning: (process.terminationStatus, String(decoding: outData, as: UTF8.self), errors.value))
+        }.start()
     }
 }

@@ -20,25 +20,24 @@ struct CosidProcessTests {
 
     /// The port cosid logged it listens on.
     static func port(from output: Output) async throws -> Int {
-        for _ in 0..<400 {
-            // The RPC listener's line ("... listening"), not the metrics endpoint's.
-            // In text and JSON logs alike: the address's port.
-            if let line = output.value.split(separator: "\n").first(where: { $0.contains("listening") && !$0.contains("metrics endpoint") }),
-               let match = String(line).firstMatch(of: /127\.0\.0\.1:([0-9]+)/), let port = Int(match.1) {
-                return port
-            }
-            try await Task.sleep(for: .milliseconds(25))
+        // The RPC listener's line ("... listening"), not the metrics endpoint's; in text and
+        // JSON logs alike: the address's port.
+        func logged() -> Int? {
+            guard let line = output.value.split(separator: "\n").first(where: { $0.contains("listening") && !$0.contains("metrics endpoint") }),
+                  let match = String(line).firstMatch(of: /127\.0\.0\.1:([0-9]+)/) else { return nil }
+            return Int(match.1)
         }
-        throw CancellationError()
+        try await eventually("cosid logs its address: \(output.value)", timeout: .seconds(10)) { logged() != nil }
+        return logged()!
     }
 
     /// Waits until cosid logs `text` (more than `after` times before).
     static func waitFor(_ text: String, in output: Output, after: Int = 1) async throws {
-        for _ in 0..<400 {
-            if output.value.components(separatedBy: text).count > after { return }
-            try await Task.sleep(for: .milliseconds(25))
+        do {
+            try await eventually("cosid logs \"\(text)\"", timeout: .seconds(10)) { output.value.components(separatedBy: text).count > after }
+        } catch {
+            Issue.record("cosid did not log \"\(text)\": \(output.value)")
         }
-        Issue.record("cosid did not log \"\(text)\": \(output.value)")
     }
 
     final class Output: @unchecked Sendable {
@@ -49,38 +48,14 @@ struct CosidProcessTests {
     }
 
     @Test func firstRunServesInfoAndShutsDownOnSIGTERM() async throws {
-        let certs = FileManager.default.temporaryDirectory.appendingPathComponent("cosid-test-\(UUID().uuidString)").path
-        defer { try? FileManager.default.removeItem(atPath: certs) }
-
-        let process = Process()
-        process.executableURL = Self.executable
-        process.arguments = ["--listen", "127.0.0.1:0", "--certs-dir", certs, "--controllers", "none"]
-        let pipe = Pipe()
-        let output = Output()
-        process.standardError = pipe
-        pipe.fileHandleForReading.readabilityHandler = { output.append($0.availableData) }
-        try process.run()
-        defer { if process.isRunning { process.terminate() } }
-
-        // The bound port, from the "listening" log line.
-        var port: Int?
-        for _ in 0..<200 where port == nil {
-            try await Task.sleep(for: .milliseconds(50))
-            // The RPC listener's line ("... listening"), not the metrics endpoint's.
-            if let line = output.value.split(separator: "\n").first(where: { $0.contains("listening") && !$0.contains("metrics endpoint") }),
-               let digits = line.split(separator: ":").last?.prefix(while: \.isNumber) {
-                port = Int(digits)
-            }
-        }
-        let boundPort = try #require(port, "cosid did not log its address: \(output.value)")
-
+        let cosid = try await CosidProcess(certificates: .development)
         // Development certificates were created, keys private.
         for name in ["ca.key", "server.key", "admin.key"] {
-            let attributes = try FileManager.default.attributesOfItem(atPath: certs + "/" + name)
+            let attributes = try FileManager.default.attributesOfItem(atPath: cosid.directory + "/Certs/" + name)
             #expect((attributes[.posixPermissions] as? Int) == 0o600, "\(name)")
         }
 
-        let client = try await CosiClient.connect(.development(directory: certs, port: boundPort))
+        let client = try await cosid.client()
         let info = try await client.info()
         #expect(info.identity == "admin")
         #expect(info.roles == ["os:admin"])
@@ -88,40 +63,28 @@ struct CosidProcessTests {
         #expect(!info.version.isEmpty)
 
         // SIGTERM: the server says GOAWAY, the client connection ends, the process exits cleanly.
-        process.terminate()
+        cosid.terminate()
         try await client.connection.closeFuture.get()
-        for _ in 0..<100 where process.isRunning { try await Task.sleep(for: .milliseconds(50)) }
-        #expect(!process.isRunning)
-        #expect(process.terminationStatus == 0)
-        let log = output.value
+        #expect(try await cosid.waitForExit() == 0)
+        let log = cosid.output.value
         #expect(log.contains("connection open"), "\(log)")
         #expect(log.contains("peer=admin"), "\(log)")
         #expect(log.contains("stopped"), "\(log)")
     }
 
     @Test func builtInControllersActOnTheSandboxRoot() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cosid-root-\(UUID().uuidString)").path
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let process = Process()
-        process.executableURL = Self.executable
-        process.arguments = ["--listen", "127.0.0.1:0", "--certs-dir", directory + "/certs", "--in-memory", "--root", directory + "/root", "--controllers", "hostname,kernel-params"]
-        let pipe = Pipe()
-        let output = Output()
-        process.standardError = pipe
-        pipe.fileHandleForReading.readabilityHandler = { output.append($0.availableData) }
-        try process.run()
-        defer { if process.isRunning { process.terminate() } }
-        let port = try await Self.port(from: output)
-        #expect(output.value.contains("built-in controllers acting on the sandbox \(directory)/root"), "\(output.value)")
+        let cosid = try await CosidProcess(certificates: .development, controllers: "hostname,kernel-params")
+        let directory = cosid.directory
+        #expect(cosid.output.value.contains("built-in controllers acting on the sandbox \(directory)/root"), "\(cosid.output.value)")
         // The sandbox was created and seeded.
         #expect(FileManager.default.fileExists(atPath: directory + "/root/proc/sys/vm/swappiness"))
 
-        try await withCosiClient(.development(directory: directory + "/certs", port: port)) { client in
+        try await withCosiClient(try cosid.clientConfiguration()) { client in
             _ = try await client.create(Resource(
                 metadata: Metadata(namespace: "network", type: "HostnameSpecs.net.cosi.dev", id: "hostname"),
                 spec: Spec(yamlSpec: "hostname: sandboxed\n")))
             func status() async throws -> Resource { try await client.get(namespace: "network", type: "HostnameStatuses.net.cosi.dev", id: "hostname") }
-            for _ in 0..<200 where (try? await status()) == nil { try await Task.sleep(for: .milliseconds(25)) }
+            try await eventually("the status") { (try? await status()) != nil }
             #expect(try await status().spec.yamlSpec == "hostname: sandboxed\ndomainname: ''\n")
             #expect(try String(contentsOfFile: directory + "/root/etc/hostname", encoding: .utf8) == "sandboxed\n")
             // Only the chosen controllers run; every built-in type is defined (a spec of a
@@ -135,24 +98,15 @@ struct CosidProcessTests {
     }
 
     @Test func builtInDefinitionsAreBroughtUpToDateAtStart() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cosid-defs-\(UUID().uuidString)").path
-        defer { try? FileManager.default.removeItem(atPath: directory) }
         let id = "hostnamespecs.net.cosi.dev"
+        let cosid = try await CosidProcess(certificates: .development, durable: true, controllers: "hostname")
+        var started = true
         /// Runs cosid on the same state until `body` returns, then stops it with SIGTERM.
         func withCosid<R>(_ body: (CosiClient) async throws -> R) async throws -> R {
-            let process = Process()
-            process.executableURL = Self.executable
-            process.arguments = ["--listen", "127.0.0.1:0", "--certs-dir", directory + "/certs", "--data-dir", directory + "/data", "--root", directory + "/root", "--controllers", "hostname"]
-            let pipe = Pipe()
-            let output = Output()
-            process.standardError = pipe
-            pipe.fileHandleForReading.readabilityHandler = { output.append($0.availableData) }
-            try process.run()
-            defer { if process.isRunning { process.terminate() } }
-            let port = try await Self.port(from: output)
-            let result = try await withCosiClient(.development(directory: directory + "/certs", port: port), body)
-            process.terminate()
-            process.waitUntilExit()
+            if !started { try await cosid.restart() }
+            started = false
+            let result = try await withCosiClient(try cosid.clientConfiguration(), body)
+            cosid.stop()
             return result
         }
         func definition(_ client: CosiClient) async throws -> (Resource, Meta.ResourceDefinitionSpec) {
@@ -178,33 +132,16 @@ struct CosidProcessTests {
     }
 
     @Test func badCertificatePathIsOneClearError() async throws {
-        let process = Process()
-        process.executableURL = Self.executable
-        process.arguments = ["--listen", "127.0.0.1:0", "--ca", "/nonexistent/ca.crt", "--cert", "/nonexistent/s.crt", "--key", "/nonexistent/s.key"]
-        let pipe = Pipe()
-        process.standardError = pipe
-        try process.run()
-        process.waitUntilExit()
-        let log = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        #expect(process.terminationStatus != 0)
+        let (status, _, log) = try await CosidProcess.run(["--listen", "127.0.0.1:0", "--ca", "/nonexistent/ca.crt", "--cert", "/nonexistent/s.crt", "--key", "/nonexistent/s.key"])
+        #expect(status != 0)
         #expect(log.contains("cannot read certificate file /nonexistent/s.crt"), "\(log)")
     }
 }
 
 @Suite("cosid configuration file")
 struct CosidConfigTests {
-    func run(_ arguments: [String]) throws -> (Int32, String, String) {
-        let process = Process()
-        process.executableURL = CosidProcessTests.executable
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let outText = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let errText = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, outText, errText)
+    func run(_ arguments: [String]) async throws -> (Int32, String, String) {
+        try await CosidProcess.run(arguments)
     }
 
     func temporaryFile(_ text: String) throws -> String {
@@ -213,7 +150,7 @@ struct CosidConfigTests {
         return path
     }
 
-    @Test func settingsComeFromTheFileAndFlagsWin() throws {
+    @Test func settingsComeFromTheFileAndFlagsWin() async throws {
         let path = try temporaryFile("""
             listen: 0.0.0.0:6000
             sync: normal
@@ -223,7 +160,7 @@ struct CosidConfigTests {
             data-dir: "/var/lib/cosi: test #1"
             """)
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let (status, out, err) = try run(["--config", path, "--print-config", "--retain-events", "7"])
+        let (status, out, err) = try await run(["--config", path, "--print-config", "--retain-events", "7"])
         #expect(status == 0, "\(err)")
         let printed = try #require(try Yams.load(yaml: out) as? [String: Any])
         #expect(printed["listen"] as? [String] == ["0.0.0.0:6000"], "one address or a list")
@@ -235,19 +172,19 @@ struct CosidConfigTests {
         #expect(printed["log-level"] as? String == "info", "defaults fill the rest")
     }
 
-    @Test func printedConfigurationReadsBackTheSame() throws {
+    @Test func printedConfigurationReadsBackTheSame() async throws {
         let path = try temporaryFile("data-dir: \"a: b\"\nmetrics-listen: \"[::1]:9100\"\nlog-format: json\n")
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let (status, first, _) = try run(["--config", path, "--print-config"])
+        let (status, first, _) = try await run(["--config", path, "--print-config"])
         #expect(status == 0)
         let again = try temporaryFile(first)
         defer { try? FileManager.default.removeItem(atPath: again) }
-        let (status2, second, err) = try run(["--config", again, "--print-config"])
+        let (status2, second, err) = try await run(["--config", again, "--print-config"])
         #expect(status2 == 0, "\(err)")
         #expect(second == first)
     }
 
-    @Test func unknownSettingsAndBadValuesAreClearErrors() throws {
+    @Test func unknownSettingsAndBadValuesAreClearErrors() async throws {
         for (text, message) in [
             ("lisen: 1\n", "unknown setting \"lisen\""),
             ("sync: sometimes\n", "sync must be one of full, normal"),
@@ -260,11 +197,11 @@ struct CosidConfigTests {
         ] {
             let path = try temporaryFile(text)
             defer { try? FileManager.default.removeItem(atPath: path) }
-            let (status, _, err) = try run(["--config", path, "--print-config"])
+            let (status, _, err) = try await run(["--config", path, "--print-config"])
             #expect(status != 0)
             #expect(err.contains(message), "\(text): \(err)")
         }
-        let (status, _, err) = try run(["--sync", "sometimes"])
+        let (status, _, err) = try await run(["--sync", "sometimes"])
         #expect(status != 0)
         #expect(err.contains("'sometimes' is invalid for '--sync"), "\(err)")
     }
@@ -277,24 +214,13 @@ import FoundationNetworking
 @Suite("cosid metrics", .timeLimit(.minutes(1)))
 struct CosidMetricsTests {
     @Test func metricsAreExportedInThePrometheusFormat() async throws {
-        let certs = FileManager.default.temporaryDirectory.appendingPathComponent("cosid-metrics-\(UUID().uuidString)").path
-        defer { try? FileManager.default.removeItem(atPath: certs) }
         let metricsPort = Int.random(in: 20_000...60_000)
-        let process = Process()
-        process.executableURL = CosidProcessTests.executable
-        process.arguments = [
-            "--listen", "127.0.0.1:0", "--in-memory", "--certs-dir", certs, "--metrics-listen", "127.0.0.1:\(metricsPort)",
-            "--controllers", "hostname", "--root", certs + "/root", "--log-format", "json",
-        ]
-        let pipe = Pipe()
-        let output = CosidProcessTests.Output()
-        process.standardError = pipe
-        pipe.fileHandleForReading.readabilityHandler = { output.append($0.availableData) }
-        try process.run()
-        defer { process.terminate() }
-        let port = try await CosidProcessTests.port(from: output)
+        let cosid = try await CosidProcess(
+            ["--metrics-listen", "127.0.0.1:\(metricsPort)", "--log-format", "json"], certificates: .development, controllers: "hostname"
+        )
+        let output = cosid.output
         try await CosidProcessTests.waitFor("metrics endpoint listening", in: output)
-        let client = try await CosiClient.connect(.development(directory: certs, port: port))
+        let client = try await cosid.client()
         _ = try await client.info()
         _ = try? await client.get(namespace: "default", type: "Missing.test.dev", id: "x")
         _ = try await client.create(Resource(metadata: Metadata(namespace: "network", type: "HostnameSpecs.net.cosi.dev", id: "hostname"), spec: Spec(yamlSpec: "hostname: metered\n")))

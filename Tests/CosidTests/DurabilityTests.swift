@@ -10,51 +10,10 @@ import Testing
 /// Kills `cosid` with SIGKILL in the middle of a write storm and checks what survives.
 @Suite("Durability across SIGKILL", .timeLimit(.minutes(3)))
 struct DurabilityTests {
-    /// A cosid process on a data directory.
-    final class Daemon: @unchecked Sendable {
-        let process = Process()
-        let output = CosidProcessTests.Output()
-        var port = 0
-
-        init(dataDir: String, certs: String) throws {
-            process.executableURL = CosidProcessTests.executable
-            process.arguments = ["--listen", "127.0.0.1:0", "--certs-dir", certs, "--data-dir", dataDir, "--sync", "full", "--controllers", "none"]
-            let pipe = Pipe()
-            process.standardError = pipe
-            let output = self.output
-            pipe.fileHandleForReading.readabilityHandler = { output.append($0.availableData) }
-            try process.run()
-        }
-
-        func waitForPort() async throws -> Int {
-            for _ in 0..<400 {
-                if let line = output.value.split(separator: "\n").first(where: { $0.contains("listening") }),
-                   let digits = line.split(separator: ":").last?.prefix(while: \.isNumber), let port = Int(digits) {
-                    self.port = port
-                    return port
-                }
-                try await Task.sleep(for: .milliseconds(25))
-            }
-            throw ConformanceFailure("cosid did not start: \(output.value)")
-        }
-
-        func kill() {
-            Foundation.kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
-    }
-
     @Test func everyAcknowledgedWriteSurvivesAndWatchersResumeExactlyOnce() async throws {
-        let dataDir = StateBackends.temporaryDirectory()
-        let certs = StateBackends.temporaryDirectory()
-        defer {
-            StateBackends.removeDirectory(dataDir)
-            StateBackends.removeDirectory(certs)
-        }
+        let cosid = try await CosidProcess(["--sync", "full"], certificates: .development, durable: true)
         let type = "Durable.test.dev"
-        let first = try Daemon(dataDir: dataDir, certs: certs)
-        let port = try await first.waitForPort()
-        let configuration = CosiClientConfiguration.development(directory: certs, port: port)
+        let configuration = try cosid.clientConfiguration()
 
         // A bookmark from before the storm.
         let watcher = try await CosiClient.connect(configuration)
@@ -64,6 +23,7 @@ struct DurabilityTests {
 
         // 16 clients write 10,000 resources; SIGKILL lands in the middle.
         let acknowledged = NIOLockedValueBox(Set<String>())
+        let enough = Latch()
         let total = 10_000
         let clients = 16
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -74,7 +34,7 @@ struct DurabilityTests {
                         let id = String(format: "r%05d", index)
                         do {
                             _ = try await client.create(StateConformance.resource(type, id), owner: "")
-                            acknowledged.withLockedValue { _ = $0.insert(id) }
+                            if acknowledged.withLockedValue({ $0.insert(id); return $0.count == 3_000 }) { enough.open() }
                         } catch {
                             return // the server is gone
                         }
@@ -82,8 +42,8 @@ struct DurabilityTests {
                 }
             }
             group.addTask {
-                while acknowledged.withLockedValue({ $0.count }) < 3_000 { try await Task.sleep(for: .milliseconds(5)) }
-                first.kill()
+                await enough.wait()
+                cosid.signal(SIGKILL)
             }
             try await group.waitForAll()
         }
@@ -91,10 +51,8 @@ struct DurabilityTests {
         #expect(acked.count >= 3_000 && acked.count < total, "the kill landed mid-stream: \(acked.count) acknowledged")
 
         // Restart on the same data directory.
-        let second = try Daemon(dataDir: dataDir, certs: certs)
-        defer { second.kill() }
-        let newPort = try await second.waitForPort()
-        let client = try await CosiClient.connect(.development(directory: certs, port: newPort))
+        try await cosid.restart()
+        let client = try await cosid.client()
         let stored = try await client.list(namespace: "default", type: type)
         let storedIDs = Set(stored.map(\.metadata.id))
         #expect(acked.isSubset(of: storedIDs), "every acknowledged write is present (\(acked.subtracting(storedIDs).count) missing)")

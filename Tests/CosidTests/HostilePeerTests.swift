@@ -110,7 +110,7 @@ struct HostilePeerTests {
     @Test func pipelinedGetsOfALargeResourceWaitForTheReader() async throws {
         let cosid = try await CosidProcess()
         // A resource of 3.5 MiB.
-        try await withCosiClient(CosiClientConfiguration(host: "127.0.0.1", port: cosid.port, tls: cosid.pki.client())) { client in
+        try await withCosiClient(try cosid.clientConfiguration()) { client in
             _ = try await client.create(Resource(
                 metadata: Metadata(namespace: "default", type: "Blobs.test.dev", id: "big"),
                 spec: Spec(yamlSpec: "data: " + String(repeating: "x", count: 7 * Self.mib / 2) + "\n")
@@ -138,7 +138,7 @@ struct HostilePeerTests {
     @Test func aListToAPeerThatDoesNotReadHoldsAWindowNotTheList() async throws {
         let cosid = try await CosidProcess()
         // 200 resources of 1 MiB.
-        try await withCosiClient(CosiClientConfiguration(host: "127.0.0.1", port: cosid.port, tls: cosid.pki.client())) { client in
+        try await withCosiClient(try cosid.clientConfiguration()) { client in
             let data = "data: " + String(repeating: "x", count: Self.mib - 64) + "\n"
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for index in 0..<200 {
@@ -181,7 +181,7 @@ struct HostilePeerTests {
         let clock = ContinuousClock()
         let started = clock.now
         await #expect {
-            try await withCosiClient(CosiClientConfiguration(host: "127.0.0.1", port: cosid.port, tls: cosid.pki.client())) { _ = try await $0.info() }
+            try await withCosiClient(try cosid.clientConfiguration()) { _ = try await $0.info() }
         } throws: { error in
             // Closed as it was accepted: the client sees the close, or a reset when its hello
             // arrived first.
@@ -193,7 +193,7 @@ struct HostilePeerTests {
         // One goes: a new client gets in.
         await open.removeLast().close()
         try await eventually("a place again") {
-            (try? await withCosiClient(CosiClientConfiguration(host: "127.0.0.1", port: cosid.port, tls: cosid.pki.client())) { try await $0.info() }) != nil
+            (try? await withCosiClient(try cosid.clientConfiguration()) { try await $0.info() }) != nil
         }
         for connection in open { await connection.close() }
     }
@@ -263,8 +263,8 @@ struct HostilePeerTests {
 
     @Test func aCatastrophicRegexpCostsNothingAndStarvesNoOne() async throws {
         let cosid = try await CosidProcess()
-        let admin = CosiClientConfiguration(host: "127.0.0.1", port: cosid.port, tls: try cosid.pki.client())
-        let reader = CosiClientConfiguration(host: "127.0.0.1", port: cosid.port, tls: try cosid.pki.client(name: "reader", roles: ["os:reader"]))
+        let admin = try cosid.clientConfiguration()
+        let reader = try cosid.clientConfiguration(name: "reader", roles: ["os:reader"])
         try await withCosiClient(admin) { client in
             for index in 0..<200 {
                 _ = try await client.create(Resource(

@@ -21,42 +21,21 @@ struct ReloadTests {
         try writeFile(pem(pki.server.privateKey), to: dir + "/server.key", mode: 0o600)
     }
 
-    /// Starts cosid (in memory) on the certificates `install` wrote to `dir`; its log is read
-    /// into the returned output.
-    static func start(certificatesIn dir: String, _ extra: [String] = []) throws -> (Process, CosidProcessTests.Output) {
-        let process = Process()
-        process.executableURL = CosidProcessTests.executable
-        process.arguments = [
-            "--listen", "127.0.0.1:0", "--in-memory", "--ca", dir + "/ca.crt", "--cert", dir + "/server.crt", "--key", dir + "/server.key",
-            "--controllers", "none",
-        ] + extra
-        let pipe = Pipe()
-        let output = CosidProcessTests.Output()
-        process.standardError = pipe
-        pipe.fileHandleForReading.readabilityHandler = { output.append($0.availableData) }
-        try process.run()
-        return (process, output)
-    }
-
     static func connect(_ port: Int, _ tls: TLSConfiguration) async throws -> CosiClient {
         try await CosiClient.connect(CosiClientConfiguration(host: "127.0.0.1", port: port, tls: tls))
     }
 
     @Test func rotateTheClientCAWhileAWatchStaysOpenThenDropTheOldOne() async throws {
         let dir = StateBackends.temporaryDirectory()
-        defer { StateBackends.removeDirectory(dir) }
         let old = try TestPKI(caName: "old CA")
-        try Self.install(old, in: dir)
         try writeFile(try old.revocationList(), to: dir + "/crl.pem", mode: 0o644)
-
-        let (process, output) = try Self.start(certificatesIn: dir, ["--crl", dir + "/crl.pem"])
-        defer { if process.isRunning { process.terminate() } }
-        let port = try await CosidProcessTests.port(from: output)
+        let cosid = try await CosidProcess(["--crl", dir + "/crl.pem"], certificates: .pki(old), directory: dir)
+        let (port, output) = (cosid.port, cosid.output)
         // The test certificates are valid for 30 days: cosid warns at start.
         try await CosidProcessTests.waitFor("expires in", in: output)
         var reloads = 0
         func reload() async throws {
-            kill(process.processIdentifier, SIGHUP)
+            cosid.signal(SIGHUP)
             reloads += 1
             try await CosidProcessTests.waitFor("reloaded", in: output, after: reloads)
         }
@@ -113,7 +92,7 @@ struct ReloadTests {
 
         // A broken file is reported; the previous material stays in use.
         try writeFile("not a certificate", to: dir + "/server.crt", mode: 0o644)
-        kill(process.processIdentifier, SIGHUP)
+        cosid.signal(SIGHUP)
         try await CosidProcessTests.waitFor("keeping the previous", in: output)
         let another = try await Self.connect(port, try new.client(name: "another"))
         #expect(try await another.info().identity == "another")
@@ -127,13 +106,9 @@ struct ReloadTests {
     /// The server's certificate expires while a client is connected: cosid says so when it
     /// happens, the open connection goes on, a new handshake fails.
     @Test func theServerCertificateExpiresWhileAClientIsConnected() async throws {
-        let dir = StateBackends.temporaryDirectory()
-        defer { StateBackends.removeDirectory(dir) }
         let pki = try TestPKI(serverValidForSeconds: 4)
-        try Self.install(pki, in: dir)
-        let (process, output) = try Self.start(certificatesIn: dir)
-        defer { if process.isRunning { process.terminate() } }
-        let port = try await CosidProcessTests.port(from: output)
+        let cosid = try await CosidProcess(certificates: .pki(pki))
+        let (port, output) = (cosid.port, cosid.output)
 
         let client = try await Self.connect(port, try pki.client(name: "early"))
         #expect(try await client.info().identity == "early")
