@@ -38,10 +38,10 @@ struct KeyOptions: ParsableArguments {
 }
 
 /// Loads the issuing CA from PREFIX.crt and PREFIX.key.
-func loadIssuer(_ prefix: String) throws -> (Certificate, PrivateKey) {
+func loadIssuer(_ prefix: String) throws -> CertificateAuthority {
     guard let certificate = try Certificate.load(.file(prefix + ".crt")).first else { throw CLIError("no certificate in \(prefix).crt") }
     let key = try PrivateKey(pem: .file(prefix + ".key"))
-    return (certificate, key)
+    return CertificateAuthority(certificate: certificate, key: key)
 }
 
 struct GenCA: ParsableCommand {
@@ -50,9 +50,8 @@ struct GenCA: ParsableCommand {
     @Option(help: "The CA's common name.") var name = "cosi CA"
 
     func run() throws {
-        let privateKey = try PrivateKey(generating: key.algorithm)
-        let certificate = try CertificateFactory.issue(CertificateProfile(commonName: name, usage: .certificateAuthority, validDays: key.days), key: privateKey)
-        try key.write(certificate, privateKey)
+        let authority = try CertificateAuthority.create(name: name, algorithm: key.algorithm, validity: .days(key.days))
+        try key.write(authority.certificate, authority.key)
     }
 }
 
@@ -65,14 +64,7 @@ struct GenServer: ParsableCommand {
     func validate() throws { guard !host.isEmpty else { throw ValidationError("give at least one --host") } }
 
     func run() throws {
-        let issuer = try loadIssuer(ca)
-        let privateKey = try PrivateKey(generating: key.algorithm)
-        let ips = host.filter { $0.contains(":") || $0.allSatisfy { $0.isNumber || $0 == "." } }
-        let names = host.filter { !ips.contains($0) }
-        let certificate = try CertificateFactory.issue(
-            CertificateProfile(commonName: host[0], usage: .server, dnsNames: names, ipAddresses: ips, validDays: key.days),
-            key: privateKey, issuer: issuer
-        )
+        let (certificate, privateKey) = try loadIssuer(ca).issueServer(hosts: host, algorithm: key.algorithm, validity: .days(key.days))
         try key.write(certificate, privateKey)
     }
 }
@@ -85,12 +77,7 @@ struct GenClient: ParsableCommand {
     @Option(help: "A role: os:admin, os:operator, os:reader, os:controller (repeat for several).") var role: [String] = []
 
     func run() throws {
-        let issuer = try loadIssuer(ca)
-        let privateKey = try PrivateKey(generating: key.algorithm)
-        let certificate = try CertificateFactory.issue(
-            CertificateProfile(commonName: name, organizations: role, usage: .client, validDays: key.days),
-            key: privateKey, issuer: issuer
-        )
+        let (certificate, privateKey) = try loadIssuer(ca).issueClient(name: name, roles: role, algorithm: key.algorithm, validity: .days(key.days))
         try key.write(certificate, privateKey)
     }
 }

@@ -16,6 +16,9 @@ public struct ControllerRuntimeConfiguration: Sendable {
     public var backoffMaximum: Duration = .seconds(60)
     /// Publish every controller as a `Controllers.meta.cosi.dev` resource (for `cosictl controllers`).
     public var publishStatus = true
+    /// How the runtime waits out a restart's backoff (tests pass one that records the delays and
+    /// returns at once).
+    public var sleep: @Sendable (Duration) async throws -> Void = { try await Task.sleep(for: $0) }
 
     public init() {}
 }
@@ -298,7 +301,7 @@ public final class ControllerRuntime: Sendable {
                 }
                 ControllerMetrics.restarted(name)
                 logger.warning("controller failed; restarting", metadata: ["controller": "\(name)", "error": "\(error)", "in": "\(delay)"])
-                try? await Task.sleep(for: delay)
+                try? await configuration.sleep(delay)
             }
         }
         update(name) { $0.running = false }

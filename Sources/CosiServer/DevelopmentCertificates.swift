@@ -42,23 +42,11 @@ public struct DevelopmentCertificates: Sendable {
             path += "/" + component
             mkdir(path, 0o755)
         }
-        let caKey = try PrivateKey(generating: .ed25519)
-        let ca = try CertificateFactory.issue(
-            CertificateProfile(commonName: "swift-cosi development CA", organizations: ["swift-cosi"], usage: .certificateAuthority, validDays: 3650),
-            key: caKey
-        )
-        let serverKey = try PrivateKey(generating: .ed25519)
-        let server = try CertificateFactory.issue(
-            CertificateProfile(commonName: "cosid", usage: .server, dnsNames: ["localhost"], ipAddresses: ["127.0.0.1", "::1"], validDays: 365),
-            key: serverKey, issuer: (ca, caKey)
-        )
-        let adminKey = try PrivateKey(generating: .ed25519)
-        let admin = try CertificateFactory.issue(
-            CertificateProfile(commonName: "admin", organizations: ["os:admin"], usage: .client, validDays: 365),
-            key: adminKey, issuer: (ca, caKey)
-        )
-        try writeFile(caKey.pemEncoded(), to: self.caKey, mode: 0o600)
-        try writeFile(ca.pemEncoded(), to: caCertificate, mode: 0o644)
+        let authority = try CertificateAuthority.create(name: "swift-cosi development CA", validity: .days(3650))
+        let (server, serverKey) = try authority.issueServer(hosts: ["localhost", "127.0.0.1", "::1"], commonName: "cosid")
+        let (admin, adminKey) = try authority.issueClient(name: "admin", roles: ["os:admin"])
+        try writeFile(authority.key.pemEncoded(), to: self.caKey, mode: 0o600)
+        try writeFile(authority.certificate.pemEncoded(), to: caCertificate, mode: 0o644)
         try writeFile(serverKey.pemEncoded(), to: self.serverKey, mode: 0o600)
         try writeFile(server.pemEncoded(), to: serverCertificate, mode: 0o644)
         try writeFile(adminKey.pemEncoded(), to: self.adminKey, mode: 0o600)

@@ -3,8 +3,9 @@ import CosiTLS
 /// A throwaway PKI for tests, generated in memory per run: a CA, a server certificate for
 /// localhost/127.0.0.1, and client certificates on request. Nothing is written to disk.
 public struct TestPKI: Sendable {
-    public let caCertificate: Certificate
-    public let caKey: PrivateKey
+    public let authority: CertificateAuthority
+    public var caCertificate: Certificate { authority.certificate }
+    public var caKey: PrivateKey { authority.key }
     public let caPEM: String
     public let server: TLSConfiguration
 
@@ -16,23 +17,17 @@ public struct TestPKI: Sendable {
         algorithm: KeyAlgorithm = .ed25519, caName: String = "test CA",
         serverNames: [String] = ["localhost"], serverIPs: [String] = ["127.0.0.1"], serverValidForSeconds: Int? = nil
     ) throws {
-        caKey = try PrivateKey(generating: algorithm)
-        caCertificate = try CertificateFactory.issue(
-            CertificateProfile(commonName: caName, usage: .certificateAuthority, validDays: 30), key: caKey
+        authority = try CertificateAuthority.create(name: caName, algorithm: algorithm, validity: .days(30))
+        caPEM = try authority.certificate.pemEncoded()
+        let (certificate, key) = try authority.issueServer(
+            hosts: serverNames + serverIPs, commonName: "test server", algorithm: algorithm,
+            validity: serverValidForSeconds.map { .seconds(from: -60, to: $0) } ?? .days(30)
         )
-        caPEM = try caCertificate.pemEncoded()
-        let serverKey = try PrivateKey(generating: algorithm)
-        var serverProfile = CertificateProfile(commonName: "test server", usage: .server, dnsNames: serverNames, ipAddresses: serverIPs, validDays: 30)
-        if let serverValidForSeconds {
-            serverProfile.notBefore = -60
-            serverProfile.notAfter = serverValidForSeconds
-        }
-        let serverCertificate = try CertificateFactory.issue(serverProfile, key: serverKey, issuer: (caCertificate, caKey))
-        server = TLSConfiguration(
-            certificateChain: .pem(try serverCertificate.pemEncoded()),
-            privateKey: .pem(try serverKey.pemEncoded()),
-            trustRoots: .pem(caPEM)
-        )
+        server = try Self.configuration(certificate, key, caPEM)
+    }
+
+    static func configuration(_ certificate: Certificate, _ key: PrivateKey, _ caPEM: String) throws -> TLSConfiguration {
+        TLSConfiguration(certificateChain: .pem(try certificate.pemEncoded()), privateKey: .pem(try key.pemEncoded()), trustRoots: .pem(caPEM))
     }
 
     /// A client certificate signed by this CA.
@@ -45,18 +40,11 @@ public struct TestPKI: Sendable {
         name: String = "tester", roles: [String] = ["os:admin"], expired: Bool = false,
         algorithm: KeyAlgorithm = .ed25519, usage: CertificateProfile.Usage = .client
     ) throws -> TLSConfiguration {
-        let key = try PrivateKey(generating: algorithm)
-        var profile = CertificateProfile(commonName: name, organizations: roles, usage: usage, validDays: 30)
-        if expired {
-            profile.notBefore = -10 * 86_400
-            profile.notAfter = -86_400
-        }
-        let certificate = try CertificateFactory.issue(profile, key: key, issuer: (caCertificate, caKey))
-        return TLSConfiguration(
-            certificateChain: .pem(try certificate.pemEncoded()),
-            privateKey: .pem(try key.pemEncoded()),
-            trustRoots: .pem(caPEM)
+        let (certificate, key) = try authority.issueClient(
+            name: name, roles: roles, algorithm: algorithm,
+            validity: expired ? .seconds(from: -10 * 86_400, to: -86_400) : .days(30), usage: usage
         )
+        return try Self.configuration(certificate, key, caPEM)
     }
 
     /// A CRL of this CA (PEM) revoking the certificates of `clients` (configurations made by
@@ -66,17 +54,13 @@ public struct TestPKI: Sendable {
             guard case .pem(let text) = client.certificateChain else { return [] }
             return try Certificate.load(.pem(text)).prefix(1).map { $0 }
         }
-        return try CertificateFactory.revocationList(revoking: certificates, issuer: (caCertificate, caKey))
+        return try authority.revocationList(revoking: certificates)
     }
 
     /// A client certificate of this CA valid for `seconds` more.
     public func client(name: String, roles: [String] = ["os:admin"], validForSeconds seconds: Int) throws -> TLSConfiguration {
-        let key = try PrivateKey(generating: .ed25519)
-        var profile = CertificateProfile(commonName: name, organizations: roles, usage: .client, validDays: 1)
-        profile.notBefore = -60
-        profile.notAfter = seconds
-        let certificate = try CertificateFactory.issue(profile, key: key, issuer: (caCertificate, caKey))
-        return TLSConfiguration(certificateChain: .pem(try certificate.pemEncoded()), privateKey: .pem(try key.pemEncoded()), trustRoots: .pem(caPEM))
+        let (certificate, key) = try authority.issueClient(name: name, roles: roles, validity: .seconds(from: -60, to: seconds))
+        return try Self.configuration(certificate, key, caPEM)
     }
 
     public func serverContext() throws -> TLSContext {

@@ -63,9 +63,13 @@ struct ServerConnectionHandlerTests {
     static let cheap = "/test.Cheap"
 
     /// A handler past its handshake, with the client's SETTINGS received.
-    static func connected(grace: TimeAmount = .seconds(10)) throws -> (EmbeddedChannel, FrameReader) {
+    static func connected(grace: TimeAmount = .seconds(10), keepalive: (interval: TimeAmount, timeout: TimeAmount)? = nil) throws -> (EmbeddedChannel, FrameReader) {
         var options = ServerConnectionOptions()
         options.gracePeriod = grace
+        if let keepalive {
+            options.keepaliveInterval = keepalive.interval
+            options.keepaliveTimeout = keepalive.timeout
+        }
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let channel = EmbeddedChannel(handler: ServerConnectionHandler(methods: methods, options: options, logger: logger))
@@ -371,5 +375,68 @@ struct ClientConnectionHandlerTests {
         #expect(try Envelope.GoAway(serializedBytes: frames[0].payload).code == ConnectionErrorCode.noError.rawValue)
         #expect(!channel.isActive)
         #expect(promise.futureResult.failure?.code == .unavailable)
+    }
+}
+
+
+/// Keepalive on virtual time: an `EmbeddedEventLoop` whose clock the test moves.
+@Suite("Keepalive on an embedded channel")
+struct KeepaliveTests {
+    static let keepalive = (interval: TimeAmount.seconds(60), timeout: TimeAmount.seconds(20))
+
+    @Test func anIdleConnectionIsPingedThenClosedWithoutAnAck() throws {
+        var (channel, reader) = try ServerConnectionHandlerTests.connected(keepalive: Self.keepalive)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(59))
+        #expect(try reader.frames(channel).isEmpty, "not yet idle for the interval")
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        let ping = try reader.frames(channel)
+        #expect(ping.map(\.type) == [.ping] && ping.first?.payload.readableBytes == 8)
+        #expect(channel.isActive)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(19))
+        #expect(channel.isActive, "the answer may still come")
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        #expect(!channel.isActive, "no answer within the timeout: closed")
+    }
+
+    @Test func anAnsweredPingKeepsTheConnection() throws {
+        var (channel, reader) = try ServerConnectionHandlerTests.connected(keepalive: Self.keepalive)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(60))
+        let ping = try #require(try reader.frames(channel).first { $0.type == .ping })
+        try channel.writeFrames(Frame(type: .ping, flags: .ack, streamID: 0, payload: ping.payload))
+        channel.embeddedEventLoop.advanceTime(by: .seconds(30))
+        #expect(channel.isActive)
+        // Idle again for a whole interval: pinged again.
+        channel.embeddedEventLoop.advanceTime(by: .seconds(30))
+        #expect(try reader.frames(channel).contains { $0.type == .ping && !$0.flags.contains(.ack) })
+        _ = try? channel.finish()
+    }
+
+    @Test func thePeersOwnPingsAreNotActivity() throws {
+        var (channel, reader) = try ServerConnectionHandlerTests.connected(keepalive: Self.keepalive)
+        var elapsed = TimeAmount.zero
+        while channel.isActive, elapsed < .seconds(120) {
+            try channel.writeFrames(Frame(type: .ping, streamID: 0, payload: ByteBuffer(repeating: 3, count: 8)))
+            channel.embeddedEventLoop.advanceTime(by: .seconds(20))
+            elapsed = elapsed + .seconds(20)
+        }
+        let frames = try reader.frames(channel)
+        #expect(frames.contains { $0.type == .ping && $0.flags.contains(.ack) }, "its PINGs are answered")
+        #expect(!channel.isActive && elapsed <= .seconds(80), "but it is idle: closed after \(elapsed)")
+    }
+
+    @Test func bytesThatCompleteNoFrameAreNotActivity() throws {
+        var (channel, reader) = try ServerConnectionHandlerTests.connected(keepalive: Self.keepalive)
+        var ping = ByteBuffer()
+        ping.writeFrame(Frame(type: .ping, streamID: 0, payload: ByteBuffer(repeating: 1, count: 8)))
+        // One byte every 10 s of a frame that takes longer than the interval to complete.
+        var elapsed = TimeAmount.zero
+        while channel.isActive, let byte = ping.readSlice(length: 1), elapsed < .seconds(120) {
+            try channel.writeInbound(byte)
+            channel.embeddedEventLoop.advanceTime(by: .seconds(10))
+            elapsed = elapsed + .seconds(10)
+        }
+        _ = try reader.frames(channel)
+        #expect(!channel.isActive, "idle means no complete frame: dropped after the interval and the timeout")
+        #expect(elapsed <= .seconds(80), "dropped after \(elapsed)")
     }
 }
