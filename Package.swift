@@ -257,6 +257,7 @@ let package = Package(
             dependencies: [
                 "CosiServer", "CosiClient", "CosiStateService", "CosiState", "CosiRPC", "CosiWire", "CosiMessages", "CosiTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -273,6 +274,8 @@ let package = Package(
             dependencies: [
                 "CosiTLS", "COpenSSL", "CosiTesting", "CosiRPC", "CosiClient", "CosiMessages",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
@@ -335,7 +338,7 @@ let package = Package(
             name: "CosidTests",
             dependencies: [
                 "CosiClient", "CosiTesting", "CosiState", "CosiServer", "CosiTLS", "CosiRPC", "CosiMessages", "CosiController",
-                "cosid", "cosictl", "cosi-controller-example", "CosiWire",
+                "CosiDaemon", "cosid", "cosictl", "cosi-controller-example", "CosiWire",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -72,6 +72,10 @@ public final class ReconcileQueue: Sendable {
     /// How many wake-ups were delivered so far.
     public var deliveredCount: Int { state.withLockedValue { $0.delivered } }
 
+    /// Whether the controller waits for its next event with none pending: the reconcile of the
+    /// last one has finished (what tests wait for before asserting that nothing changed).
+    public var isWaiting: Bool { state.withLockedValue { $0.waiter != nil && !$0.pending } }
+
     /// Whether an event is pending (signalled and not yet taken).
     public var isPending: Bool { state.withLockedValue { $0.pending } }
 

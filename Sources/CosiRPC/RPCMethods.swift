@@ -53,49 +53,89 @@ public struct ResponseWriter: Sendable {
     }
 }
 
-/// The bytes-level shape of a method.
+/// The bytes-level shape of a method: unary or server-streaming, run as a task or on the
+/// connection's event loop.
 public enum RPCHandler: Sendable {
-    /// One request, one response.
+    /// One request, one response, computed in a task (a handler that waits or blocks).
     case unary(@Sendable (ByteBuffer, CallContext) async throws -> ByteBuffer)
-    /// One request, a stream of responses written through the writer.
+    /// One request, a stream of responses written through the writer, in a task.
     case serverStreaming(@Sendable (ByteBuffer, CallContext, ResponseWriter) async throws -> Void)
-    /// One request, one response, computed synchronously on the connection's event loop: no
-    /// task, no hops. Only for handlers that never block and finish in microseconds (a lookup).
-    case unaryInline(@Sendable (ByteBuffer, CallContext) throws -> ByteBuffer)
-    /// One request, one response, answered on the event loop by `inline` when it is cheap; when
-    /// `inline` returns nil (the answer would cost more than a loop should spend: a large
-    /// resource), the call runs `task` as a task instead.
-    case unaryInlineWhenCheap(
-        inline: @Sendable (ByteBuffer, CallContext) throws -> ByteBuffer?,
-        task: @Sendable (ByteBuffer, CallContext) async throws -> ByteBuffer
-    )
-    /// One request, one response, started on the connection's event loop without a task:
-    /// `direct` gets the request and a `respond` callback that it (or what it starts, such as a
-    /// durable write) calls exactly once, from any thread; `direct` itself must return at once.
-    /// A request larger than ``RPCHandler/directRequestLimit`` runs `task` as a task instead
-    /// (decoding it is not cheap).
-    ///
-    /// The answer is given as an encoder, which the connection runs on its event loop: the
-    /// thread that produced the answer (the committer) does not spend time encoding it.
-    case unaryDirect(
-        direct: @Sendable (ByteBuffer, CallContext, @escaping @Sendable (Result<@Sendable () -> ByteBuffer, any Error>) -> Void) -> Void,
-        task: @Sendable (ByteBuffer, CallContext) async throws -> ByteBuffer
-    )
+    /// One request, one response, started on the connection's event loop without a task: the
+    /// handler answers through its ``UnaryResponder`` exactly once, at once (a lookup) or later
+    /// from any thread (what it hands its work to, such as the committer). It must not block.
+    case unaryOnLoop(OnLoopHandler<UnaryResponder>)
+    /// One request, a stream of responses produced on the connection's event loop without a task,
+    /// through a ``ServerStream``: for streams that mostly wait (a watch), an idle one costs a few
+    /// small objects, not a suspended task.
+    case serverStreamingOnLoop(OnLoopHandler<ServerStream>)
 
-    /// One request, a stream of responses produced without a task: `start` runs on the
-    /// connection's event loop with a ``ServerStream`` and returns at once; whatever it sets up
-    /// sends through the stream, on that loop, and finishes it. A request larger than
-    /// ``RPCHandler/directRequestLimit`` runs `task` as a task instead.
-    ///
-    /// For streams that mostly wait (a watch): an idle one costs a few small objects, not a
-    /// suspended task.
-    case serverStreamingDirect(
-        start: @Sendable (ByteBuffer, CallContext, ServerStream) -> Void,
-        task: @Sendable (ByteBuffer, CallContext, ResponseWriter) async throws -> Void
-    )
+    /// The largest request an on-loop handler is prepared for on the event loop; a larger one is
+    /// prepared (decoded) in a task, and its body then runs on the loop all the same.
+    public static let onLoopRequestLimit = 64 << 10
+}
 
-    /// The largest request a ``unaryDirect(direct:task:)`` method starts on the event loop.
-    public static let directRequestLimit = 64 << 10
+/// A handler that runs on its connection's event loop, in two steps: ``prepare`` reads the
+/// request (decodes it, checks it) and returns the call's body, which the connection runs on its
+/// loop with the call's output (a ``UnaryResponder`` or a ``ServerStream``).
+///
+/// `prepare` runs on the loop for a request of up to ``RPCHandler/onLoopRequestLimit`` bytes and
+/// in a task for a larger one (decoding it is not cheap); throwing ends the call with that error.
+public struct OnLoopHandler<Output: Sendable>: Sendable {
+    public var prepare: @Sendable (ByteBuffer, CallContext) throws -> @Sendable (Output) -> Void
+
+    public init(prepare: @escaping @Sendable (ByteBuffer, CallContext) throws -> @Sendable (Output) -> Void) {
+        self.prepare = prepare
+    }
+}
+
+/// A unary answer, given as an encoder the connection runs: on its event loop (the thread that
+/// produced the answer, such as the committer, does not spend time encoding it), or in a task
+/// when the answer is ``costly`` (a large resource), at most a few at once per connection and
+/// none while the peer does not read.
+public struct UnaryAnswer: Sendable {
+    public var encode: @Sendable () -> ByteBuffer
+    public var costly: Bool
+
+    public init(costly: Bool = false, encode: @escaping @Sendable () -> ByteBuffer) {
+        self.encode = encode
+        self.costly = costly
+    }
+}
+
+/// Answers a unary call run on the event loop (``RPCHandler/unaryOnLoop(_:)``): exactly once,
+/// from any thread. A second answer, or one after the call ended (cancelled, past its
+/// deadline), is dropped.
+public struct UnaryResponder: Sendable {
+    let deliver: @Sendable (Result<UnaryAnswer, any Error>) -> Void
+
+    /// A responder that hands the answer to `deliver` (a benchmark or a test driving a handler).
+    public init(_ deliver: @escaping @Sendable (Result<UnaryAnswer, any Error>) -> Void) {
+        self.deliver = deliver
+    }
+
+    public func callAsFunction(_ result: Result<UnaryAnswer, any Error>) { deliver(result) }
+    public func succeed(_ answer: UnaryAnswer) { deliver(.success(answer)) }
+    /// Ends the call with an error: an ``RPCError``'s status, UNKNOWN for anything else.
+    public func fail(_ error: any Error) { deliver(.failure(error)) }
+}
+
+/// A ``UnaryResponder`` for a typed response.
+public struct TypedUnaryResponder<Response: ProtobufMessage>: Sendable {
+    public let untyped: UnaryResponder
+
+    /// Answers with the response (encoded by the connection; in a task when `costly`).
+    public func succeed(_ response: Response, costly: Bool = false) {
+        untyped.succeed(UnaryAnswer(costly: costly) { response.serializedBytes() })
+    }
+
+    public func fail(_ error: any Error) { untyped.fail(error) }
+
+    public func callAsFunction(_ result: Result<Response, any Error>) {
+        switch result {
+        case .success(let response): succeed(response)
+        case .failure(let error): fail(error)
+        }
+    }
 }
 
 /// A method the server serves.
@@ -117,8 +157,8 @@ public struct RPCMethod: Sendable {
         self.waitsOnOthers = waitsOnOthers
     }
 
-    /// A unary method with typed protobuf messages. A request that does not decode ends the call
-    /// with INVALID_ARGUMENT before `body` runs.
+    /// A unary method with typed protobuf messages, run as a task. A request that does not
+    /// decode ends the call with INVALID_ARGUMENT before `body` runs.
     public static func unary<Request: ProtobufMessage, Response: ProtobufMessage>(
         _ name: String, _ request: Request.Type = Request.self, _ response: Response.Type = Response.self,
         body: @escaping @Sendable (Request, CallContext) async throws -> Response
@@ -129,82 +169,30 @@ public struct RPCMethod: Sendable {
         })
     }
 
-    /// A unary method with typed messages whose body runs on the connection's event loop (see
-    /// ``RPCHandler/unaryInline(_:)``): for quick, non-blocking handlers.
-    public static func unaryInline<Request: ProtobufMessage, Response: ProtobufMessage>(
+    /// A unary method with typed messages run on the connection's event loop (see
+    /// ``RPCHandler/unaryOnLoop(_:)``): `body` answers through `respond`, at once or later from
+    /// any thread, and must not block.
+    public static func unaryOnLoop<Request: ProtobufMessage, Response: ProtobufMessage>(
         _ name: String, _ request: Request.Type = Request.self, _ response: Response.Type = Response.self,
-        body: @escaping @Sendable (Request, CallContext) throws -> Response
+        body: @escaping @Sendable (Request, CallContext, TypedUnaryResponder<Response>) -> Void
     ) -> RPCMethod {
-        RPCMethod(name: name, handler: .unaryInline { bytes, context in
-            try body(try decodeRequest(Request.self, bytes), context).serializedBytes()
-        })
+        RPCMethod(name: name, handler: .unaryOnLoop(OnLoopHandler { bytes, context in
+            let request = try decodeRequest(Request.self, bytes)
+            return { responder in body(request, context, TypedUnaryResponder(untyped: responder)) }
+        }))
     }
 
-    /// A unary method answered on the event loop when `inline` finds the answer cheap, and as a
-    /// task otherwise (see ``RPCHandler/unaryInlineWhenCheap(inline:task:)``).
-    public static func unaryInlineWhenCheap<Request: ProtobufMessage, Response: ProtobufMessage>(
+    /// A unary method run on the event loop whose answer is computed at once (a lookup).
+    public static func unaryOnLoop<Request: ProtobufMessage, Response: ProtobufMessage>(
         _ name: String, _ request: Request.Type = Request.self, _ response: Response.Type = Response.self,
-        inline: @escaping @Sendable (Request, CallContext) throws -> Response?,
-        task: @escaping @Sendable (Request, CallContext) async throws -> Response
+        answer: @escaping @Sendable (Request, CallContext) throws -> Response
     ) -> RPCMethod {
-        RPCMethod(name: name, handler: .unaryInlineWhenCheap(
-            inline: { bytes, context in try inline(try decodeRequest(Request.self, bytes), context)?.serializedBytes() },
-            task: { bytes, context in try await task(try decodeRequest(Request.self, bytes), context).serializedBytes() }
-        ))
+        unaryOnLoop(name, Request.self, Response.self) { request, context, respond in
+            respond(Result { try answer(request, context) })
+        }
     }
 
-    /// A unary method started on the event loop without a task (see
-    /// ``RPCHandler/unaryDirect(direct:task:)``): for handlers that hand their work to another
-    /// thread and answer from there. `task` serves large requests.
-    public static func unaryDirect<Request: ProtobufMessage, Response: ProtobufMessage>(
-        _ name: String, _ request: Request.Type = Request.self, _ response: Response.Type = Response.self,
-        direct: @escaping @Sendable (Request, CallContext, @escaping @Sendable (Result<Response, any Error>) -> Void) -> Void,
-        task: @escaping @Sendable (Request, CallContext) async throws -> Response
-    ) -> RPCMethod {
-        RPCMethod(name: name, handler: .unaryDirect(
-            direct: { bytes, context, respond in
-                let request: Request
-                do { request = try decodeRequest(Request.self, bytes) } catch {
-                    respond(.failure(error))
-                    return
-                }
-                direct(request, context) { result in respond(result.map { response in { response.serializedBytes() } }) }
-            },
-            task: { bytes, context in try await task(try decodeRequest(Request.self, bytes), context).serializedBytes() }
-        ))
-    }
-
-    /// The same method, marked as waiting on others (graceful shutdown ends it at once).
-    public func waitingOnOthers() -> RPCMethod {
-        var method = self
-        method.waitsOnOthers = true
-        return method
-    }
-
-    /// A server-streaming method whose stream is produced on the event loop without a task
-    /// (see ``RPCHandler/serverStreamingDirect(start:task:)``); `task` serves large requests.
-    /// A request that does not decode ends the call with INVALID_ARGUMENT.
-    public static func serverStreamingDirect<Request: ProtobufMessage, Response: ProtobufMessage>(
-        _ name: String, _ request: Request.Type = Request.self, _ response: Response.Type = Response.self,
-        waitsOnOthers: Bool = false,
-        start: @escaping @Sendable (Request, CallContext, ServerStream) -> Void,
-        task: @escaping @Sendable (Request, CallContext, TypedResponseWriter<Response>) async throws -> Void
-    ) -> RPCMethod {
-        RPCMethod(name: name, handler: .serverStreamingDirect(
-            start: { bytes, context, stream in
-                let request: Request
-                do { request = try decodeRequest(Request.self, bytes) } catch {
-                    return stream.finish(error)
-                }
-                start(request, context, stream)
-            },
-            task: { bytes, context, writer in
-                try await task(try decodeRequest(Request.self, bytes), context, TypedResponseWriter(writer: writer))
-            }
-        ), waitsOnOthers: waitsOnOthers)
-    }
-
-    /// A server-streaming method with typed protobuf messages.
+    /// A server-streaming method with typed protobuf messages, run as a task.
     public static func serverStreaming<Request: ProtobufMessage, Response: ProtobufMessage>(
         _ name: String, _ request: Request.Type = Request.self, _ response: Response.Type = Response.self,
         waitsOnOthers: Bool = false,
@@ -214,6 +202,27 @@ public struct RPCMethod: Sendable {
             let request = try decodeRequest(Request.self, bytes)
             try await body(request, context, TypedResponseWriter(writer: writer))
         }, waitsOnOthers: waitsOnOthers)
+    }
+
+    /// A server-streaming method whose stream is produced on the event loop without a task
+    /// (see ``RPCHandler/serverStreamingOnLoop(_:)``). A request that does not decode ends the
+    /// call with INVALID_ARGUMENT.
+    public static func serverStreamingOnLoop<Request: ProtobufMessage, Response: ProtobufMessage>(
+        _ name: String, _ request: Request.Type = Request.self, _ response: Response.Type = Response.self,
+        waitsOnOthers: Bool = false,
+        body: @escaping @Sendable (Request, CallContext, ServerStream) -> Void
+    ) -> RPCMethod {
+        RPCMethod(name: name, handler: .serverStreamingOnLoop(OnLoopHandler { bytes, context in
+            let request = try decodeRequest(Request.self, bytes)
+            return { stream in body(request, context, stream) }
+        }), waitsOnOthers: waitsOnOthers)
+    }
+
+    /// The same method, marked as waiting on others (graceful shutdown ends it at once).
+    public func waitingOnOthers() -> RPCMethod {
+        var method = self
+        method.waitsOnOthers = true
+        return method
     }
 }
 
@@ -254,9 +263,26 @@ extension RPCMethod {
             if error is CancellationError { return RPCStatus(code: .cancelled, message: "the call was cancelled") }
             return (error as? RPCError)?.status ?? RPCStatus(code: .unknown, message: "\(error)")
         }
-        // One wrapper per shape of body; every handler kind is made of these.
-        func task(_ body: @escaping @Sendable (ByteBuffer, CallContext) async throws -> ByteBuffer) -> @Sendable (ByteBuffer, CallContext) async throws -> ByteBuffer {
-            { request, context in
+        /// `before`, then the inner preparation; a refusal by `before` is not reported to `after`.
+        @Sendable func prepared<Output>(_ inner: OnLoopHandler<Output>, _ request: ByteBuffer, _ context: CallContext) throws -> @Sendable (Output) -> Void {
+            try interceptor.before(request, context)
+            do { return try inner.prepare(request, context) } catch {
+                interceptor.after(request, context, outcome(error))
+                throw error
+            }
+        }
+
+        var method = self
+        if let admit = interceptor.admit {
+            let inner = self.admit
+            method.admit = { context in
+                try inner?(context)
+                try admit(context)
+            }
+        }
+        switch handler {
+        case .unary(let body):
+            method.handler = .unary { request, context in
                 try interceptor.before(request, context)
                 do {
                     let response = try await body(request, context)
@@ -267,23 +293,8 @@ extension RPCMethod {
                     throw error
                 }
             }
-        }
-        func inline<T>(_ body: @escaping @Sendable (ByteBuffer, CallContext) throws -> T?) -> @Sendable (ByteBuffer, CallContext) throws -> T? {
-            { request, context in
-                try interceptor.before(request, context)
-                do {
-                    // nil: the answer is costly and will be given by the task form.
-                    guard let response = try body(request, context) else { return nil }
-                    interceptor.after(request, context, .ok)
-                    return response
-                } catch {
-                    interceptor.after(request, context, outcome(error))
-                    throw error
-                }
-            }
-        }
-        func streaming(_ body: @escaping @Sendable (ByteBuffer, CallContext, ResponseWriter) async throws -> Void) -> @Sendable (ByteBuffer, CallContext, ResponseWriter) async throws -> Void {
-            { request, context, writer in
+        case .serverStreaming(let body):
+            method.handler = .serverStreaming { request, context, writer in
                 try interceptor.before(request, context)
                 var writer = writer
                 if let beforeWrite = interceptor.beforeWrite {
@@ -301,50 +312,23 @@ extension RPCMethod {
                     throw error
                 }
             }
-        }
-
-        var method = self
-        if let admit = interceptor.admit {
-            let inner = self.admit
-            method.admit = { context in
-                try inner?(context)
-                try admit(context)
-            }
-        }
-        switch handler {
-        case .unary(let body):
-            method.handler = .unary(task(body))
-        case .unaryInline(let body):
-            let wrapped = inline(body)
-            // (Never nil: an inline body always answers.)
-            method.handler = .unaryInline { request, context in try wrapped(request, context)! }
-        case .unaryInlineWhenCheap(let body, let costly):
-            method.handler = .unaryInlineWhenCheap(inline: inline(body), task: task(costly))
-        case .unaryDirect(let direct, let costly):
-            method.handler = .unaryDirect(
-                direct: { request, context, respond in
-                    do { try interceptor.before(request, context) } catch {
-                        respond(.failure(error))
-                        return
-                    }
-                    direct(request, context) { result in
+        case .unaryOnLoop(let inner):
+            method.handler = .unaryOnLoop(OnLoopHandler { request, context in
+                let body = try prepared(inner, request, context)
+                return { responder in
+                    body(UnaryResponder { result in
                         switch result {
                         case .success: interceptor.after(request, context, .ok)
                         case .failure(let error): interceptor.after(request, context, outcome(error))
                         }
-                        respond(result)
-                    }
-                },
-                task: task(costly)
-            )
-        case .serverStreaming(let body):
-            method.handler = .serverStreaming(streaming(body))
-        case .serverStreamingDirect(let start, let costly):
-            method.handler = .serverStreamingDirect(
-                start: { request, context, stream in
-                    do { try interceptor.before(request, context) } catch {
-                        return stream.finish(error)
-                    }
+                        responder(result)
+                    })
+                }
+            })
+        case .serverStreamingOnLoop(let inner):
+            method.handler = .serverStreamingOnLoop(OnLoopHandler { request, context in
+                let body = try prepared(inner, request, context)
+                return { stream in
                     if let beforeWrite = interceptor.beforeWrite {
                         let inner = stream.check
                         stream.check = {
@@ -353,10 +337,9 @@ extension RPCMethod {
                         }
                     }
                     stream.addEndHook { status in interceptor.after(request, context, status) }
-                    start(request, context, stream)
-                },
-                task: streaming(costly)
-            )
+                    body(stream)
+                }
+            })
         }
         return method
     }

@@ -8,9 +8,16 @@ import NIOCore
 /// The call owns no task of its own: it runs inside the task that ``run()`` is called from,
 /// and stops when its connection says so (CANCEL, deadline, shutdown) through `cancellation`.
 struct ServerCall: Sendable {
-    let handler: RPCHandler
-    let request: ByteBuffer
-    let context: CallContext
+    /// What the task does.
+    enum Work: Sendable {
+        /// Runs a handler: a task handler whole; an on-loop handler's preparation (a request
+        /// too large to decode on the loop), whose body is then handed back to the loop.
+        case handler(RPCHandler, request: ByteBuffer, context: CallContext)
+        /// Encodes a costly unary answer (``UnaryAnswer/costly``).
+        case encode(@Sendable () -> ByteBuffer)
+    }
+
+    let work: Work
     let sink: CallSink
     let cancellation: CallCancellation
 
@@ -34,16 +41,20 @@ struct ServerCall: Sendable {
 
     private func execute() async {
         do {
-            switch handler {
-            case .unary(let body):
+            switch work {
+            case .encode(let encode):
+                sink.finish(response: encode(), status: .ok)
+            case .handler(.unary(let body), let request, let context):
                 sink.finish(response: try await body(request, context), status: .ok)
-            case .serverStreaming(let body), .serverStreamingDirect(_, let body):
+            case .handler(.serverStreaming(let body), let request, let context):
                 try await body(request, context, ResponseWriter(sink: sink))
                 sink.finish(response: nil, status: .ok)
-            case .unaryInline(let body):
-                sink.finish(response: try body(request, context), status: .ok)
-            case .unaryInlineWhenCheap(_, let task), .unaryDirect(_, let task):
-                sink.finish(response: try await task(request, context), status: .ok)
+            case .handler(.unaryOnLoop(let handler), let request, let context):
+                let body = try handler.prepare(request, context)
+                sink.onLoop { connection, streamID in connection.runOnLoop(streamID, body) }
+            case .handler(.serverStreamingOnLoop(let handler), let request, let context):
+                let body = try handler.prepare(request, context)
+                sink.onLoop { connection, streamID in connection.runOnLoop(streamID, body) }
             }
         } catch let error as RPCError {
             sink.finish(response: nil, status: error.status)
@@ -127,6 +138,11 @@ final class CallSink: Sendable {
             handler.value.enqueue(streamID, last, completion: promise)
         }
         try await promise.futureResult.get()
+    }
+
+    /// Runs `body` on the connection's loop (the body of an on-loop handler prepared here).
+    func onLoop(_ body: @escaping @Sendable (ServerConnectionHandler, UInt32) -> Void) {
+        eventLoop.execute { [handler, streamID] in body(handler.value, streamID) }
     }
 
     func finish(response: ByteBuffer?, status: RPCStatus) {

@@ -1,7 +1,7 @@
 import NIOCore
 
 /// The response side of a server-streaming call produced on its connection's event loop,
-/// without a task (``RPCHandler/serverStreamingDirect(start:task:)``).
+/// without a task (``RPCHandler/serverStreamingOnLoop(_:)``).
 ///
 /// Every member must be used on ``eventLoop``. The producer sends while ``isOpen``; to follow
 /// flow control it sends with a `whenSent` callback and produces more only once that has run:

@@ -95,7 +95,7 @@ public enum InfoService {
     public static let method = "/cosi.rpc.v1.Server/Info"
 
     static func rpcMethod(methods: [String]) -> RPCMethod {
-        .unaryInline(method, Envelope.InfoRequest.self, Envelope.InfoResponse.self) { _, context in
+        .unaryOnLoop(method, Envelope.InfoRequest.self, Envelope.InfoResponse.self) { _, context in
             Envelope.InfoResponse(
                 version: cosiVersion, methods: methods.sorted(),
                 identity: context.peer.commonName, roles: context.peer.organizations

@@ -31,18 +31,16 @@ public enum StateService {
     public static func methods(engine: StateEngine) -> [RPCMethod] {
         let wakers = LoopWakers()
         return [
-            // Get is a lookup in memory: answered on the event loop, without a task, when the
-            // resource is small (encoding it costs microseconds); a large one is encoded in a task.
-            .unaryInlineWhenCheap(
-                get, GetRequest.self, GetResponse.self,
-                inline: { request, _ in
+            // Get is a lookup in memory, answered on the event loop; a large resource is encoded
+            // in a task (a costly answer).
+            .unaryOnLoop(get, GetRequest.self, GetResponse.self) { request, _, respond in
+                do {
                     let resource = try mapped { try engine.get(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id)) }
-                    return ResourceLimits.estimatedSize(of: resource) <= inlineGetBytes ? GetResponse(resource: resource) : nil
-                },
-                task: { request, _ in
-                    GetResponse(resource: try mapped { try engine.get(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id)) })
+                    respond.succeed(GetResponse(resource: resource), costly: ResourceLimits.estimatedSize(of: resource) > inlineGetBytes)
+                } catch {
+                    respond.fail(error)
                 }
-            ),
+            },
             .serverStreaming(list, ListRequest.self, ListResponse.self) { request, _, writer in
                 let resources = try mapped {
                     let query = try ResourceQuery(labelQueries: request.options?.labelQuery ?? [], idQuery: request.options?.idQuery)
@@ -57,99 +55,39 @@ public enum StateService {
                     start = end
                 }
             },
-            // Writes go from the event loop to the committer and back: no task (a large request
-            // is decoded in one).
-            .unaryDirect(
-                create, CreateRequest.self, CreateResponse.self,
-                direct: { request, context, respond in
-                    guard let resource = request.resource else { return respond(.failure(RPCError(code: .invalidArgument, message: "resource is missing"))) }
-                    if isDryRun(context) {
-                        return respond(Result { CreateResponse(resource: try mapped { try engine.createDryRun(resource, owner: request.options?.owner ?? "") }) })
-                    }
-                    engine.create(resource, owner: request.options?.owner ?? "") { respond(answer($0, CreateResponse.init(resource:))) }
-                },
-                task: { request, context in
-                    guard let resource = request.resource else { throw RPCError(code: .invalidArgument, message: "resource is missing") }
-                    if isDryRun(context) { return CreateResponse(resource: try mapped { try engine.createDryRun(resource, owner: request.options?.owner ?? "") }) }
-                    return CreateResponse(resource: try await mapped { try await engine.create(resource, owner: request.options?.owner ?? "") })
+            // Writes go from the event loop to the committer and back: no task.
+            .unaryOnLoop(create, CreateRequest.self, CreateResponse.self) { request, context, respond in
+                guard let resource = request.resource else { return respond.fail(RPCError(code: .invalidArgument, message: "resource is missing")) }
+                let owner = request.options?.owner ?? ""
+                if isDryRun(context) {
+                    return respond(Result { CreateResponse(resource: try mapped { try engine.createDryRun(resource, owner: owner) }) })
                 }
-            ),
-            .unaryDirect(
-                update, UpdateRequest.self, UpdateResponse.self,
-                direct: { request, context, respond in
-                    guard let resource = request.newResource else { return respond(.failure(RPCError(code: .invalidArgument, message: "new_resource is missing"))) }
-                    if isDryRun(context) {
-                        return respond(Result {
-                            UpdateResponse(resource: try mapped { try engine.updateDryRun(resource, owner: request.options?.owner ?? "", expectedPhase: request.options?.expectedPhase) })
-                        })
-                    }
-                    engine.update(resource, owner: request.options?.owner ?? "", expectedPhase: request.options?.expectedPhase) {
-                        respond(answer($0, UpdateResponse.init(resource:)))
-                    }
-                },
-                task: { request, context in
-                    guard let resource = request.newResource else { throw RPCError(code: .invalidArgument, message: "new_resource is missing") }
-                    if isDryRun(context) {
-                        return UpdateResponse(resource: try mapped { try engine.updateDryRun(resource, owner: request.options?.owner ?? "", expectedPhase: request.options?.expectedPhase) })
-                    }
-                    let stored = try await mapped {
-                        try await engine.update(resource, owner: request.options?.owner ?? "", expectedPhase: request.options?.expectedPhase)
-                    }
-                    return UpdateResponse(resource: stored)
+                engine.create(resource, owner: owner) { respond(answer($0, CreateResponse.init(resource:))) }
+            },
+            .unaryOnLoop(update, UpdateRequest.self, UpdateResponse.self) { request, context, respond in
+                guard let resource = request.newResource else { return respond.fail(RPCError(code: .invalidArgument, message: "new_resource is missing")) }
+                let (owner, phase) = (request.options?.owner ?? "", request.options?.expectedPhase)
+                if isDryRun(context) {
+                    return respond(Result { UpdateResponse(resource: try mapped { try engine.updateDryRun(resource, owner: owner, expectedPhase: phase) }) })
                 }
-            ),
-            .unaryDirect(
-                destroy, DestroyRequest.self, DestroyResponse.self,
-                direct: { request, _, respond in
-                    engine.destroy(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id), owner: request.options?.owner ?? "") {
-                        respond(answer($0) { DestroyResponse() })
-                    }
-                },
-                task: { request, _ in
-                    try await mapped {
-                        try await engine.destroy(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id), owner: request.options?.owner ?? "")
-                    }
-                    return DestroyResponse()
+                engine.update(resource, owner: owner, expectedPhase: phase) { respond(answer($0, UpdateResponse.init(resource:))) }
+            },
+            .unaryOnLoop(destroy, DestroyRequest.self, DestroyResponse.self) { request, _, respond in
+                engine.destroy(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id), owner: request.options?.owner ?? "") {
+                    respond(answer($0) { DestroyResponse() })
                 }
-            ),
-            // A watch runs on its connection's event loop (no task: an idle watch is a few
-            // small objects); one with a large request (long label queries) runs as a task.
-            .serverStreamingDirect(watch, WatchRequest.self, WatchResponse.self, waitsOnOthers: true, start: { request, _, stream in
+            },
+            // A watch runs on its connection's event loop (no task: an idle watch is a few small
+            // objects).
+            .serverStreamingOnLoop(watch, WatchRequest.self, WatchResponse.self, waitsOnOthers: true) { request, _, stream in
                 WatchStream.start(request, engine: engine, stream: stream, wakers: wakers)
-            }, task: { request, _, writer in
-                let watch = try await mapped { try await engine.watch(request) }
-                defer { watch.close() }
-                // The empty response says "ready": setup succeeded.
-                try await writer.write(WatchResponse())
-                let aggregated = request.options?.aggregated ?? false
-                do {
-                    // Events carry encodings shared by all watchers of a change: responses are
-                    // assembled from them rather than encoded per watcher.
-                    for try await batch in watch {
-                        if aggregated {
-                            try await writer.raw.write(encodeWatchResponse(batch))
-                        } else {
-                            try await writer.raw.write(contentsOf: batch.map { encodeWatchResponse([$0]) })
-                        }
-                    }
-                } catch let error as StateError {
-                    throw rpcError(error)
+            },
+            .unaryOnLoop(teardown, TeardownRequest.self, TeardownResponse.self) { request, _, respond in
+                engine.teardown(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id), owner: request.options?.owner ?? "") {
+                    respond(answer($0, TeardownResponse.init(destroyReady:)))
                 }
-            }),
-            .unaryDirect(
-                teardown, TeardownRequest.self, TeardownResponse.self,
-                direct: { request, _, respond in
-                    engine.teardown(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id), owner: request.options?.owner ?? "") {
-                        respond(answer($0, TeardownResponse.init(destroyReady:)))
-                    }
-                },
-                task: { request, _ in
-                    let ready = try await mapped {
-                        try await engine.teardown(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id), owner: request.options?.owner ?? "")
-                    }
-                    return TeardownResponse(destroyReady: ready)
-                }
-            ),
+            },
+            // It waits for the finalizers to go: a task, and graceful shutdown ends it at once.
             RPCMethod.unary(teardownAndDestroy, TeardownAndDestroyRequest.self, TeardownAndDestroyResponse.self) { request, _ in
                 try await mapped {
                     try await engine.teardownAndDestroy(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id), owner: request.options?.owner ?? "")

@@ -96,13 +96,10 @@ public final class Certificate: @unchecked Sendable {
     /// The identity this certificate presents (common name, organizations, fingerprint).
     public var identity: PeerIdentity { PeerIdentity(certificate: pointer) }
 
-    /// Seconds from now until the certificate expires (negative once it has), or nil when its
-    /// date cannot be read.
-    public func secondsUntilExpiry() -> Int64? {
-        var days: Int32 = 0
-        var seconds: Int32 = 0
-        guard let notAfter = X509_get0_notAfter(pointer), ASN1_TIME_diff(&days, &seconds, nil, notAfter) == 1 else { return nil }
-        return Int64(days) * 86_400 + Int64(seconds)
+    /// Seconds from `now` (seconds since the epoch; the system's clock when nil) until the
+    /// certificate expires (negative once it has), or nil when its date cannot be read.
+    public func secondsUntilExpiry(now: Int64? = nil) -> Int64? {
+        X509_get0_notAfter(pointer).flatMap { secondsUntil($0, from: now) }
     }
 
     /// Every certificate in a PEM file or text (a chain or a CA bundle).
@@ -279,4 +276,19 @@ extension CertificateFactory {
         }
         return try writePEM { bio in PEM_write_bio_X509_CRL(bio, crl) }
     }
+}
+
+/// Seconds from `now` (the system's clock when nil) until `time`.
+func secondsUntil(_ time: UnsafePointer<ASN1_TIME>, from now: Int64?) -> Int64? {
+    var from: UnsafeMutablePointer<ASN1_TIME>?
+    if let now {
+        // A temporary ASN1_TIME, freed here.
+        guard let made = ASN1_TIME_set(nil, time_t(now)) else { return nil }
+        from = made
+    }
+    defer { ASN1_TIME_free(from) }
+    var days: Int32 = 0
+    var seconds: Int32 = 0
+    guard ASN1_TIME_diff(&days, &seconds, from, time) == 1 else { return nil }
+    return Int64(days) * 86_400 + Int64(seconds)
 }

@@ -27,11 +27,8 @@ public final class PeerCertificate: @unchecked Sendable {
 
     /// Seconds from now until the certificate expires (negative once it has), or nil when its
     /// date cannot be read.
-    public func secondsUntilExpiry() -> Int64? {
-        var days: Int32 = 0
-        var seconds: Int32 = 0
-        guard let notAfter = X509_get0_notAfter(leaf), ASN1_TIME_diff(&days, &seconds, nil, notAfter) == 1 else { return nil }
-        return Int64(days) * 86_400 + Int64(seconds)
+    public func secondsUntilExpiry(now: Int64? = nil) -> Int64? {
+        X509_get0_notAfter(leaf).flatMap { secondsUntil($0, from: now) }
     }
 
     /// Verifies the certificate again against a server context's trusted CAs and CRLs, as a

@@ -13,21 +13,47 @@ public final class RawConnection: Sendable {
 
     final class Collector: ChannelInboundHandler, Sendable {
         typealias InboundIn = ByteBuffer
-        private let state = NIOLockedValueBox((decoder: FrameDecoder(maxFrameSize: 64 << 20), frames: [Frame](), closed: false))
+        private struct Waiter {
+            var predicate: @Sendable (Frame) -> Bool
+            var continuation: CheckedContinuation<Frame?, Never>
+        }
+        private struct State {
+            var decoder = FrameDecoder(maxFrameSize: 64 << 20)
+            var frames: [Frame] = []
+            var closed = false
+            var waiters: [Int: Waiter] = [:]
+            var nextWaiter = 0
+        }
+        private let state = NIOLockedValueBox(State())
         let closedPromise: EventLoopPromise<Void>
 
         init(closedPromise: EventLoopPromise<Void>) { self.closedPromise = closedPromise }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             let bytes = unwrapInboundIn(data)
-            state.withLockedValue { state in
+            let woken = state.withLockedValue { state -> [(CheckedContinuation<Frame?, Never>, Frame)] in
                 state.decoder.append(bytes)
-                while let frame = try? state.decoder.nextFrame() { state.frames.append(frame) }
+                var woken: [(CheckedContinuation<Frame?, Never>, Frame)] = []
+                while let frame = try? state.decoder.nextFrame() {
+                    state.frames.append(frame)
+                    for (id, waiter) in state.waiters where waiter.predicate(frame) {
+                        state.waiters[id] = nil
+                        woken.append((waiter.continuation, frame))
+                    }
+                }
+                return woken
             }
+            for (continuation, frame) in woken { continuation.resume(returning: frame) }
         }
 
         func channelInactive(context: ChannelHandlerContext) {
-            state.withLockedValue { $0.closed = true }
+            let waiters = state.withLockedValue { state in
+                state.closed = true
+                defer { state.waiters = [:] }
+                return state.waiters.values.map(\.continuation)
+            }
+            // No frame will come any more.
+            for continuation in waiters { continuation.resume(returning: nil) }
             closedPromise.succeed()
         }
 
@@ -36,6 +62,26 @@ public final class RawConnection: Sendable {
         }
 
         var frames: [Frame] { state.withLockedValue { $0.frames } }
+
+        /// The first frame matching `predicate`, as soon as it arrives; nil once the connection
+        /// has closed without one or after `timeout`.
+        func first(where predicate: @escaping @Sendable (Frame) -> Bool, timeout: TimeAmount, on loop: any EventLoop) async -> Frame? {
+            await withCheckedContinuation { continuation in
+                let outcome = state.withLockedValue { state -> (id: Int?, found: Frame?) in
+                    if let frame = state.frames.first(where: predicate) { return (nil, frame) }
+                    if state.closed { return (nil, nil) }
+                    let id = state.nextWaiter
+                    state.nextWaiter += 1
+                    state.waiters[id] = Waiter(predicate: predicate, continuation: continuation)
+                    return (id, nil)
+                }
+                guard let id = outcome.id else { return continuation.resume(returning: outcome.found) }
+                loop.scheduleTask(in: timeout) { [self] in
+                    let waiter = state.withLockedValue { $0.waiters.removeValue(forKey: id) }
+                    waiter?.continuation.resume(returning: nil)
+                }
+            }
+        }
     }
 
     private init(channel: any Channel, collector: Collector) {
@@ -91,15 +137,10 @@ public final class RawConnection: Sendable {
         return (collector.frames, !channel.isActive)
     }
 
-    /// Waits until a frame matching `predicate` arrives.
-    public func waitForFrame(timeout: Duration = .seconds(5), _ predicate: (Frame) -> Bool) async throws -> Frame? {
-        let clock = ContinuousClock()
-        let end = clock.now + timeout
-        while clock.now < end {
-            if let frame = collector.frames.first(where: predicate) { return frame }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        return nil
+    /// Waits until a frame matching `predicate` arrives (woken by its arrival, not polling);
+    /// nil when the connection closes without one or after `timeout`.
+    public func waitForFrame(timeout: TimeAmount = .seconds(5), _ predicate: @escaping @Sendable (Frame) -> Bool) async throws -> Frame? {
+        await collector.first(where: predicate, timeout: timeout, on: channel.eventLoop)
     }
 
     public var frames: [Frame] { collector.frames }

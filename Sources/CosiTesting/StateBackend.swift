@@ -23,11 +23,26 @@ public protocol StateBackend: Sendable {
 }
 
 /// Collects a watch's batches in the background so tests can wait for them with a timeout.
+///
+/// Waits are woken by the collector as batches arrive (no polling); the timeout only bounds a
+/// wait that would otherwise hang a failing test.
 public final class WatchProbe: Sendable {
-    private let state = NIOLockedValueBox((batches: [[Event]](), error: (any Error)?.none, ended: false))
-    private let task = NIOLockedValueBox<Task<Void, Never>?>(nil)
+    private struct State {
+        var batches: [[Event]] = []
+        var error: (any Error)?
+        var ended = false
+        var available: Int { batches.reduce(0) { $0 + $1.count } }
+    }
 
-    init() {}
+    private let state = NIOLockedValueBox(State())
+    private let task = NIOLockedValueBox<Task<Void, Never>?>(nil)
+    /// Rings after every batch and at the end (the newest ring is kept for a late waiter).
+    private let changes: AsyncStream<Void>
+    private let changed: AsyncStream<Void>.Continuation
+
+    init() {
+        (changes, changed) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
 
     func start<S: AsyncSequence & Sendable>(_ sequence: S) where S.Element == [Event] {
         task.withLockedValue { task in
@@ -35,74 +50,93 @@ public final class WatchProbe: Sendable {
                 do {
                     for try await batch in sequence {
                         self.state.withLockedValue { $0.batches.append(batch) }
+                        self.changed.yield()
                     }
                     self.state.withLockedValue { $0.ended = true }
                 } catch {
                     self.state.withLockedValue { $0.error = error; $0.ended = true }
                 }
+                self.changed.yield()
             }
+        }
+    }
+
+    /// Waits until `take` finds what it needs in the state, woken at each change; fails after
+    /// `timeout` with what `describe` says of the state then.
+    private func wait<T: Sendable>(
+        timeout: Duration, _ what: String, _ take: @escaping @Sendable (inout State) throws -> T?
+    ) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { [self] in
+                var rings = changes.makeAsyncIterator()
+                repeat {
+                    if let value = try state.withLockedValue(take) { return value }
+                } while await rings.next() != nil
+                return nil
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            let first = try await group.next() ?? nil
+            group.cancelAll()
+            guard let first else {
+                let have = state.withLockedValue { $0.available }
+                throw ConformanceFailure("\(what) within \(timeout), have \(have) events")
+            }
+            return first
         }
     }
 
     /// Waits for the next `count` events (flattening batches), failing after `timeout`.
     public func events(_ count: Int, timeout: Duration = .seconds(5)) async throws -> [Event] {
-        let clock = ContinuousClock()
-        let end = clock.now + timeout
-        while true {
-            let taken: [Event]? = state.withLockedValue { state in
-                let available = state.batches.reduce(0) { $0 + $1.count }
-                guard available >= count else { return nil }
-                var events: [Event] = []
-                while events.count < count {
-                    var batch = state.batches.removeFirst()
-                    let needed = count - events.count
-                    if batch.count > needed {
-                        events += batch.prefix(needed)
-                        batch.removeFirst(needed)
-                        state.batches.insert(batch, at: 0)
-                    } else {
-                        events += batch
-                    }
+        try await wait(timeout: timeout, "expected \(count) events") { state in
+            guard state.available >= count else {
+                if let error = state.error { throw error }
+                return nil
+            }
+            var events: [Event] = []
+            while events.count < count {
+                var batch = state.batches.removeFirst()
+                let needed = count - events.count
+                if batch.count > needed {
+                    events += batch.prefix(needed)
+                    batch.removeFirst(needed)
+                    state.batches.insert(batch, at: 0)
+                } else {
+                    events += batch
                 }
-                return events
             }
-            if let taken { return taken }
-            if let error = state.withLockedValue({ $0.error }) { throw error }
-            guard clock.now < end else {
-                throw ConformanceFailure("expected \(count) events within \(timeout), have \(state.withLockedValue { $0.batches.flatMap { $0 }.count })")
-            }
-            try await Task.sleep(for: .milliseconds(5))
+            return events
         }
     }
 
     /// The next batch, as delivered.
     public func batch(timeout: Duration = .seconds(5)) async throws -> [Event] {
-        let clock = ContinuousClock()
-        let end = clock.now + timeout
-        while clock.now < end {
-            if let batch = state.withLockedValue({ $0.batches.isEmpty ? nil : $0.batches.removeFirst() }) { return batch }
-            if let error = state.withLockedValue({ $0.error }) { throw error }
-            try await Task.sleep(for: .milliseconds(5))
+        try await wait(timeout: timeout, "expected a batch") { state in
+            if !state.batches.isEmpty { return state.batches.removeFirst() }
+            if let error = state.error { throw error }
+            return nil
         }
-        throw ConformanceFailure("no batch within \(timeout)")
     }
 
-    /// Asserts that nothing arrives for `duration`.
-    public func expectQuiet(for duration: Duration = .milliseconds(200)) async throws {
-        try await Task.sleep(for: duration)
-        let pending = state.withLockedValue { $0.batches.flatMap { $0 } }
-        guard pending.isEmpty else { throw ConformanceFailure("expected no events, got \(pending.map(\.type))") }
+    /// Asserts that the watch has nothing to deliver before the event of a change `barrier`
+    /// makes: the barrier writes a resource the watch must see, and events arrive in order, so
+    /// anything pending would come first. Absence is proved by a later event, not by waiting.
+    public func expectNothingBefore(_ barrier: () async throws -> Resource) async throws {
+        let written = try await barrier()
+        let next = try await events(1)
+        let resource = next[0].resource?.metadata
+        guard resource?.id == written.metadata.id, resource?.version == written.metadata.version else {
+            throw ConformanceFailure("expected nothing before the barrier \(written.metadata.id)@\(written.metadata.version), got \(next[0].type) of \(resource?.id ?? "?")@\(resource?.version ?? "?")")
+        }
     }
 
     /// The error the watch ended with, waiting up to `timeout`.
     public func endError(timeout: Duration = .seconds(5)) async throws -> (any Error)? {
-        let clock = ContinuousClock()
-        let end = clock.now + timeout
-        while clock.now < end {
-            if state.withLockedValue({ $0.ended }) { return state.withLockedValue { $0.error } }
-            try await Task.sleep(for: .milliseconds(5))
+        try await wait(timeout: timeout, "the watch did not end") { state in
+            state.ended ? .some(state.error.map { $0 as any Error }) : nil
         }
-        throw ConformanceFailure("the watch did not end within \(timeout)")
     }
 
     public func cancel() {

@@ -154,12 +154,14 @@ public enum StateConformance {
 
     public static func teardownAndDestroyWaitsForFinalizers(_ b: any StateBackend) async throws {
         let type = "TAD.test.dev"
-        _ = try await b.create(resource(type, "x", finalizers: ["f"]), owner: "")
+        _ = try await b.create(resource(type, "x", finalizers: ["f", "g"]), owner: "")
         let waiter = Task { try await b.teardownAndDestroy(ns, type, "x", owner: "", timeout: .seconds(10)) }
         try await eventually("TeardownAndDestroy tears down first") { try await b.get(ns, type, "x").metadata.phase == "tearingDown" }
-        try await Task.sleep(for: .milliseconds(50))
-        try check(try await b.get(ns, type, "x").metadata.phase == "tearingDown", "TeardownAndDestroy waits while a finalizer is pending")
+        // One of two finalizers goes: the change is seen (a later version), the resource stays.
         try await changeFinalizer(b, type, "x", "f", add: false)
+        let remaining = try await b.get(ns, type, "x").metadata
+        try check(remaining.phase == "tearingDown" && remaining.finalizers == ["g"], "TeardownAndDestroy waits while a finalizer is pending: \(remaining.finalizers)")
+        try await changeFinalizer(b, type, "x", "g", add: false)
         try await waiter.value
         try await expectCode(.notFound, "the resource is gone") { try await b.get(ns, type, "x") }
 
@@ -292,7 +294,7 @@ public enum StateConformance {
         try check(events.map(\.type) == [.created, .updated, .updated, .updated, .destroyed], "Created, Updated x3, Destroyed: \(events.map(\.type))")
         try check(events.allSatisfy { $0.bookmark != nil }, "every later event carries a bookmark")
         try check(events[1].old?.metadata.version == "1" && events[1].resource?.metadata.version == "2", "Updated carries old and new")
-        try await watch.expectQuiet()
+        try await watch.expectNothingBefore { try await b.create(resource(type, "x"), owner: "") }
     }
 
     public static func kindWatchWithBootstrap(_ b: any StateBackend) async throws {
@@ -314,12 +316,12 @@ public enum StateConformance {
         defer { old.cancel() }
         let oldBootstrap = try await old.events(3)
         try check(oldBootstrap.allSatisfy { $0.type == .created }, "api_version 0 sends no BOOTSTRAPPED: \(oldBootstrap.map(\.type))")
-        try await old.expectQuiet()
+        try await old.expectNothingBefore { try await b.create(resource(type, "d"), owner: "") }
 
         // Without options: only changes after the call.
         let plain = try await b.watch(WatchRequest(namespace: ns, type: type))
         defer { plain.cancel() }
-        try await plain.expectQuiet(for: .milliseconds(100))
+        try await plain.expectNothingBefore { try await b.create(resource(type, "e"), owner: "") }
         try await b.destroy(ns, type, "a", owner: "")
         try check(try await plain.events(1)[0].type == .destroyed, "a plain kind watch sees later changes only")
     }
@@ -337,7 +339,7 @@ public enum StateConformance {
         defer { resumed.cancel() }
         let replay = try await resumed.events(1)
         try check(replay[0].resource?.metadata.id == "b", "resume from the NOOP bookmark replays what came after")
-        try await resumed.expectQuiet()
+        try await resumed.expectNothingBefore { try await b.create(resource(type, "c"), owner: "") }
     }
 
     public static func labelWatchFlips(_ b: any StateBackend) async throws {
@@ -358,7 +360,7 @@ public enum StateConformance {
         try check(events.map(\.type) == [.created, .updated, .destroyed, .created], "match flips: \(events.map(\.type))")
         try check(events[0].old == nil && events[2].old == nil, "flips carry no old")
         try check(events[3].resource?.metadata.id == "y", "a matching create")
-        try await watch.expectQuiet()
+        try await watch.expectNothingBefore { try await b.create(resource(type, "z", labels: ["role": "web"]), owner: "") }
     }
 
     public static func aggregatedWatch(_ b: any StateBackend) async throws {
@@ -386,7 +388,7 @@ public enum StateConformance {
         let replay = try await kindTail.events(3)
         try check(replay.map { $0.resource?.metadata.id ?? "" } == ["x", "x", "y"], "the last 3 events of the kind: \(replay.map { $0.resource?.metadata.id ?? "" })")
         try check(replay.map(\.type) == [.updated, .updated, .created], "with their types")
-        try await kindTail.expectQuiet()
+        try await kindTail.expectNothingBefore { try await b.create(resource(type, "z"), owner: "") }
 
         let idTail = try await b.watch(WatchRequest(namespace: ns, type: type, id: "x", options: WatchOptions(tailEvents: 2)))
         defer { idTail.cancel() }
@@ -408,13 +410,20 @@ public enum StateConformance {
         try await b.destroy(ns, type, "b", owner: "")
         _ = try await b.create(resource(type, "c"), owner: "")
         let recorded = try await watch.events(5)
+        var resumed: [WatchProbe] = []
+        defer { for probe in resumed { probe.cancel() } }
         for (index, event) in recorded.enumerated() {
-            let resumed = try await b.watch(WatchRequest(namespace: ns, type: type, options: WatchOptions(startFromBookmark: event.bookmark)))
+            let probe = try await b.watch(WatchRequest(namespace: ns, type: type, options: WatchOptions(startFromBookmark: event.bookmark)))
+            resumed.append(probe)
             let expected = Array(recorded[(index + 1)...])
-            let replay = expected.isEmpty ? [] : try await resumed.events(expected.count)
+            let replay = expected.isEmpty ? [] : try await probe.events(expected.count)
             try check(replay == expected, "resume after event \(index) replays exactly the later events")
-            try await resumed.expectQuiet(for: .milliseconds(50))
-            resumed.cancel()
+        }
+        // Then nothing more: one change later, the next event of each is that change.
+        let barrier = try await b.create(resource(type, "barrier"), owner: "")
+        for (index, probe) in resumed.enumerated() {
+            let next = try await probe.events(1)[0].resource?.metadata
+            try check(next?.id == "barrier" && next?.version == barrier.metadata.version, "resume after event \(index): nothing after the later events but the barrier")
         }
     }
 }

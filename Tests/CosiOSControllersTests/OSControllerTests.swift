@@ -144,8 +144,9 @@ struct OSControllerTests {
         try BuiltInControllers.seedSandbox(root)
         // As /proc/sys shows it: tabs between the words.
         try root.replace("proc/sys/net/ipv4/tcp_rmem", with: "4096\t131072\t6291456\n")
-        let before = try FileManager.default.attributesOfItem(atPath: root.resolve("proc/sys/net/ipv4/tcp_rmem"))[.modificationDate] as! Date
-        try await Task.sleep(for: .milliseconds(20))
+        // A modification time long past: a write would make it now.
+        let before = Date(timeIntervalSince1970: 1_000_000_000)
+        try FileManager.default.setAttributes([.modificationDate: before], ofItemAtPath: root.resolve("proc/sys/net/ipv4/tcp_rmem"))
         try await withMachine(root: root) { engine, root, _ in
             try await apply(engine, "runtime", "KernelParamSpecs.runtime.cosi.dev", "net.ipv4.tcp_rmem", "value: 4096 131072 6291456\n")
             try await eventually("reported") { status(engine, "runtime", "KernelParamStatuses.runtime.cosi.dev", "net.ipv4.tcp_rmem") == "value: 4096 131072 6291456\n" }
@@ -203,17 +204,22 @@ struct OSControllerTests {
         func mtimes() throws -> [String: Date] {
             Dictionary(uniqueKeysWithValues: try files.map { ($0, try FileManager.default.attributesOfItem(atPath: root.resolve($0))[.modificationDate] as! Date) })
         }
+        // Modification times long past: a write would make one now.
+        for path in files {
+            try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSince1970: 1_000_000_000)], ofItemAtPath: root.resolve(path))
+        }
         let before = try mtimes()
         let contents = files.map { file(root, $0) }
-        try await Task.sleep(for: .milliseconds(20))
         // A new runtime (as after a restart of cosid) over the same state: it reconciles every
         // controller once, and must find nothing to change.
         try await withMachine(engine: engine, root: root) { _, _, runtime in
-            try await eventually("every controller took its start event") {
-                BuiltInControllers.names.allSatisfy { (runtime.queue(of: $0)?.deliveredCount ?? 0) >= 1 }
+            // Each has reconciled its start event and waits for the next: whatever it would have
+            // written is written.
+            try await eventually("every controller reconciled its start event") {
+                BuiltInControllers.names.allSatisfy { name in
+                    runtime.queue(of: name).map { $0.deliveredCount >= 1 && $0.isWaiting } ?? false
+                }
             }
-            // Nothing may change: asserting an absence needs a window to look through.
-            try await Task.sleep(for: .milliseconds(300))
         }
         #expect(try mtimes() == before)
         #expect(files.map { file(root, $0) } == contents)

@@ -138,15 +138,15 @@ struct CallTests {
             // 1 KiB (the client has granted no credit: it consumed one message, far from half).
             let window = Int(RPCSettings.defaultInitialWindow) / 1024
             try await eventually("observations.written('stalled') >= window") { observations.written("stalled") >= window }
-            // It stays there (the next write waits for credit).
-            try await Task.sleep(for: .milliseconds(100))
-            #expect(observations.written("stalled") == window)
             let blockedAt = window
-            // ...while unary calls on the same connection go on.
+            // Unary calls on the same connection go on...
             for index in 0..<50 {
                 let reply = try await client.unary(TestMethods.echo, request: ByteBuffer(string: "u\(index)"), timeout: .seconds(2))
                 #expect(String(buffer: reply) == "u\(index)")
             }
+            // ...while the stream stays where it was (its next write waits for credit): 50 round
+            // trips on its connection's loop later, it has written nothing more.
+            #expect(observations.written("stalled") == window)
             // Reading resumes the stream.
             for _ in 0..<1000 { _ = try await iterator.next() }
             try await eventually("observations.written('stalled') > blockedAt + 200") { observations.written("stalled") > blockedAt + 200 }

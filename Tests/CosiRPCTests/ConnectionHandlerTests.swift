@@ -1,4 +1,5 @@
 import CosiTLS
+import CosiTesting
 import CosiWire
 import Logging
 import NIOConcurrencyHelpers
@@ -52,12 +53,12 @@ struct ServerConnectionHandlerTests {
     static var methods: RPCMethodTable {
         RPCMethodTable([
             RPCMethod(name: slow, handler: .unary { request, _ in request }),
-            RPCMethod(name: inline, handler: .unaryInline { request, _ in request }),
+            RPCMethod(name: inline, handler: .unaryOnLoop(OnLoopHandler { request, _ in { respond in respond.succeed(UnaryAnswer { request }) } })),
             RPCMethod(name: watch, handler: .serverStreaming { _, _, _ in }, waitsOnOthers: true),
-            RPCMethod(name: cheap, handler: .unaryInlineWhenCheap(
-                inline: { request, _ in request.readableBytes < 10 ? request : nil },
-                task: { request, _ in request }
-            )),
+            // A large answer is costly: encoded in a task.
+            RPCMethod(name: cheap, handler: .unaryOnLoop(OnLoopHandler { request, _ in
+                { respond in respond.succeed(UnaryAnswer(costly: request.readableBytes >= 10) { request }) }
+            })),
         ])
     }
     static let cheap = "/test.Cheap"
@@ -99,9 +100,13 @@ struct ServerConnectionHandlerTests {
         var (channel, reader) = try Self.connected()
         for frame in Self.call(1, Self.slow) { try channel.writeFrames(frame) }
         let call = try #require(try channel.readInbound(as: ServerCall.self))
-        #expect(call.context.method == Self.slow)
-        #expect(call.context.peer.commonName == "alice")
-        #expect(String(buffer: call.request) == "req")
+        guard case .handler(.unary, let request, let context) = call.work else {
+            Issue.record("not the handler's task: \(call.work)")
+            return
+        }
+        #expect(context.method == Self.slow)
+        #expect(context.peer.commonName == "alice")
+        #expect(String(buffer: request) == "req")
         #expect(try reader.frames(channel).isEmpty)
         call.sink.finish(response: ByteBuffer(string: "resp"), status: .ok)
         channel.embeddedEventLoop.run()
@@ -118,6 +123,66 @@ struct ServerConnectionHandlerTests {
         let frames = try reader.frames(channel)
         #expect(frames.map(\.type) == [.message, .trailers])
         #expect(String(buffer: frames[0].payload) == "hi")
+    }
+
+    @Test func aConnectionEndsWhenItsClientCertificateExpires() throws {
+        // Over real TLS (embedded channels back to back), on the loop's virtual time: a client
+        // certificate valid for 120 s more.
+        let pki = try TestPKI()
+        var options = ServerConnectionOptions()
+        options.keepaliveInterval = .hours(1)
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let link = try BackToBack(
+            client: [try TLSHandler(context: TLSContext(role: .client, configuration: pki.client(name: "brief", validForSeconds: 120)), serverName: "127.0.0.1")],
+            server: [try TLSHandler(context: pki.serverContext()), ServerConnectionHandler(methods: Self.methods, options: options, logger: logger)]
+        )
+        try link.interact()
+        var bytes = ByteBuffer()
+        bytes.writeFrame(Frame(type: .settings, streamID: 0, payload: Envelope.Settings().serializedBytes()))
+        for frame in Self.call(1, Self.watch) { bytes.writeFrame(frame) }
+        link.client.writeAndFlush(bytes, promise: nil)
+        try link.interact()
+        #expect(link.serverEvents.messages.count == 1, "the watch runs")
+        var decoder = FrameDecoder(maxFrameSize: 64 << 20, requireSettingsFirst: false)
+        func received() throws -> [Frame] {
+            decoder.append(link.clientEvents.takeReceived())
+            var frames: [Frame] = []
+            while let frame = try decoder.nextFrame() { frames.append(frame) }
+            return frames
+        }
+        #expect(try received().map(\.type) == [.settings, .settings], "SETTINGS and the acknowledgement")
+
+        link.server.embeddedEventLoop.advanceTime(by: .seconds(110))
+        try link.interact()
+        #expect(link.server.isActive, "still valid")
+        link.server.embeddedEventLoop.advanceTime(by: .seconds(11))
+        try link.interact()
+        let frames = try received().filter { $0.type != .settings }
+        let trailers = try #require(frames.first { $0.type == .trailers && $0.streamID == 1 }, "the watch ends: \(frames.map(\.type))")
+        let status = try Envelope.Status(serializedBytes: trailers.payload)
+        #expect(RPCStatus.Code(rawValue: status.code) == .permissionDenied)
+        #expect(status.message.contains("expired"), "\(status.message)")
+        #expect(frames.contains { $0.type == .goAway })
+        #expect(!link.server.isActive, "the connection closes")
+    }
+
+    @Test func aLargeRequestOfAnOnLoopMethodIsPreparedInATaskAndAnsweredOnTheLoop() async throws {
+        var (channel, reader) = try Self.connected()
+        let large = String(repeating: "x", count: RPCHandler.onLoopRequestLimit + 1)
+        try channel.writeFrames(Self.call(1, Self.inline, large)[0], Self.call(1, Self.inline, large)[1])
+        let call = try #require(try channel.readInbound(as: ServerCall.self), "decoded off the loop")
+        guard case .handler(.unaryOnLoop, _, _) = call.work else {
+            Issue.record("not the on-loop handler's preparation: \(call.work)")
+            return
+        }
+        #expect(try reader.frames(channel).isEmpty)
+        await call.run()
+        #expect(try reader.frames(channel).isEmpty, "the body runs on the loop, not in the task")
+        channel.embeddedEventLoop.run()
+        let frames = try reader.frames(channel)
+        #expect(frames.map(\.type) == [.message, .trailers])
+        #expect(frames.first?.payload.readableBytes == large.utf8.count)
     }
 
     @Test func whileTheChannelIsNotWritableNothingMoreIsDecoded() throws {

@@ -103,7 +103,7 @@ enum TestMethods {
             .unary(typed, Envelope.InfoRequest.self, Envelope.InfoResponse.self) { _, context in
                 Envelope.InfoResponse(version: "typed", identity: context.peer.commonName, roles: context.peer.organizations)
             },
-            .unaryInline(typedInline, Envelope.InfoRequest.self, Envelope.InfoResponse.self) { _, context in
+            .unaryOnLoop(typedInline, Envelope.InfoRequest.self, Envelope.InfoResponse.self) { _, context in
                 guard context.metadata["fail"] == nil else { throw RPCError(code: .notFound, message: "asked to fail") }
                 return Envelope.InfoResponse(version: "inline", identity: context.peer.commonName)
             },

@@ -141,7 +141,7 @@ struct ControllerServiceTests {
     }
 
     @Test func startAndStopGateDelivery() async throws {
-        try await withServer { _, port in
+        try await withServer { server, port in
             try await withCosiClient(try client(port, name: "alice")) { alice in
                 // cosid starts with delivery running.
                 #expect(await code { _ = try await alice.unary(ControllerService.start, Runtime.StartRequest(), as: Runtime.StartResponse.self) } == .failedPrecondition)
@@ -149,19 +149,18 @@ struct ControllerServiceTests {
                 #expect(await code { _ = try await alice.unary(ControllerService.stop, Runtime.StopRequest(), as: Runtime.StopResponse.self) } == .failedPrecondition)
                 let token = try await alice.unary(ControllerService.register, Self.declaration, as: Runtime.RegisterControllerResponse.self).controllerToken
                 let events = alice.serverStream(ControllerService.reconcileEvents, Runtime.ReconcileEventsRequest(controllerToken: token), as: Runtime.ReconcileEventsResponse.self)
-                try await withThrowingTaskGroup(of: Bool.self) { group in
-                    group.addTask {
-                        var iterator = events.makeAsyncIterator()
-                        return try await iterator.next() != nil
-                    }
-                    group.addTask {
-                        try await Task.sleep(for: .milliseconds(300))
-                        return false
-                    }
-                    #expect(try await group.next() == false, "no event while stopped")
-                    _ = try await alice.unary(ControllerService.start, Runtime.StartRequest(), as: Runtime.StartResponse.self)
-                    #expect(try await group.next() == true, "the queued event flows on Start")
+                let first = Task {
+                    var iterator = events.makeAsyncIterator()
+                    return try await iterator.next() != nil
                 }
+                // The stream took the connect event from the controller's queue; stopped, it holds
+                // it at the gate rather than sending it and waiting for the next one.
+                let name = Self.declaration.controllerName
+                try await eventually("the stream took its first event") { (server.controllers.queue(of: name)?.deliveredCount ?? 0) >= 1 }
+                #expect(server.controllers.queue(of: name)?.isWaiting == false, "no event while stopped")
+                _ = try await alice.unary(ControllerService.start, Runtime.StartRequest(), as: Runtime.StartResponse.self)
+                #expect(try await first.value, "the queued event flows on Start")
+                try await eventually("then it waits for the next") { server.controllers.queue(of: name)?.isWaiting == true }
             }
         }
     }

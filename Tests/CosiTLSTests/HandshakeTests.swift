@@ -49,13 +49,9 @@ struct HandshakeTests {
             let error = try #require(await refused(port: port, context), "the handshake should fail")
             #expect((error as? RPCError)?.code == .unavailable, "\(error)")
             // The server logs its side once the handshake has failed there.
-            var logged: String?
-            for _ in 0..<200 {
-                logged = log.records.first { $0.message == "TLS handshake refused" }?.metadata["error"]
-                if logged != nil { break }
-                try await Task.sleep(for: .milliseconds(10))
-            }
-            return Refusal(client: (error as? RPCError)?.message ?? "\(error)", server: try #require(logged, "the server logged no refusal"))
+            func logged() -> String? { log.records.first { $0.message == "TLS handshake refused" }?.metadata["error"] }
+            try await eventually("the server logs the refusal", timeout: .seconds(5)) { logged() != nil }
+            return Refusal(client: (error as? RPCError)?.message ?? "\(error)", server: try #require(logged(), "the server logged no refusal"))
         }
     }
 

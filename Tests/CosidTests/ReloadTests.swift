@@ -102,23 +102,4 @@ struct ReloadTests {
         await newClient.close()
         await another.close()
     }
-
-    /// The server's certificate expires while a client is connected: cosid says so when it
-    /// happens, the open connection goes on, a new handshake fails.
-    @Test func theServerCertificateExpiresWhileAClientIsConnected() async throws {
-        let pki = try TestPKI(serverValidForSeconds: 4)
-        let cosid = try await CosidProcess(certificates: .pki(pki))
-        let (port, output) = (cosid.port, cosid.output)
-
-        let client = try await Self.connect(port, try pki.client(name: "early"))
-        #expect(try await client.info().identity == "early")
-        try await CosidProcessTests.waitFor("server certificate \"test server\" has expired: clients now fail their TLS handshakes", in: output)
-        // The established connection goes on.
-        #expect(try await client.info().identity == "early")
-        // A new one fails its handshake, and the client is told why.
-        await #expect { _ = try await Self.connect(port, try pki.client(name: "late")) } throws: { error in
-            "\(error)".contains("expired")
-        }
-        await client.close()
-    }
 }

@@ -57,16 +57,18 @@ let benchmarks: @Sendable () -> Void = {
         wait { done in engine.create(resource("r\(index)"), owner: "") { _ in done() } }
     }
 
-    guard case .unaryInlineWhenCheap(let get, _)? = methods[StateService.get]?.handler else { fatalError("Get is answered inline") }
+    guard case .unaryOnLoop(let get)? = methods[StateService.get]?.handler else { fatalError("Get runs on the event loop") }
     let getRequest = GetRequest(namespace: "bench", type: "Hot.bench.dev", id: "r500").serializedBytes()
     let getContext = CallContext(method: StateService.get, peer: peer)
     Benchmark("Get: decode, look up, encode (a 256-byte resource)") { benchmark in
         for _ in benchmark.scaledIterations {
-            blackHole(try get(getRequest, getContext))
+            try get.prepare(getRequest, getContext)(UnaryResponder { result in
+                if case .success(let answer) = result { blackHole(answer.encode()) }
+            })
         }
     }
 
-    guard case .unaryDirect(let create, _)? = methods[StateService.create]?.handler else { fatalError("Create starts directly") }
+    guard case .unaryOnLoop(let create)? = methods[StateService.create]?.handler else { fatalError("Create runs on the event loop") }
     let createContext = CallContext(method: StateService.create, peer: peer)
     // Requests made before measuring: the client's encoding is not the server's cost.
     let createRequests = (0..<25_000).map { CreateRequest(resource: resource("c\($0)")).serializedBytes() }
@@ -79,9 +81,13 @@ let benchmarks: @Sendable () -> Void = {
             let request = createRequests[next % createRequests.count]
             next += 1
             wait { done in
-                create(request, createContext) { result in
-                    if case .success(let encode) = result { blackHole(encode()) }
-                    done()
+                do {
+                    try create.prepare(request, createContext)(UnaryResponder { result in
+                        if case .success(let answer) = result { blackHole(answer.encode()) }
+                        done()
+                    })
+                } catch {
+                    fatalError("\(error)")
                 }
             }
         }

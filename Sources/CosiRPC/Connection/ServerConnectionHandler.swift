@@ -46,13 +46,13 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     private struct RunningCall {
         var cancellation: CallCancellation
-        /// An inline answer found costly, running as a task (see ``maxCostlyCalls``).
+        /// A costly answer being encoded in a task (see ``maxCostlyCalls``).
         var costly = false
         var deadline: Scheduled<Void>?
         var waitsOnOthers: Bool
         var method: String
         var started: ContinuousClock.Instant
-        /// The stream of a call produced on this loop (``RPCHandler/serverStreamingDirect(start:task:)``).
+        /// The stream of a call produced on this loop (``RPCHandler/serverStreamingOnLoop(_:)``).
         var stream: ServerStream?
     }
 
@@ -79,17 +79,9 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private var pendingRead = false
     private var framesWhileBlocked = 0
     private var pumping = false
-    /// Calls whose inline answer was found costly, running as tasks, and those waiting to.
+    /// Costly answers being encoded in tasks, and those waiting to be.
     private var costlyRunning = 0
-    private var costlyWaiting: Deque<PendingCall> = []
-
-    private struct PendingCall {
-        var streamID: UInt32
-        var method: RPCMethod
-        var request: ByteBuffer
-        var context: CallContext
-        var started: ContinuousClock.Instant
-    }
+    private var costlyWaiting: Deque<(streamID: UInt32, encode: @Sendable () -> ByteBuffer)> = []
 
     /// Costly answers (a Get of a large resource) computed at once per connection, at most; the
     /// others wait for one to end, and none starts while the peer does not read. So what they
@@ -329,9 +321,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private func launchWaitingCostlyCalls() {
         guard let context else { return }
         while costlyRunning < Self.maxCostlyCalls, context.channel.isWritable, let next = costlyWaiting.popFirst() {
-            // A call cancelled while it waited is gone from the state machine.
-            guard stateMachine.isOpen(next.streamID) else { continue }
-            launch(next, costly: true)
+            // A call that ended while it waited (cancelled, its deadline) is gone.
+            encodeInTask(next.streamID, next.encode)
         }
     }
 
@@ -379,65 +370,130 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             return
         }
         let callContext = callContext(headers, context)
-        // Quick handlers answer on the event loop itself: no task, no deadline timer. One that
-        // finds the answer costly (nil) goes on as a task below.
-        let costly: Bool
         switch method.handler {
-        case .unaryInline(let body):
-            answerInline(streamID, method: headers.method, started: started) { try body(request, callContext) }
-            return
-        case .unaryInlineWhenCheap(let body, _):
-            if answerInline(streamID, method: headers.method, started: started, { try body(request, callContext) }) { return }
-            costly = true
-        case .unaryDirect(let direct, _) where request.readableBytes <= RPCHandler.directRequestLimit:
-            startDirect(streamID, method: method, request: request, context: callContext, started: started, direct)
-            return
-        case .serverStreamingDirect(let start, _) where request.readableBytes <= RPCHandler.directRequestLimit:
-            let stream = ServerStream(connection: self, eventLoop: context.eventLoop, streamID: streamID)
-            var running = RunningCall(cancellation: CallCancellation(), waitsOnOthers: method.waitsOnOthers, method: method.name, started: started)
-            running.stream = stream
-            track(streamID, running, deadline: callContext.deadline)
+        case .unaryOnLoop(let handler) where request.readableBytes <= RPCHandler.onLoopRequestLimit:
+            startUnaryOnLoop(streamID, method: method.name, handler, request: request, context: callContext, started: started)
+        case .serverStreamingOnLoop(let handler) where request.readableBytes <= RPCHandler.onLoopRequestLimit:
+            track(streamID, RunningCall(cancellation: CallCancellation(), waitsOnOthers: method.waitsOnOthers, method: method.name, started: started), deadline: callContext.deadline)
+            let body: @Sendable (ServerStream) -> Void
             // The stream may live long, and what it keeps of its request must not hold the
             // whole read buffer.
-            start(ServerConnectionStateMachine<EventLoopPromise<Void>>.owned(request), callContext, stream)
-            return
-        default:
-            costly = false
-        }
-        let pending = PendingCall(streamID: streamID, method: method, request: request, context: callContext, started: started)
-        if costly {
-            // Costly: at most a few at once, and not while the peer does not read.
-            guard costlyRunning < Self.maxCostlyCalls, context.channel.isWritable else {
-                costlyWaiting.append(PendingCall(
-                    streamID: streamID, method: method, request: ServerConnectionStateMachine<EventLoopPromise<Void>>.owned(request),
-                    context: callContext, started: started
-                ))
-                return
+            do { body = try handler.prepare(ServerConnectionStateMachine<EventLoopPromise<Void>>.owned(request), callContext) } catch {
+                return finish(streamID, response: nil, status: Self.status(of: error))
             }
+            runOnLoop(streamID, body)
+        default:
+            // A task handler, or an on-loop one whose request is too large to decode here.
+            launch(streamID, method: method, request: request, context: callContext, started: started)
         }
-        launch(pending, costly: costly)
     }
 
-    /// Starts a call whose handler answers through a callback, from any thread: no task; the
-    /// answer hops back to this event loop. The call is tracked like a task's (deadline,
-    /// cancellation: a late answer is dropped).
-    private func startDirect(
-        _ streamID: UInt32, method: RPCMethod, request: ByteBuffer, context callContext: CallContext, started: ContinuousClock.Instant,
-        _ direct: @Sendable (ByteBuffer, CallContext, @escaping @Sendable (Result<@Sendable () -> ByteBuffer, any Error>) -> Void) -> Void
+    /// A unary call on this loop. An answer given at once (a lookup) finishes the call at once:
+    /// no deadline timer, no bookkeeping; one given later reaches the call through the loop.
+    private func startUnaryOnLoop(
+        _ streamID: UInt32, method: String, _ handler: OnLoopHandler<UnaryResponder>, request: ByteBuffer, context callContext: CallContext,
+        started: ContinuousClock.Instant
     ) {
         guard let context else { return }
-        track(streamID, RunningCall(cancellation: CallCancellation(), waitsOnOthers: false, method: method.name, started: started), deadline: callContext.deadline)
+        let body: @Sendable (UnaryResponder) -> Void
+        do { body = try handler.prepare(request, callContext) } catch {
+            let status = Self.status(of: error)
+            RPCMetrics.call(method, status, started: started)
+            perform(stateMachine.finishCall(streamID, response: nil, status: status), flush: false)
+            return
+        }
         let eventLoop = context.eventLoop
-        let handler = NIOLoopBound(self, eventLoop: eventLoop)
-        direct(request, callContext) { result in
-            eventLoop.execute {
-                switch result {
-                case .success(let encode): handler.value.finish(streamID, response: encode(), status: .ok)
-                case .failure(let error as RPCError): handler.value.finish(streamID, response: nil, status: error.status)
-                case .failure(let error): handler.value.finish(streamID, response: nil, status: RPCStatus(code: .unknown, message: "\(error)"))
-                }
+        let connection = NIOLoopBound(self, eventLoop: eventLoop)
+        // `.starting` while `body` runs: an answer given then is kept here, not delivered.
+        let phase = NIOLoopBoundBox(ImmediateAnswer.starting, eventLoop: eventLoop)
+        body(UnaryResponder { result in
+            guard eventLoop.inEventLoop else {
+                return eventLoop.execute { connection.value.answer(streamID, result) }
+            }
+            if case .starting = phase.value {
+                phase.value = .answered(result)
+            } else {
+                connection.value.answer(streamID, result)
+            }
+        })
+        switch phase.value {
+        case .answered(.success(let answer)) where !answer.costly:
+            RPCMetrics.call(method, .ok, started: started)
+            perform(stateMachine.finishCall(streamID, response: answer.encode(), status: .ok), flush: false)
+        case .answered(.failure(let error)):
+            let status = Self.status(of: error)
+            RPCMetrics.call(method, status, started: started)
+            perform(stateMachine.finishCall(streamID, response: nil, status: status), flush: false)
+        case .answered(let result):
+            track(streamID, RunningCall(cancellation: CallCancellation(), waitsOnOthers: false, method: method, started: started), deadline: callContext.deadline)
+            answer(streamID, result)
+        case .starting, .running:
+            phase.value = .running
+            track(streamID, RunningCall(cancellation: CallCancellation(), waitsOnOthers: false, method: method, started: started), deadline: callContext.deadline)
+        }
+    }
+
+    private enum ImmediateAnswer {
+        case starting
+        case answered(Result<UnaryAnswer, any Error>)
+        case running
+    }
+
+    /// Runs the body of a unary on-loop handler for a tracked call (one whose request was
+    /// prepared in a task).
+    func runOnLoop(_ streamID: UInt32, _ body: @Sendable (UnaryResponder) -> Void) {
+        guard let context, calls[streamID] != nil else { return }
+        let eventLoop = context.eventLoop
+        let connection = NIOLoopBound(self, eventLoop: eventLoop)
+        body(UnaryResponder { result in
+            if eventLoop.inEventLoop {
+                connection.value.answer(streamID, result)
+            } else {
+                eventLoop.execute { connection.value.answer(streamID, result) }
+            }
+        })
+    }
+
+    /// Runs the body of a streaming on-loop handler for a tracked call.
+    func runOnLoop(_ streamID: UInt32, _ body: @Sendable (ServerStream) -> Void) {
+        guard let context, calls[streamID] != nil else { return }
+        let stream = ServerStream(connection: self, eventLoop: context.eventLoop, streamID: streamID)
+        calls[streamID]?.stream = stream
+        body(stream)
+    }
+
+    /// The answer of a tracked unary call (dropped if the call has ended). A costly one is
+    /// encoded in a task, when the limit and the peer's reading allow.
+    private func answer(_ streamID: UInt32, _ result: Result<UnaryAnswer, any Error>) {
+        guard let context, calls[streamID] != nil else { return }
+        switch result {
+        case .failure(let error):
+            finish(streamID, response: nil, status: Self.status(of: error))
+        case .success(let answer) where !answer.costly:
+            finish(streamID, response: answer.encode(), status: .ok)
+        case .success(let answer):
+            if costlyRunning < Self.maxCostlyCalls, context.channel.isWritable {
+                encodeInTask(streamID, answer.encode)
+            } else {
+                costlyWaiting.append((streamID, answer.encode))
             }
         }
+    }
+
+    /// Hands a costly answer's encoding to a task.
+    private func encodeInTask(_ streamID: UInt32, _ encode: @escaping @Sendable () -> ByteBuffer) {
+        guard let context, calls[streamID] != nil else { return }
+        let cancellation = CallCancellation()
+        calls[streamID]?.costly = true
+        calls[streamID]?.cancellation = cancellation
+        costlyRunning += 1
+        context.fireChannelRead(wrapInboundOut(ServerCall(
+            work: .encode(encode), sink: CallSink(handler: self, eventLoop: context.eventLoop, streamID: streamID), cancellation: cancellation
+        )))
+    }
+
+    private static func status(of error: any Error) -> RPCStatus {
+        (error as? RPCError)?.status ?? RPCStatus(code: .unknown, message: "\(error)")
     }
 
     /// Records a running call, with a timer that ends it at its deadline.
@@ -455,34 +511,13 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         calls[streamID] = running
     }
 
-    /// Runs an inline handler and finishes the call with its answer or error; returns false
-    /// (and finishes nothing) when it returns nil: the answer is costly, for a task.
-    @discardableResult
-    private func answerInline(_ streamID: UInt32, method: String, started: ContinuousClock.Instant, _ compute: () throws -> ByteBuffer?) -> Bool {
-        var status = RPCStatus.ok
-        var response: ByteBuffer?
-        do {
-            response = try compute()
-            if response == nil { return false }
-        } catch let error as RPCError {
-            status = error.status
-        } catch {
-            status = RPCStatus(code: .unknown, message: "\(error)")
-        }
-        RPCMetrics.call(method, status, started: started)
-        perform(stateMachine.finishCall(streamID, response: response, status: status), flush: false)
-        return true
-    }
-
     /// Runs a call as a task (handed to the server's task group through the pipeline).
-    private func launch(_ pending: PendingCall, costly: Bool) {
+    private func launch(_ streamID: UInt32, method: RPCMethod, request: ByteBuffer, context callContext: CallContext, started: ContinuousClock.Instant) {
         guard let context else { return }
-        let (streamID, method, request, callContext, started) = (pending.streamID, pending.method, pending.request, pending.context, pending.started)
-        let running = RunningCall(cancellation: CallCancellation(), costly: costly, waitsOnOthers: method.waitsOnOthers, method: method.name, started: started)
-        if costly { costlyRunning += 1 }
+        let running = RunningCall(cancellation: CallCancellation(), waitsOnOthers: method.waitsOnOthers, method: method.name, started: started)
         track(streamID, running, deadline: callContext.deadline)
         let call = ServerCall(
-            handler: method.handler, request: ServerConnectionStateMachine<EventLoopPromise<Void>>.owned(request), context: callContext,
+            work: .handler(method.handler, request: ServerConnectionStateMachine<EventLoopPromise<Void>>.owned(request), context: callContext),
             sink: CallSink(handler: self, eventLoop: context.eventLoop, streamID: streamID),
             cancellation: running.cancellation
         )
