@@ -136,10 +136,16 @@ let package = Package(
             name: "CosiController",
             dependencies: ["CosiMessages", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]
         ),
-        // The built-in operating-system controllers: specs in, files under a root out.
+        // The built-in operating-system controllers: specs in, the machine kept as they say.
         .target(
             name: "CosiOSControllers",
-            dependencies: ["CosiController", "CosiMessages", .product(name: "Yams", package: "Yams")]
+            dependencies: [
+                "CosiController", "CosiMessages",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
         ),
         .target(
             name: "CosiControllerRuntime",

@@ -49,11 +49,32 @@ func startBuiltInControllers(_ settings: CosidSettings, server: CosiServer, logg
         try root.makeDirectories(root.path)
         try BuiltInControllers.seedSandbox(root)
     }
-    for setting in chosen {
-        try server.controllers.register(MachineController(setting, root: root))
+    // A sandbox never touches the host: the kernel's hostname only in a UTS namespace of cosid's
+    // own, mounts only in a mount namespace of its own.
+    let liveHostname = root.isSystemRoot || Namespaces.isOwn("uts")
+    let mounts = root.isSystemRoot || Namespaces.isOwn("mnt")
+    var off: [String] = []
+    var started: [String] = []
+    for var setting in chosen {
+        if setting is HostnameSetting {
+            setting = HostnameSetting(live: liveHostname)
+            if !liveHostname { off.append("the live hostname") }
+        }
+        if setting is MountSetting, !mounts {
+            off.append("the mounts controller")
+            continue
+        }
+        try server.controllers.register(MachineController(setting, root: root, resyncInterval: .seconds(settings.resyncInterval), logger: logger))
+        started.append(setting.name)
     }
     logger.notice("built-in controllers acting on \(root.isSystemRoot ? "this machine (/)" : "the sandbox \(root.path)")", metadata: [
-        "controllers": "\(chosen.map(\.name).joined(separator: ","))",
+        "controllers": "\(started.joined(separator: ","))",
+        "live-hostname": "\(chosen.contains { $0 is HostnameSetting } && liveHostname ? "on" : "off")",
     ])
+    if !off.isEmpty {
+        logger.notice(
+            "\(off.joined(separator: " and ")) off: cosid shares the host's namespaces and --root is a sandbox; to keep them in namespaces of its own, start it as root with: \(Namespaces.unshareCommand(CommandLine.arguments))"
+        )
+    }
 }
 

@@ -53,6 +53,9 @@ public struct CosidSettings: Codable, Equatable, Sendable {
     public var root = "/"
     /// The built-in controllers to run: names separated by commas, `all` or `none`.
     public var controllers = "all"
+    /// Seconds between checks of what gives no change events (kernel parameters, the live
+    /// hostname); also the longest wait between retries of a failed attempt.
+    public var resyncInterval = 10
 
     public static let defaults = CosidSettings()
 
@@ -69,7 +72,7 @@ public struct CosidSettings: Codable, Equatable, Sendable {
         guard maxConnections >= 1 else { throw SettingsError("max-connections must be at least 1") }
         guard maxConcurrentStreams >= 1 else { throw SettingsError("max-concurrent-streams must be at least 1") }
         guard retainEvents >= 1 else { throw SettingsError("retain-events must be at least 1") }
-        for (name, seconds) in [("grace-period", gracePeriod), ("handshake-timeout", handshakeTimeout), ("keepalive", keepalive), ("controller-grace", controllerGrace)] where seconds < 1 {
+        for (name, seconds) in [("grace-period", gracePeriod), ("handshake-timeout", handshakeTimeout), ("keepalive", keepalive), ("controller-grace", controllerGrace), ("resync-interval", resyncInterval)] where seconds < 1 {
             throw SettingsError("\(name) must be at least 1 second")
         }
         _ = try listenAddresses()

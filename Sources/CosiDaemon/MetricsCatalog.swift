@@ -30,6 +30,7 @@ enum MetricsCatalog {
         "cosi_controller_reconcile_duration_seconds": "How long each reconcile of an in-process controller ran, by controller.",
         "cosi_controller_queue_wait_seconds": "How long a reconcile event waited before its controller took it, by controller.",
         "cosi_controller_restarts_total": "Controller restarts after a failure (a remote controller's broken event stream counts), by controller.",
+        "cosi_drift_corrections_total": "Corrections of the machine made while its spec stayed as it was (someone else changed what a built-in controller keeps), by controller.",
         "process_resident_memory_bytes": "Resident memory of the cosid process.",
         "process_virtual_memory_bytes": "Virtual memory of the cosid process.",
         "process_open_fds": "File descriptors cosid has open.",

@@ -5,10 +5,10 @@ import CosiMessages
 public enum BuiltInControllers {
     /// Every setting, in the order of `--controllers all`.
     public static let settings: [any MachineSetting] = [
-        HostnameSetting(), ResolverSetting(), StaticHostSetting(), KernelParamSetting(), TimeServerSetting(),
+        HostnameSetting(), ResolverSetting(), StaticHostSetting(), KernelParamSetting(), TimeServerSetting(), MountSetting(),
     ]
 
-    /// Every name (`hostname`, `resolvers`, `hosts`, `kernel-params`, `time-servers`).
+    /// Every name (`hostname`, `resolvers`, `hosts`, `kernel-params`, `time-servers`, `mounts`).
     public static var names: [String] { settings.map(\.name) }
 
     /// The settings a `--controllers` list chooses: names separated by commas, `all` or `none`.
@@ -27,7 +27,10 @@ public enum BuiltInControllers {
     /// The ResourceDefinitions of a setting's spec and status types, with their print columns
     /// and short names.
     public static func definitions(_ setting: any MachineSetting) -> [Meta.ResourceDefinitionSpec] {
-        [(setting.specType, setting.specColumns, setting.aliases.spec), (setting.statusType, setting.statusColumns, setting.aliases.status)].map { type, columns, aliases in
+        // Every status counts its drift corrections: a column before the error.
+        var statusColumns = setting.statusColumns
+        statusColumns.insert(("Drift", "{.driftCorrections}"), at: statusColumns.firstIndex { $0.0 == "Error" } ?? statusColumns.endIndex)
+        return [(setting.specType, setting.specColumns, setting.aliases.spec), (setting.statusType, statusColumns, setting.aliases.status)].map { type, columns, aliases in
             Meta.ResourceDefinitionSpec(
                 resourceType: type, defaultNamespace: setting.namespace, aliases: aliases,
                 printColumns: columns.map { Meta.ResourceDefinitionSpec.PrintColumn(name: $0.0, jsonPath: $0.1) }
@@ -39,7 +42,7 @@ public enum BuiltInControllers {
     public static let namespaces: [(String, String)] = [
         ("default", "resources written without a namespace"),
         ("network", "network settings: hostname, resolvers, static hosts, time servers"),
-        ("runtime", "runtime settings: kernel parameters"),
+        ("runtime", "runtime settings: kernel parameters, mounts"),
     ]
 
     /// The spec checks of every built-in spec type, by type.

@@ -104,16 +104,21 @@ public struct ResourceStore: Sendable {
 
     // MARK: Operations. Each validates in the order state.md gives, then applies and returns the event.
 
+    /// The checks of a written resource's metadata: address, limits, a phase a writer may give.
+    private func validateWritten(_ m: Metadata, field: String) throws(StateError) {
+        try validateAddress(namespace: m.namespace, type: m.type, id: m.id, field: field)
+        try ResourceLimits.check(m, field: field)
+        guard m.phase.isEmpty || m.phase == Phase.running || m.phase == Phase.tearingDown else {
+            throw StateError(.invalidArgument, "\(field).phase must be \"running\" or \"tearingDown\", not \"\(m.phase)\"")
+        }
+    }
+
     /// Create: version "1", owner from `owner`, created = updated = now, phase running.
     public mutating func create(_ request: Resource, owner: String, now: Timestamp) throws(StateError) -> StateEvent {
         guard request.hasMetadata else { throw StateError(.invalidArgument, "resource.metadata is missing") }
         guard request.hasSpec else { throw StateError(.invalidArgument, "resource.spec is missing") }
         let m = request.metadata
-        try validateAddress(namespace: m.namespace, type: m.type, id: m.id, field: "resource.metadata")
-        try ResourceLimits.check(m, field: "resource.metadata")
-        guard m.phase.isEmpty || m.phase == Phase.running || m.phase == Phase.tearingDown else {
-            throw StateError(.invalidArgument, "resource.metadata.phase must be \"running\" or \"tearingDown\", not \"\(m.phase)\"")
-        }
+        try validateWritten(m, field: "resource.metadata")
         guard get(request.address) == nil else {
             throw StateError(.alreadyExists, "resource \(request.address) already exists")
         }
@@ -131,11 +136,7 @@ public struct ResourceStore: Sendable {
     public mutating func update(_ request: Resource, owner: String, expectedPhase: String?, now: Timestamp) throws(StateError) -> StateEvent {
         guard request.hasMetadata else { throw StateError(.invalidArgument, "new_resource.metadata is missing") }
         let m = request.metadata
-        try validateAddress(namespace: m.namespace, type: m.type, id: m.id, field: "new_resource.metadata")
-        try ResourceLimits.check(m, field: "new_resource.metadata")
-        guard m.phase.isEmpty || m.phase == Phase.running || m.phase == Phase.tearingDown else {
-            throw StateError(.invalidArgument, "new_resource.metadata.phase must be \"running\" or \"tearingDown\", not \"\(m.phase)\"")
-        }
+        try validateWritten(m, field: "new_resource.metadata")
         guard let current = get(request.address) else {
             throw StateError(.notFound, "resource \(request.address) does not exist")
         }

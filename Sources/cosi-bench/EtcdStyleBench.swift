@@ -304,16 +304,23 @@ struct PutLoad: AsyncParsableCommand {
                 versions.withLockedValue { $0[id] = stored.metadata.version }
             }
         }
-        let cpu = cpuSeconds() - cpu0
+        try await load.finish("put", stats, cpu: cpuSeconds() - cpu0, closing: connections, settings: [("clients", "\(clients)")])
+    }
+}
+
+extension LoadOptions {
+    /// Ends a closed-loop load of unary calls: closes its connections, prints its settings and
+    /// figures, and fails (exit 2) when it timed out or not every request succeeded.
+    func finish(_ name: String, _ stats: LoadStats, cpu: Double, closing connections: [CosiClient], settings: [(String, String)]) async throws {
         for client in connections { await client.close() }
-        let complete = stats.errors == 0 && stats.ok == load.total
-        var result = LoadResult("put", timedOut: stats.timedOut, complete: complete)
-        result.add("clients", clients)
-        result.add("conns", load.conns)
-        result.add("val_size", load.valSize)
-        result.addRate("rate", load.rate)
-        result.addLoad(stats, total: load.total, cpu: cpu)
-        result.print(json: load.json)
+        let complete = stats.errors == 0 && stats.ok == total
+        var result = LoadResult(name, timedOut: stats.timedOut, complete: complete)
+        for (key, value) in settings { result.add(key, value) }
+        result.add("conns", conns)
+        result.add("val_size", valSize)
+        result.addRate("rate", rate)
+        result.addLoad(stats, total: total, cpu: cpu)
+        result.print(json: json)
         if stats.timedOut || !complete { throw ExitCode(2) }
     }
 }
@@ -352,18 +359,7 @@ struct GetLoad: AsyncParsableCommand {
                 throw ValidationError("get \(key): a \(resource.spec.yamlSpec.utf8.count)-byte value, want \(size)")
             }
         }
-        let cpu = cpuSeconds() - cpu0
-        for client in connections { await client.close() }
-        let complete = stats.errors == 0 && stats.ok == load.total
-        var result = LoadResult("get", timedOut: stats.timedOut, complete: complete)
-        result.add("consistency", consistency)
-        result.add("clients", clients)
-        result.add("conns", load.conns)
-        result.add("val_size", load.valSize)
-        result.addRate("rate", load.rate)
-        result.addLoad(stats, total: load.total, cpu: cpu)
-        result.print(json: load.json)
-        if stats.timedOut || !complete { throw ExitCode(2) }
+        try await load.finish("get", stats, cpu: cpuSeconds() - cpu0, closing: connections, settings: [("consistency", consistency), ("clients", "\(clients)")])
     }
 }
 

@@ -21,6 +21,12 @@ import Logging
 /// - Kernel parameters: `--params` specs applied at once (64 in flight), the time until every
 ///   one is reconciled (file written, status reporting the value); then all destroyed at once,
 ///   the time until every value is restored and no spec is left.
+/// - Drift: `--drifts` hand rewrites of a kept file (`etc/hostname`), each timed until the file
+///   is put back; the same for a kernel parameter at a 1 s resync interval; with `--mounts` (in a
+///   mount namespace of the bench's own: `unshare --mount --propagation private cosi-bench ...`),
+///   a tmpfs unmounted by hand until it is mounted again. Then `--params` kernel parameters kept:
+///   the bench's CPU while idle over `--idle-seconds` at the default 10 s interval, and the
+///   resident memory each kept parameter costs.
 struct OSControllersBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "os-controllers",
@@ -30,14 +36,21 @@ struct OSControllersBench: AsyncParsableCommand {
     @Option(help: "Sequential hostname applies to time.") var applies = 200
     @Option(help: "Kernel parameter specs applied at once.") var params = 1000
     @Option(help: "The cosictl executable to time applies with (default: next to cosi-bench; none to skip).") var cosictl: String?
+    @Option(help: "Hand changes to time until they are put back.") var drifts = 200
+    @Flag(help: "Also time a mount unmounted by hand (needs root and a mount namespace of the bench's own).") var mounts = false
+    @Option(help: "Seconds to measure idle CPU with --params kernel parameters kept.") var idleSeconds = 30
+    @Option(help: "The kernel parameters' resync interval, in seconds (cosid's default is 10).") var resyncSeconds = 1
 
     func run() async throws {
         let sibling = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("cosictl").path
         let executable = cosictl == "none" ? nil : (cosictl ?? (FileManager.default.isExecutableFile(atPath: sibling) ? sibling : nil))
-        for line in try await Self.measure(applies: applies, params: params, cosictl: executable) { print(line) }
+        if mounts && !Namespaces.isOwn("mnt") {
+            throw ValidationError("--mounts mounts in the bench's mount namespace: run it as root under unshare --mount --propagation private")
+        }
+        for line in try await Self.measure(applies: applies, params: params, cosictl: executable, drifts: drifts, mounts: mounts, idleSeconds: idleSeconds, resync: resyncSeconds) { print(line) }
     }
 
-    static func measure(applies: Int, params: Int, cosictl: String?) async throws -> [String] {
+    static func measure(applies: Int, params: Int, cosictl: String?, drifts: Int = 0, mounts: Bool = false, idleSeconds: Int = 0, resync: Int = 1) async throws -> [String] {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cosi-bench-os-\(getpid())").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let certificates = DevelopmentCertificates(directory: dir + "/Certs")
@@ -58,7 +71,11 @@ struct OSControllersBench: AsyncParsableCommand {
             for definition in BuiltInControllers.definitions(setting) {
                 _ = try await engine.create(try MetaNamespace.definition(definition), owner: "cosid")
             }
-            try server.controllers.register(MachineController(setting, root: root))
+            // The kernel parameters' resync at 1 s for the drift run; the idle run starts its own.
+            try server.controllers.register(MachineController(setting, root: root, resyncInterval: setting is KernelParamSetting ? .seconds(resync) : .seconds(10), logger: logger,
+                // Corrections in a row are what is timed: the flapping guard is off.
+                ledger: DriftLedger(flips: .max)
+            ))
         }
 
         return try await withThrowingTaskGroup(of: Void.self) { group in
@@ -74,6 +91,34 @@ struct OSControllersBench: AsyncParsableCommand {
                     })
                 }
                 lines.append(try await kernelParameters(client, engine: engine, root: root, count: params))
+                if drifts > 0 {
+                    lines.append(try await drift(root: root, count: drifts, what: "a kept file (etc/hostname) rewritten by hand") { index in
+                        try root.replace("etc/hostname", with: "hand-\(index)\n")
+                    } restored: { try root.read("etc/hostname")?.hasPrefix("lib-") == true || root.read("etc/hostname")?.hasPrefix("ctl-") == true })
+                    _ = try await client.create(Resource(
+                        metadata: Metadata(namespace: "runtime", type: "KernelParamSpecs.runtime.cosi.dev", id: paramKey(0)), spec: Spec(yamlSpec: "value: \"1\"\n")
+                    ))
+                    try await until(timeout: .seconds(30)) { try root.read(paramPath(0)) == "1\n" }
+                    lines.append(try await drift(root: root, count: min(drifts, 20), what: "a kernel parameter changed by hand (resync interval \(resync) s)") { _ in
+                        try root.writeInPlace(paramPath(0), "7\n")
+                    } restored: { try root.read(paramPath(0)) == "1\n" })
+                    try await client.teardownAndDestroy(namespace: "runtime", type: "KernelParamSpecs.runtime.cosi.dev", id: paramKey(0))
+                    if mounts {
+                        let point = root.resolve("mnt/bench")
+                        _ = try await client.create(Resource(
+                            metadata: Metadata(namespace: "runtime", type: "MountSpecs.runtime.cosi.dev", id: "/mnt/bench"),
+                            spec: Spec(yamlSpec: "source: bench\nfsType: tmpfs\noptions: [size=1m]\n")
+                        ))
+                        try await until(timeout: .seconds(30)) { MountTable.isMounted(point) }
+                        lines.append(try await drift(root: root, count: drifts, what: "a tmpfs unmounted by hand") { _ in
+                            guard umount2(point, 0) == 0 else { throw ValidationError("cannot unmount \(point): errno \(errno)") }
+                        } restored: { MountTable.isMounted(point) })
+                        try await client.teardownAndDestroy(namespace: "runtime", type: "MountSpecs.runtime.cosi.dev", id: "/mnt/bench")
+                    }
+                }
+                if idleSeconds > 0 {
+                    lines.append(try await idleKeeping(client, engine: engine, root: root, count: params, seconds: idleSeconds, resync: resync))
+                }
                 return lines
             }
             group.cancelAll()
@@ -160,7 +205,7 @@ struct OSControllersBench: AsyncParsableCommand {
         }
         let written = clock.now - start
         try await until(timeout: .seconds(300)) {
-            try engine.list(statusKind).filter { $0.spec.yamlSpec == "value: '1'\n" }.count == count
+            try engine.list(statusKind).filter { $0.spec.yamlSpec.hasPrefix("value: '1'\n") }.count == count
         }
         let applied = clock.now - start
         for index in 0..<count where try root.read(paramPath(index)) != "1\n" {
@@ -180,6 +225,62 @@ struct OSControllersBench: AsyncParsableCommand {
             format: "kernel parameters: %d specs applied at once (64 in flight): all written in %.2f s, all reconciled (files and statuses) in %.2f s; all torn down and destroyed at once (values restored, no status left) in %.2f s",
             count, seconds(written), seconds(applied), seconds(destroyed)
         )
+    }
+
+    /// `count` changes made by `change`, each timed until `restored` holds (polled every 50 µs).
+    static func drift(root: MachineRoot, count: Int, what: String, _ change: (Int) throws -> Void, restored: () throws -> Bool) async throws -> String {
+        var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000)
+        let clock = ContinuousClock()
+        for index in 0..<count {
+            let start = clock.now
+            try change(index)
+            let end = start + .seconds(30)
+            while try !restored() {
+                guard clock.now < end else { throw ValidationError("\(what): not put back within 30 s") }
+                try await Task.sleep(for: .microseconds(50))
+            }
+            _ = histogram.record(microseconds(clock.now - start))
+            // The controller's own write settles before the next change.
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return String(
+            format: "drift, %@ (%d times): put back in p50 %.2f ms, p99 %.2f ms, max %.2f ms",
+            what, count, Double(histogram.valueAtPercentile(50)) / 1000, Double(histogram.valueAtPercentile(99)) / 1000, Double(histogram.max) / 1000
+        )
+    }
+
+    /// A second server's worth of keeping: `count` kernel parameters applied and kept by a
+    /// controller at the default 10 s interval, then the process's CPU over `seconds` of idleness
+    /// and the resident memory per kept parameter.
+    static func idleKeeping(_ client: CosiClient, engine: StateEngine, root: MachineRoot, count: Int, seconds: Int, resync: Int) async throws -> String {
+        let before = residentBytes()
+        try await inParallel(count) { index in
+            _ = try await client.create(Resource(
+                metadata: Metadata(namespace: "runtime", type: "KernelParamSpecs.runtime.cosi.dev", id: paramKey(index)), spec: Spec(yamlSpec: "value: \"1\"\n")
+            ))
+        }
+        let statusKind = ResourceKind(namespace: "runtime", type: "KernelParamStatuses.runtime.cosi.dev")
+        try await until(timeout: .seconds(300)) { try engine.list(statusKind).filter { $0.spec.yamlSpec.hasPrefix("value: '1'\n") }.count == count }
+        try await Task.sleep(for: .seconds(2))
+        let kept = residentBytes()
+        let cpu0 = cpuSeconds()
+        let clock = ContinuousClock()
+        let start = clock.now
+        try await Task.sleep(for: .seconds(seconds))
+        let cpu = cpuSeconds() - cpu0
+        let elapsed = Self.seconds(clock.now - start)
+        return String(
+            format: "kept: %d kernel parameters, resynced every %d s: CPU %.2f%% of one core while idle over %d s; resident memory %.1f KiB per kept parameter (spec, status, event log, controller)",
+            count, resync, 100 * cpu / elapsed, seconds, Double(kept - before) / 1024 / Double(count)
+        )
+    }
+
+    static func residentBytes() -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+              let kib = Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+        else { return 0 }
+        return kib * 1024
     }
 
     static func seconds(_ duration: Duration) -> Double { Double(microseconds(duration)) / 1e6 }

@@ -91,6 +91,9 @@ struct Cosid: AsyncParsableCommand {
     @Option(help: "Seconds a disconnected remote controller keeps its registration (and can reconnect with its token). (default: \(CosidSettings.defaults.controllerGrace))")
     var controllerGrace: Int?
 
+    @Option(help: "Seconds between checks of kernel parameters (and other settings that give no change events), and the longest wait between retries of a failed attempt. (default: \(CosidSettings.defaults.resyncInterval))")
+    var resyncInterval: Int?
+
     @Option(help: "Where the built-in controllers act: / for this machine, or a sandbox directory (created, with a few kernel parameter files). (default: \(CosidSettings.defaults.root))")
     var root: String?
 
@@ -137,6 +140,7 @@ struct Cosid: AsyncParsableCommand {
         overlay(maxConnections, \.maxConnections)
         overlay(maxConcurrentStreams, \.maxConcurrentStreams)
         overlay(controllerGrace, \.controllerGrace)
+        overlay(resyncInterval, \.resyncInterval)
         overlay(root, \.root)
         overlay(controllers, \.controllers)
         try settings.validate()

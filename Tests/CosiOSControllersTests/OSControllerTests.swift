@@ -13,7 +13,10 @@ import Testing
 struct OSControllerTests {
     /// A temporary root (seeded like a sandbox), an engine, and a running runtime with the
     /// built-in controllers, for the duration of `body`.
-    func withMachine(engine givenEngine: StateEngine? = nil, root givenRoot: MachineRoot? = nil, _ body: (StateEngine, MachineRoot, ControllerRuntime) async throws -> Void) async throws {
+    func withMachine(
+        engine givenEngine: StateEngine? = nil, root givenRoot: MachineRoot? = nil, timers: ManualTimers? = nil, log: LogCapture? = nil,
+        _ body: (StateEngine, MachineRoot, ControllerRuntime) async throws -> Void
+    ) async throws {
         let root = givenRoot ?? MachineRoot(StateBackends.temporaryDirectory())
         if givenRoot == nil { try BuiltInControllers.seedSandbox(root) }
         let engine = try givenEngine ?? StateEngine(storage: MemoryStorage(), logger: quietLogger("test"))
@@ -28,7 +31,10 @@ struct OSControllerTests {
             for definition in BuiltInControllers.definitions(setting) {
                 _ = try? await engine.create(try MetaNamespace.definition(definition), owner: "cosid")
             }
-            try runtime.register(MachineController(setting, root: root))
+            var sleep: @Sendable (Duration) async throws -> Void = { duration in try await Task.sleep(for: duration) }
+            if let timers { sleep = timers.sleep }
+            let logger = log?.logger("cosid") ?? quietLogger("test")
+            try runtime.register(MachineController(setting, root: root, resyncInterval: .seconds(10), logger: logger, sleep: sleep))
         }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await runtime.run() }
@@ -57,10 +63,10 @@ struct OSControllerTests {
 
     @Test func aHostnameSpecWritesTheFileAndReportsIt() async throws {
         try await withMachine { engine, root, _ in
-            try await apply(engine, "network", "HostnameSpecs.net.cosi.dev", "hostname", "hostname: talos-1\ndomainname: example.org\n")
+            try await apply(engine, "network", "HostnameSpecs.net.cosi.dev", "hostname", "hostname: talos-1\ndomainname: example.org\ndriftCorrections: 0\n")
             try await eventually("the status") { status(engine, "network", "HostnameStatuses.net.cosi.dev", "hostname") != nil }
             #expect(file(root, "etc/hostname") == "talos-1\n")
-            #expect(status(engine, "network", "HostnameStatuses.net.cosi.dev", "hostname") == "hostname: talos-1\ndomainname: example.org\n")
+            #expect(status(engine, "network", "HostnameStatuses.net.cosi.dev", "hostname") == "hostname: talos-1\ndomainname: example.org\ndriftCorrections: 0\n")
             #expect(try engine.get(ResourceAddress(namespace: "network", type: "HostnameSpecs.net.cosi.dev", id: "hostname")).metadata.finalizers == ["hostname"])
             // A bad name is reported, and the file stays as it was.
             try await apply(engine, "network", "HostnameSpecs.net.cosi.dev", "hostname", "hostname: -bad-\n")
@@ -99,7 +105,7 @@ struct OSControllerTests {
             #expect(partial.withLockedValue { $0 }.isEmpty, "a reader saw a partial file")
             #expect(reads.withLockedValue { $0 } > 100)
             // The status follows the file.
-            try await eventually("the last status") { status(engine, "network", "ResolverStatuses.net.cosi.dev", "resolvers") == "dnsServers:\n- 10.0.39.1\n- 10.0.39.2\n- 2001:db8::39\n" }
+            try await eventually("the last status") { status(engine, "network", "ResolverStatuses.net.cosi.dev", "resolvers") == "dnsServers:\n- 10.0.39.1\n- 10.0.39.2\n- 2001:db8::39\ndriftCorrections: 0\n" }
         }
     }
 
@@ -114,7 +120,7 @@ struct OSControllerTests {
             try await apply(engine, "network", "StaticHostSpecs.net.cosi.dev", "10.0.0.6", "hostnames: [cache]\n")
             try await eventually("both entries") { file(root, "etc/hosts")?.contains("10.0.0.6 cache") == true && file(root, "etc/hosts")?.contains("10.0.0.5 db db.internal") == true }
             #expect(file(root, "etc/hosts")?.hasPrefix(foreign) == true)
-            try await eventually("the status") { status(engine, "network", "StaticHostStatuses.net.cosi.dev", "10.0.0.5") == "hostnames:\n- db\n- db.internal\n" }
+            try await eventually("the status") { status(engine, "network", "StaticHostStatuses.net.cosi.dev", "10.0.0.5") == "hostnames:\n- db\n- db.internal\ndriftCorrections: 0\n" }
             // Removed: its line goes, the foreign lines stay; the last one removes the block.
             try await engine.teardownAndDestroy(ResourceAddress(namespace: "network", type: "StaticHostSpecs.net.cosi.dev", id: "10.0.0.5"), owner: "")
             try await eventually("one entry") { file(root, "etc/hosts")?.contains("10.0.0.5") == false }
@@ -128,7 +134,7 @@ struct OSControllerTests {
         try await withMachine { engine, root, _ in
             #expect(file(root, "proc/sys/vm/swappiness") == "60\n")
             try await apply(engine, "runtime", "KernelParamSpecs.runtime.cosi.dev", "vm.swappiness", "value: \"10\"\n")
-            try await eventually("written") { status(engine, "runtime", "KernelParamStatuses.runtime.cosi.dev", "vm.swappiness") == "value: '10'\n" }
+            try await eventually("written") { status(engine, "runtime", "KernelParamStatuses.runtime.cosi.dev", "vm.swappiness") == "value: '10'\ndriftCorrections: 0\n" }
             #expect(file(root, "proc/sys/vm/swappiness") == "10\n")
             try await apply(engine, "runtime", "KernelParamSpecs.runtime.cosi.dev", "vm.swappiness", "value: \"20\"\n")
             try await eventually("changed") { file(root, "proc/sys/vm/swappiness") == "20\n" }
@@ -148,8 +154,8 @@ struct OSControllerTests {
         let before = Date(timeIntervalSince1970: 1_000_000_000)
         try FileManager.default.setAttributes([.modificationDate: before], ofItemAtPath: root.resolve("proc/sys/net/ipv4/tcp_rmem"))
         try await withMachine(root: root) { engine, root, _ in
-            try await apply(engine, "runtime", "KernelParamSpecs.runtime.cosi.dev", "net.ipv4.tcp_rmem", "value: 4096 131072 6291456\n")
-            try await eventually("reported") { status(engine, "runtime", "KernelParamStatuses.runtime.cosi.dev", "net.ipv4.tcp_rmem") == "value: 4096 131072 6291456\n" }
+            try await apply(engine, "runtime", "KernelParamSpecs.runtime.cosi.dev", "net.ipv4.tcp_rmem", "value: 4096 131072 6291456\ndriftCorrections: 0\n")
+            try await eventually("reported") { status(engine, "runtime", "KernelParamStatuses.runtime.cosi.dev", "net.ipv4.tcp_rmem") == "value: 4096 131072 6291456\ndriftCorrections: 0\n" }
         }
         #expect(file(root, "proc/sys/net/ipv4/tcp_rmem") == "4096\t131072\t6291456\n", "the same value is not written again")
         #expect(try FileManager.default.attributesOfItem(atPath: root.resolve("proc/sys/net/ipv4/tcp_rmem"))[.modificationDate] as! Date == before)
@@ -169,7 +175,7 @@ struct OSControllerTests {
             try FileManager.default.removeItem(atPath: root.resolve("etc/hostname"))
             try await apply(engine, "network", "HostnameSpecs.net.cosi.dev", "hostname", "hostname: box2\n")
             try await eventually("written") { file(root, "etc/hostname") == "box2\n" }
-            try await eventually("no error") { status(engine, "network", "HostnameStatuses.net.cosi.dev", "hostname") == "hostname: box2\ndomainname: ''\n" }
+            try await eventually("no error") { status(engine, "network", "HostnameStatuses.net.cosi.dev", "hostname") == "hostname: box2\ndomainname: ''\ndriftCorrections: 0\n" }
         }
     }
 

@@ -22,11 +22,17 @@ final class CosidProcess: @unchecked Sendable {
     let output = CosidProcessTests.Output()
     private var process = Process()
     private let arguments: [String]
+    /// A command cosid runs under (`unshare ...`, which execs it: the process id stays cosid's).
+    private let wrapper: [String]
 
     /// Starts cosid. `durable`: state in `directory/data` (kept across ``restart()``), else in
     /// memory; `controllers` acting on the sandbox `directory/root`; `arguments` come last.
     /// `directory`: one the caller prepared (files the arguments name), else a new one.
-    init(_ arguments: [String] = [], certificates: Certificates? = nil, durable: Bool = false, controllers: String = "none", directory: String? = nil) async throws {
+    init(
+        _ arguments: [String] = [], certificates: Certificates? = nil, durable: Bool = false, controllers: String = "none", directory: String? = nil,
+        under wrapper: [String] = []
+    ) async throws {
+        self.wrapper = wrapper
         self.directory = directory ?? StateBackends.temporaryDirectory()
         let directory = self.directory
         var base = ["--controllers", controllers, "--root", directory + "/root"]
@@ -52,8 +58,13 @@ final class CosidProcess: @unchecked Sendable {
 
     private func start(listen: String) async throws {
         process = Process()
-        process.executableURL = CosidProcessTests.executable
-        process.arguments = ["--listen", listen] + arguments
+        if let command = wrapper.first {
+            process.executableURL = URL(fileURLWithPath: command)
+            process.arguments = Array(wrapper.dropFirst()) + [CosidProcessTests.executable.path, "--listen", listen] + arguments
+        } else {
+            process.executableURL = CosidProcessTests.executable
+            process.arguments = ["--listen", listen] + arguments
+        }
         let pipe = Pipe()
         let output = self.output
         process.standardError = pipe
@@ -105,6 +116,9 @@ final class CosidProcess: @unchecked Sendable {
     }
 
     var isRunning: Bool { process.isRunning }
+
+    /// Its process id.
+    var pid: Int32 { process.processIdentifier }
 
     /// The process's resident memory, in bytes (`VmRSS` of /proc/PID/status).
     func residentBytes() throws -> Int {

@@ -85,7 +85,7 @@ struct CosidProcessTests {
                 spec: Spec(yamlSpec: "hostname: sandboxed\n")))
             func status() async throws -> Resource { try await client.get(namespace: "network", type: "HostnameStatuses.net.cosi.dev", id: "hostname") }
             try await eventually("the status") { (try? await status()) != nil }
-            #expect(try await status().spec.yamlSpec == "hostname: sandboxed\ndomainname: ''\n")
+            #expect(try await status().spec.yamlSpec == "hostname: sandboxed\ndomainname: ''\ndriftCorrections: 0\n")
             #expect(try String(contentsOfFile: directory + "/root/etc/hostname", encoding: .utf8) == "sandboxed\n")
             // Only the chosen controllers run; every built-in type is defined (a spec of a
             // controller that is off is kept until it runs).
@@ -192,8 +192,9 @@ struct CosidConfigTests {
             ("in-memory: perhaps\n", "in-memory must be true or false"),
             ("- a\n- b\n", "must be a mapping of setting: value"),
             ("max-frame-size: 100\n", "max-frame-size must be within 16384...67108864"),
-            ("controllers: hostname,bogus\n", "controllers: unknown controller \"bogus\": choose from hostname, resolvers, hosts, kernel-params, time-servers, all or none"),
+            ("controllers: hostname,bogus\n", "controllers: unknown controller \"bogus\": choose from hostname, resolvers, hosts, kernel-params, time-servers, mounts, all or none"),
             ("root: \"\"\n", "root must be a directory"),
+            ("resync-interval: 0\n", "resync-interval must be at least 1 second"),
         ] {
             let path = try temporaryFile(text)
             defer { try? FileManager.default.removeItem(atPath: path) }

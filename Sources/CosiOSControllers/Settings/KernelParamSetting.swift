@@ -16,6 +16,9 @@ public struct KernelParamSetting: MachineSetting {
     public var specSchema: SpecSchema { SpecSchema([.text("value", required: true)]) }
     public var aliases: (spec: [String], status: [String]) { (["kernelparamspec", "kpsp"], ["kernelparamstatus", "kernelparams", "kpst"]) }
 
+    /// procfs gives no events: checked every resync interval.
+    public var resyncs: Bool { true }
+
     public init() {}
 
     /// `net.ipv4.ip_forward` -> `proc/sys/net/ipv4/ip_forward`; nil for a key that is not one.
@@ -25,7 +28,7 @@ public struct KernelParamSetting: MachineSetting {
         return "proc/sys/" + parts.joined(separator: "/")
     }
 
-    public func apply(running: [SettingSpec], releasing: [SettingSpec], statuses: [String: Resource], root: MachineRoot) -> [String: StatusReport] {
+    public func apply(running: [SettingSpec], releasing: [SettingSpec], statuses: [String: Resource], root: MachineRoot, leaveAlone: Set<String>) -> [String: StatusReport] {
         // Going: restore the value found before the first write.
         for spec in releasing {
             guard let path = Self.path(spec.id), let original = statuses[spec.id]?.metadata.annotations[Self.originalAnnotation] else { continue }
@@ -42,9 +45,13 @@ public struct KernelParamSetting: MachineSetting {
                 guard let value = spec.string("value") else { throw MachineError(path, message: "value is missing") }
                 guard let before = try root.read(path) else { throw MachineError(root.resolve(path), message: "\(root.resolve(path)): no such kernel parameter") }
                 let remembered = original ?? before.words
-                if before.words != value.words { try root.writeInPlace(path, value + "\n") }
+                var replaced: String?
+                if before.words != value.words, !leaveAlone.contains(spec.id) {
+                    try root.writeInPlace(path, value + "\n")
+                    replaced = before.words
+                }
                 let readBack = try root.read(path)?.words ?? ""
-                reports[spec.id] = StatusReport(fields: [("value", .scalar(readBack))], annotations: [Self.originalAnnotation: remembered])
+                reports[spec.id] = StatusReport(fields: [("value", .scalar(readBack))], annotations: [Self.originalAnnotation: remembered], replaced: replaced)
             } catch {
                 let current = (try? root.read(path))??.words ?? ""
                 reports[spec.id] = StatusReport(fields: [("value", .scalar(current))], error: "\(error)", annotations: original.map { [Self.originalAnnotation: $0] } ?? [:])

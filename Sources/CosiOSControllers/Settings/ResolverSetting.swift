@@ -12,9 +12,11 @@ public struct ResolverSetting: MachineSetting {
     public var specSchema: SpecSchema { SpecSchema([.list("dnsServers")]) }
     public var aliases: (spec: [String], status: [String]) { (["resolverspec", "rsp"], ["resolverstatus", "resolvers", "rst"]) }
 
+    public var keptFiles: [String] { ["etc/resolv.conf"] }
+
     public init() {}
 
-    public func apply(running: [SettingSpec], releasing: [SettingSpec], statuses: [String: Resource], root: MachineRoot) -> [String: StatusReport] {
+    public func apply(running: [SettingSpec], releasing: [SettingSpec], statuses: [String: Resource], root: MachineRoot, leaveAlone: Set<String>) -> [String: StatusReport] {
         var (spec, reports) = single(running, id: "resolvers", type: specType)
         guard let spec else {
             if !releasing.isEmpty { _ = try? root.remove("etc/resolv.conf", ifManaged: true) }
@@ -25,8 +27,8 @@ public struct ResolverSetting: MachineSetting {
             for server in servers where !isIPAddress(server) {
                 throw MachineError("etc/resolv.conf", message: "dnsServers: \"\(server)\" is not an IP address")
             }
-            try root.replace("etc/resolv.conf", with: managedHeader + servers.map { "nameserver \($0)\n" }.joined())
-            reports[spec.id] = StatusReport(fields: [("dnsServers", .list(try Self.nameservers(root)))])
+            let replaced = try root.keep("etc/resolv.conf", managedHeader + servers.map { "nameserver \($0)\n" }.joined(), leaveAlone: leaveAlone.contains(spec.id))
+            reports[spec.id] = StatusReport(fields: [("dnsServers", .list(try Self.nameservers(root)))], replaced: replaced)
         } catch {
             reports[spec.id] = StatusReport(fields: [("dnsServers", .list((try? Self.nameservers(root)) ?? []))], error: "\(error)")
         }

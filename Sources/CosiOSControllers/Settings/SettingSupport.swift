@@ -19,6 +19,16 @@ func single(_ running: [SettingSpec], id: String, type: String) -> (SettingSpec?
 }
 
 extension MachineRoot {
+    /// Makes `relative` hold `content`, unless `leaveAlone` (then it only looks). Returns what the
+    /// file held instead when it had to change it (`(no file)` when there was none), nil when it
+    /// held `content` already or was left alone.
+    func keep(_ relative: String, _ content: String, leaveAlone: Bool = false) throws(MachineError) -> String? {
+        let before = try read(relative)
+        guard before != content, !leaveAlone else { return nil }
+        try replace(relative, with: content)
+        return before.map(excerpt) ?? "(no file)"
+    }
+
     /// Removes a file this daemon wrote (it starts with the managed header); others are left.
     @discardableResult
     func remove(_ relative: String, ifManaged: Bool) throws(MachineError) -> Bool {
@@ -54,3 +64,8 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+
+/// What a status says was found: the text, or its first 500 characters.
+func excerpt(_ text: String) -> String {
+    text.count <= 500 ? text : String(text.prefix(500)) + "..."
+}

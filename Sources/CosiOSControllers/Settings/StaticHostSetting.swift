@@ -15,9 +15,11 @@ public struct StaticHostSetting: MachineSetting {
     public var specSchema: SpecSchema { SpecSchema([.list("hostnames")]) }
     public var aliases: (spec: [String], status: [String]) { (["statichostspec", "shsp"], ["statichoststatus", "statichosts", "shst"]) }
 
+    public var keptFiles: [String] { ["etc/hosts"] }
+
     public init() {}
 
-    public func apply(running: [SettingSpec], releasing: [SettingSpec], statuses: [String: Resource], root: MachineRoot) -> [String: StatusReport] {
+    public func apply(running: [SettingSpec], releasing: [SettingSpec], statuses: [String: Resource], root: MachineRoot, leaveAlone: Set<String>) -> [String: StatusReport] {
         var reports: [String: StatusReport] = [:]
         var entries: [(String, [String])] = []
         for spec in running.sorted(by: { $0.id < $1.id }) {
@@ -32,10 +34,17 @@ public struct StaticHostSetting: MachineSetting {
         }
         let valid = running.filter { reports[$0.id] == nil }
         do {
+            // The block is one object: left alone when any of its entries flaps.
             let current = try root.read("etc/hosts") ?? ""
-            try root.replace("etc/hosts", with: Self.merge(current, entries))
+            let wanted = Self.merge(current, entries)
+            let before = Self.block(current)
+            let replaced = try root.keep("etc/hosts", wanted, leaveAlone: valid.contains { leaveAlone.contains($0.id) })
             let written = Self.block(try root.read("etc/hosts") ?? "")
-            for spec in valid { reports[spec.id] = StatusReport(fields: [("hostnames", .list(written[spec.id] ?? []))]) }
+            for spec in valid {
+                // What this entry's line said instead, when the block had to change for it.
+                let found = replaced != nil && before[spec.id] != written[spec.id] ? (before[spec.id].map { $0.joined(separator: " ") } ?? "(no entry)") : nil
+                reports[spec.id] = StatusReport(fields: [("hostnames", .list(written[spec.id] ?? []))], replaced: found)
+            }
         } catch {
             reports.merge(failed(valid, error) { _ in [("hostnames", .list([]))] }) { $1 }
         }

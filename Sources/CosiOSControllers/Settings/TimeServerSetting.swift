@@ -14,9 +14,11 @@ public struct TimeServerSetting: MachineSetting {
     public var specSchema: SpecSchema { SpecSchema([.list("timeServers")]) }
     public var aliases: (spec: [String], status: [String]) { (["timeserverspec", "tssp"], ["timeserverstatus", "timeservers", "tsst"]) }
 
+    public var keptFiles: [String] { [Self.file] }
+
     public init() {}
 
-    public func apply(running: [SettingSpec], releasing: [SettingSpec], statuses: [String: Resource], root: MachineRoot) -> [String: StatusReport] {
+    public func apply(running: [SettingSpec], releasing: [SettingSpec], statuses: [String: Resource], root: MachineRoot, leaveAlone: Set<String>) -> [String: StatusReport] {
         var (spec, reports) = single(running, id: "timeservers", type: specType)
         guard let spec else {
             if !releasing.isEmpty { _ = try? root.remove(Self.file, ifManaged: true) }
@@ -27,8 +29,8 @@ public struct TimeServerSetting: MachineSetting {
             for server in servers where server.isEmpty || server.contains(where: { $0 == " " || $0 == "\n" || $0 == "\t" }) {
                 throw MachineError(Self.file, message: "timeServers: \"\(server)\" is not a host name or address")
             }
-            try root.replace(Self.file, with: managedHeader + "[Time]\nNTP=\(servers.joined(separator: " "))\n")
-            reports[spec.id] = StatusReport(fields: [("timeServers", .list(try Self.servers(root)))])
+            let replaced = try root.keep(Self.file, managedHeader + "[Time]\nNTP=\(servers.joined(separator: " "))\n", leaveAlone: leaveAlone.contains(spec.id))
+            reports[spec.id] = StatusReport(fields: [("timeServers", .list(try Self.servers(root)))], replaced: replaced)
         } catch {
             reports[spec.id] = StatusReport(fields: [("timeServers", .list((try? Self.servers(root)) ?? []))], error: "\(error)")
         }
