@@ -31,10 +31,12 @@ struct OSControllerTests {
             for definition in BuiltInControllers.definitions(setting) {
                 _ = try? await engine.create(try MetaNamespace.definition(definition), owner: "cosid")
             }
-            var sleep: @Sendable (Duration) async throws -> Void = { duration in try await Task.sleep(for: duration) }
-            if let timers { sleep = timers.sleep }
             let logger = log?.logger("cosid") ?? quietLogger("test")
-            try runtime.register(MachineController(setting, root: root, resyncInterval: .seconds(10), logger: logger, sleep: sleep))
+            if let timers {
+                try runtime.register(MachineController(setting, root: root, resyncInterval: .seconds(10), logger: logger, sleep: timers.sleep))
+            } else {
+                try runtime.register(MachineController(setting, root: root, resyncInterval: .seconds(10), logger: logger))
+            }
         }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await runtime.run() }

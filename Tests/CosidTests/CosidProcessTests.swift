@@ -158,9 +158,10 @@ struct CosidConfigTests {
             retain-seconds: 30
             in-memory: true
             data-dir: "/var/lib/cosi: test #1"
+            resync-interval: 5
             """)
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let (status, out, err) = try await run(["--config", path, "--print-config", "--retain-events", "7"])
+        let (status, out, err) = try await run(["--config", path, "--print-config", "--retain-events", "7", "--resync-interval", "3"])
         #expect(status == 0, "\(err)")
         let printed = try #require(try Yams.load(yaml: out) as? [String: Any])
         #expect(printed["listen"] as? [String] == ["0.0.0.0:6000"], "one address or a list")
@@ -170,6 +171,7 @@ struct CosidConfigTests {
         #expect(printed["retain-seconds"] as? Int == 30, "a flag not given leaves the file's optional setting alone")
         #expect(printed["data-dir"] as? String == "/var/lib/cosi: test #1", "values are quoted when YAML needs it")
         #expect(printed["log-level"] as? String == "info", "defaults fill the rest")
+        #expect(printed["resync-interval"] as? Int == 3, "the resync interval is a setting like the others")
     }
 
     @Test func printedConfigurationReadsBackTheSame() async throws {
