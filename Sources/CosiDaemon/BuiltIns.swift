@@ -43,7 +43,9 @@ func startBuiltInControllers(_ settings: CosidSettings, server: CosiServer, logg
     await defineBuiltIns(server: server, logger: logger)
     let chosen = try BuiltInControllers.select(settings.controllers)
     guard !chosen.isEmpty else { return }
-    let path = settings.root.hasPrefix("/") ? settings.root : FileManager.default.currentDirectoryPath + "/" + settings.root
+    let given = settings.root.hasPrefix("/") ? settings.root : FileManager.default.currentDirectoryPath + "/" + settings.root
+    // `/.` or `/etc/..` is the machine itself, not a sandbox: judged by the real path.
+    let path = URL(fileURLWithPath: given).standardizedFileURL.resolvingSymlinksInPath().path
     let root = MachineRoot(path)
     if !root.isSystemRoot {
         try root.makeDirectories(root.path)

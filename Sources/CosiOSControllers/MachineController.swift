@@ -224,7 +224,14 @@ public struct MachineController: Controller {
             }
             var retry = Self.firstRetry
             for await _ in events {
-                let failing = try await reconcile(runtime)
+                let failing: Bool
+                do {
+                    failing = try await reconcile(runtime)
+                } catch {
+                    // The runtime restarts the controller: nothing armed outlives this run.
+                    await timer.stop()
+                    throw error
+                }
                 files?.refresh()
                 // The next wake-up without an event: a retry with backoff while something fails,
                 // else the resync (for what gives no events, or files that cannot be watched).

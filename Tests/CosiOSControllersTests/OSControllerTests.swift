@@ -236,6 +236,16 @@ struct OSControllerTests {
 
 @Suite("Built-in types")
 struct BuiltInTypeTests {
+    @Test func mountIDsAreAbsolutePathsInNormalForm() {
+        let sandbox = MachineRoot("/srv/sandbox")
+        #expect(MountSetting.mountPoint("/mnt/data", root: sandbox) == "/srv/sandbox/mnt/data")
+        #expect(MountSetting.mountPoint("/mnt/data", root: MachineRoot("/")) == "/mnt/data")
+        // Forms mountinfo would show otherwise (so never match) or that leave the root.
+        for id in ["/", "//", "/mnt//data", "/mnt/data/", "mnt/data", "/mnt/../etc", "/mnt/./data", ""] {
+            #expect(MountSetting.mountPoint(id, root: sandbox) == nil, "\(id)")
+        }
+    }
+
     @Test func shortNamesAreDistinct() throws {
         var seen: [String: String] = [:]
         for setting in BuiltInControllers.settings {

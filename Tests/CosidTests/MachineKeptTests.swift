@@ -81,7 +81,7 @@ struct MachineKeptTests {
         let cosid = try await CosidProcess(controllers: "mounts", under: Self.unshare)
         let data = cosid.directory + "/root/mnt/data"
         let bound = cosid.directory + "/root/mnt/bound"
-        let source = cosid.directory + "/bind-source"
+        let source = cosid.directory + "/root/srv/source"  // under the root: a sandbox binds only its own files
         try FileManager.default.createDirectory(atPath: source, withIntermediateDirectories: true)
         try "from the source\n".write(toFile: source + "/file", atomically: true, encoding: .utf8)
         func mounted(_ point: String) async throws -> String? {
@@ -144,6 +144,16 @@ struct MachineKeptTests {
                 return spec.metadata.finalizers.isEmpty && status == nil
             }
             #expect(FileManager.default.fileExists(atPath: data), "the mount point is left")
+
+            // What could reach the host's files is refused in a sandbox, before anything is mounted.
+            for (id, yaml) in [
+                ("/mnt/proc", "source: proc\nfsType: proc\n"),
+                ("/mnt/etc", "source: /etc\nfsType: none\noptions: [bind]\n"),
+            ] {
+                _ = try await client.create(Resource(metadata: Metadata(namespace: "runtime", type: "MountSpecs.runtime.cosi.dev", id: id), spec: Spec(yamlSpec: yaml)))
+                try await eventually("\(id) refused") { try await Self.mountStatus(client, id).contains("a sandbox never touches the host") }
+                #expect(try await mounted(cosid.directory + "/root" + id) == nil, "\(id) is not mounted")
+            }
         }
         #expect(try !String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8).contains(cosid.directory), "nothing is mounted in the host's namespace")
     }

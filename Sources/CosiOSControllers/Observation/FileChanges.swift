@@ -70,9 +70,12 @@ public final class FileChanges: MachineObserver {
     }
 
     public func stop() {
+        guard stopped.withLockedValue({ state in defer { state = true }; return !state }) else { return }
         loop.stop()
         close(inotify)
     }
+
+    private let stopped = NIOLockedValueBox(false)
 
     /// Whether the events name a watched file (or a watched directory went away).
     private static func handle(_ bytes: UnsafeRawBufferPointer, files: [String: Set<String>], watches: NIOLockedValueBox<[Int32: String]>) -> Bool {
@@ -86,6 +89,11 @@ public final class FileChanges: MachineObserver {
             let nameBytes = bytes[(offset + header)..<min(bytes.count, offset + header + length)]
             let name = String(decoding: nameBytes.prefix { $0 != 0 }, as: UTF8.self)
             offset += header + length
+            if mask & UInt32(IN_Q_OVERFLOW) != 0 {
+                // Events were lost: look at everything.
+                relevant = true
+                continue
+            }
             if mask & UInt32(IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF) != 0 {
                 // The directory went (or moved): forget its watch; refresh() adds a new one.
                 _ = watches.withLockedValue { $0.removeValue(forKey: descriptor) }

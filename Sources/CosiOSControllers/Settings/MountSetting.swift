@@ -40,11 +40,42 @@ public struct MountSetting: MachineSetting {
     /// Options that mean "the default": accepted, no flag.
     static let defaults: Set<String> = ["rw", "defaults", "suid", "dev", "exec", "atime", "async"]
 
-    /// The mount point of spec `id` under `root`, or nil for an id that is not an absolute path.
-    static func mountPoint(_ id: String, root: MachineRoot) -> String? {
-        guard id.hasPrefix("/"), id.count > 1, !id.split(separator: "/").contains(where: { $0 == ".." || $0 == "." }) else { return nil }
-        let relative = String(id.drop { $0 == "/" })
+    /// The mount point of spec `id` under `root`, or nil for an id that is not an absolute path
+    /// in normal form (`/mnt/data`: no empty, `.` or `..` part, no trailing slash; not `/`), which
+    /// mountinfo would show otherwise and so never match.
+    public static func mountPoint(_ id: String, root: MachineRoot) -> String? {
+        let parts = id.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        guard id.hasPrefix("/"), !parts.isEmpty, !parts.contains(where: { $0.isEmpty || $0 == ".." || $0 == "." }) else { return nil }
+        let relative = parts.joined(separator: "/")
         return root.isSystemRoot ? "/" + relative : root.resolve(relative)
+    }
+
+    /// Filesystem types a sandbox may mount: ones that hold nothing of the host's.
+    static let sandboxTypes: Set<String> = ["tmpfs", "ramfs"]
+
+    /// Why a mount may not be made (before anything is unmounted), or nil: an unknown type, a bind
+    /// source that does not exist, and in a sandbox anything that could reach the host's files (a
+    /// filesystem type other than tmpfs or ramfs, a bind source outside the root).
+    static func refusal(source: String, fsType: String, bind: Bool, root: MachineRoot) -> String? {
+        if bind {
+            guard let real = realPath(source) else { return "the bind source \(source) does not exist" }
+            if !root.isSystemRoot, let rootReal = realPath(root.path), !(real == rootReal || real.hasPrefix(rootReal + "/")) {
+                return "in a sandbox, a bind source must be under the root \(root.path) (\(source) is not): a sandbox never touches the host's files"
+            }
+            return nil
+        }
+        if !root.isSystemRoot, !sandboxTypes.contains(fsType) {
+            return "in a sandbox, only \(sandboxTypes.sorted().joined(separator: " and ")) (or a bind mount from under the root) may be mounted, not \(fsType): a sandbox never touches the host"
+        }
+        let known = ((try? MachineRoot("/").read("proc/filesystems")) ?? "").split(separator: "\n").compactMap { $0.split(separator: "\t").last.map(String.init) }
+        guard known.isEmpty || known.contains(fsType) else { return "the kernel knows no filesystem type \(fsType) (/proc/filesystems)" }
+        return nil
+    }
+
+    static func realPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
     }
 
     public func apply(running: [SettingSpec], releasing: [SettingSpec], statuses: [String: Resource], root: MachineRoot, leaveAlone: Set<String>) -> [String: StatusReport] {
@@ -53,9 +84,13 @@ public struct MountSetting: MachineSetting {
         // Going: unmounted (a busy one stays, reported; the spec stays tearing down).
         for spec in releasing {
             guard let point = Self.mountPoint(spec.id, root: root), table.entry(at: point) != nil else { continue }
-            if umount2(point, 0) != 0 {
-                let error = MachineError(point, "cannot unmount", errno)
-                reports[spec.id] = Self.report(MountTable.read().entry(at: point), error: "\(error)")
+            // Every layer at the point (a copy stacked by someone else's mount over it included).
+            for _ in 0..<16 where MountTable.read().entry(at: point) != nil {
+                if umount2(point, 0) != 0 {
+                    let error = MachineError(point, "cannot unmount", errno)
+                    reports[spec.id] = Self.report(MountTable.read().entry(at: point), error: "\(error)")
+                    break
+                }
             }
         }
         for spec in running {
@@ -88,12 +123,20 @@ public struct MountSetting: MachineSetting {
                     reports[spec.id] = Self.report(current)
                     continue
                 }
+                // Checked before anything is unmounted: a mount that cannot be made never costs
+                // the one that is there.
+                if let refusal = Self.refusal(source: source, fsType: fsType, bind: bind, root: root) { throw MachineError(point, message: refusal) }
                 try root.makeDirectories(point)
                 var replaced = "not mounted"
                 if let current {
                     // Mounted otherwise: unmount what is there (it is the declared point's).
                     replaced = "\(current.fsType) \(current.source) (\(current.options.joined(separator: ",")))"
                     guard umount2(point, 0) == 0 else { throw MachineError(point, "cannot unmount to mount again", errno) }
+                    // Someone's mount over the declared one: gone, ours is uncovered.
+                    if let uncovered = MountTable.read().entry(at: point), Self.matches(uncovered, fsType: fsType, bind: bind, flags: wantedFlags) {
+                        reports[spec.id] = StatusReport(fields: Self.fields(uncovered), replaced: replaced)
+                        continue
+                    }
                 }
                 try Self.mount(source: source, at: point, fsType: fsType, flags: flags, data: data.joined(separator: ","), bind: bind)
                 reports[spec.id] = StatusReport(fields: Self.fields(MountTable.read().entry(at: point)), replaced: replaced)
