@@ -1,4 +1,5 @@
 import CosiMessages
+import CosiNetlink
 import CosiOSControllers
 import CosiServer
 import CosiState
@@ -15,7 +16,7 @@ func defineBuiltIns(server: CosiServer, logger: Logger) async {
             spec: Spec(protoSpec: Array(buffer: Meta.NamespaceSpec(description: description).serializedBytes()))
         )
     }
-    for setting in BuiltInControllers.settings {
+    for setting in BuiltInControllers.all {
         for spec in BuiltInControllers.definitions(setting) {
             do { wanted.append(try MetaNamespace.definition(spec)) } catch { logger.warning("cannot define \(spec.resourceType): \(error)") }
         }
@@ -55,6 +56,10 @@ func startBuiltInControllers(_ settings: CosidSettings, server: CosiServer, logg
     // own, mounts only in a mount namespace of its own.
     let liveHostname = root.isSystemRoot || Namespaces.isOwn("uts")
     let mounts = root.isSystemRoot || Namespaces.isOwn("mnt")
+    // The network controllers: in --netns's namespace or cosid's own; in a sandbox only when that
+    // is not the host's.
+    let network = try settings.netns.map { path throws(NetlinkError) in try NetworkNamespace(path: path) } ?? .own
+    let networkOn = root.isSystemRoot || !network.isHosts
     var off: [String] = []
     var started: [String] = []
     for var setting in chosen {
@@ -66,17 +71,31 @@ func startBuiltInControllers(_ settings: CosidSettings, server: CosiServer, logg
             off.append("the mounts controller")
             continue
         }
-        try server.controllers.register(MachineController(setting, root: root, resyncInterval: .seconds(settings.resyncInterval), logger: logger))
+        if let networkSetting = setting as? any NetworkSetting {
+            guard networkOn else {
+                if !off.contains("the network controllers") { off.append("the network controllers") }
+                continue
+            }
+            do {
+                try server.controllers.register(NetworkController(networkSetting, namespace: network, resyncInterval: .seconds(settings.resyncInterval), logger: logger))
+            } catch let error as NetlinkError {
+                throw SettingsError("the \(setting.name) controller: \(error)")
+            }
+        } else if let machineSetting = setting as? any MachineSetting {
+            try server.controllers.register(MachineController(machineSetting, root: root, resyncInterval: .seconds(settings.resyncInterval), logger: logger))
+        }
         started.append(setting.name)
     }
     logger.notice("built-in controllers acting on \(root.isSystemRoot ? "this machine (/)" : "the sandbox \(root.path)")", metadata: [
         "controllers": "\(started.joined(separator: ","))",
         "live-hostname": "\(chosen.contains { $0 is HostnameSetting } && liveHostname ? "on" : "off")",
+        "netns": "\(settings.netns ?? "cosid's own")",
     ])
     if !off.isEmpty {
+        var command = CommandLine.arguments
+        if off.contains("the network controllers"), settings.netns == nil { command += ["--netns", "/run/netns/NAME"] }
         logger.notice(
-            "\(off.joined(separator: " and ")) off: cosid shares the host's namespaces and --root is a sandbox; to keep them in namespaces of its own, start it as root with: \(Namespaces.unshareCommand(CommandLine.arguments))"
+            "\(off.joined(separator: " and ")) off: cosid shares the host's namespaces and --root is a sandbox; to keep them in namespaces of its own, start it as root with: \(Namespaces.unshareCommand(command))\(off.contains("the network controllers") ? " (after ip netns add NAME)" : "")"
         )
     }
 }
-

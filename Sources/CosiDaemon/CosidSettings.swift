@@ -1,3 +1,4 @@
+import CosiNetlink
 import CosiOSControllers
 import CosiRPC
 import CosiState
@@ -51,6 +52,9 @@ public struct CosidSettings: Codable, Equatable, Sendable {
     public var controllerGrace = 60
     /// Where the built-in controllers act: `/`, or a sandbox directory (created and seeded).
     public var root = "/"
+    /// The network namespace the network controllers act in (a namespace file such as
+    /// `/run/netns/NAME`); nil: cosid's own.
+    public var netns: String?
     /// The built-in controllers to run: names separated by commas, `all` or `none`.
     public var controllers = "all"
     /// Seconds between checks of what gives no change events (kernel parameters, the live
@@ -78,6 +82,9 @@ public struct CosidSettings: Codable, Equatable, Sendable {
         _ = try listenAddresses()
         _ = try metricsAddress()
         guard !root.isEmpty else { throw SettingsError("root must be a directory (/ for this machine)") }
+        if let netns {
+            do { _ = try NetworkNamespace(path: netns) } catch { throw SettingsError("netns: \(error)") }
+        }
         do {
             _ = try BuiltInControllers.select(controllers)
         } catch {

@@ -6,9 +6,9 @@ import Metrics
 import NIOConcurrencyHelpers
 import Yams
 
-/// One kind of machine setting a built-in controller manages: how its specs become files under the
-/// root, and what its statuses report.
-public protocol MachineSetting: Sendable {
+/// What every built-in setting has, whichever controller runs it: its name, types, columns,
+/// schema and short names.
+public protocol BuiltInSetting: Sendable {
     /// The controller's name (and the finalizer it puts on specs).
     var name: String { get }
     /// Where its specs and statuses live.
@@ -22,7 +22,11 @@ public protocol MachineSetting: Sendable {
     var specSchema: SpecSchema { get }
     /// Short names of the spec and status types (distinct across the built-in types).
     var aliases: (spec: [String], status: [String]) { get }
+}
 
+/// One kind of machine setting a built-in controller manages: how its specs become files under the
+/// root, and what its statuses report (one status per spec, same id).
+public protocol MachineSetting: BuiltInSetting {
     /// The files (relative to the root) whose changes by someone else the controller must notice
     /// at once (inotify on their directories). Empty: none.
     var keptFiles: [String] { get }
@@ -82,6 +86,8 @@ public enum YAMLValue: Sendable, Hashable {
     case scalar(String)
     /// A number (a status's `driftCorrections`).
     case integer(Int)
+    /// `true` or `false` (a link status's `up`).
+    case boolean(Bool)
     case list([String])
     /// A mapping of text to text, in order (a status's `lastDrift`).
     case pairs([Pair])
@@ -123,6 +129,7 @@ public struct StatusReport: Sendable {
             case .scalar(let text): (Node(key), Self.string(text))
             case .list(let items): (Node(key), Node(items.map(Self.string)))
             case .integer(let number): (Node(key), Node(String(number)))
+            case .boolean(let value): (Node(key), Node(value ? "true" : "false"))
             case .pairs(let pairs): (Node(key), Node(pairs.map { (Node($0.key), Self.string($0.value)) }))
             case .other: (Node(key), Node("null", Tag(.null)))
             }
@@ -258,10 +265,16 @@ public struct MachineController: Controller {
         let statuses = Dictionary(uniqueKeysWithValues: try await listedStatuses.map { ($0.metadata.id, $0) })
 
         var running: [Resource] = []
-        for spec in specs where spec.metadata.phase != "tearingDown" {
+        for var spec in specs where spec.metadata.phase != "tearingDown" {
             if !spec.metadata.finalizers.contains(name) {
                 do {
                     try await runtime.addFinalizers(namespace: setting.namespace, type: setting.specType, id: spec.metadata.id, [name])
+                    // The version the finalizer made is the one its status names (a drift right
+                    // after the first apply counts).
+                    guard let current = try await runtime.getIfExists(namespace: setting.namespace, type: setting.specType, id: spec.metadata.id),
+                        current.metadata.phase != "tearingDown"
+                    else { continue }
+                    spec = current
                 } catch let error as ControllerError where error.code == .failedPrecondition || error.code == .notFound {
                     continue // it started tearing down meanwhile: the next event handles it
                 }
@@ -280,7 +293,7 @@ public struct MachineController: Controller {
             let id = spec.metadata.id
             var report = reports[id] ?? StatusReport(fields: [], error: "no report")
             if leftAlone.contains(id) {
-                report.error = "put back \(ledger.flips) times in \(ledger.window) and changed back each time by someone else: left alone until the spec changes"
+                report.error = Self.leftAloneReason(ledger)
             } else if report.error != nil {
                 failing = true
             }
@@ -326,6 +339,16 @@ public struct MachineController: Controller {
     /// Counts a correction made while the spec stayed as it was, and the status reported the
     /// declared state, as drift; adds the drift record to the report's fields either way.
     func recordDrift(_ report: StatusReport, spec: Resource, status: Resource?) -> StatusReport {
+        Self.recordDrift(report, spec: spec, status: status, controller: name, logger: logger, ledger: ledger, cache: cache)
+    }
+
+    /// The drift record of every built-in controller (``NetworkController`` too): a correction
+    /// (`report.replaced`) made while the spec stayed at the version the status reported, and the
+    /// status reported no error, is counted, logged and timed; an object corrected too often is
+    /// left alone (``DriftLedger``).
+    static func recordDrift(
+        _ report: StatusReport, spec: Resource, status: Resource?, controller name: String, logger: Logger, ledger: DriftLedger, cache: ReconcileCache
+    ) -> StatusReport {
         var report = report
         let previous = status?.metadata.annotations ?? [:]
         var corrections = Int(previous[Self.correctionsAnnotation] ?? "") ?? 0
@@ -339,7 +362,7 @@ public struct MachineController: Controller {
             Self.drift.increment(dimensions: [("controller", name)])
             logger.notice("drift corrected", metadata: ["controller": "\(name)", "id": "\(spec.metadata.id)", "found": "\(found)"])
             if ledger.corrected(spec.metadata.id, version: spec.metadata.version, at: .now) {
-                report.error = "put back \(ledger.flips) times in \(ledger.window) and changed back each time by someone else: left alone until the spec changes"
+                report.error = Self.leftAloneReason(ledger)
                 logger.notice("drift: left alone until its spec changes", metadata: ["controller": "\(name)", "id": "\(spec.metadata.id)"])
             }
         }
@@ -351,6 +374,10 @@ public struct MachineController: Controller {
         }
         report.annotations[Self.correctionsAnnotation] = String(corrections)
         return report
+    }
+
+    static func leftAloneReason(_ ledger: DriftLedger) -> String {
+        "put back \(ledger.flips) times in \(ledger.window) and changed back each time by someone else: left alone until the spec changes"
     }
 
     static let drift = DriftCounter()

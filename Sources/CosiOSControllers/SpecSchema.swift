@@ -11,6 +11,12 @@ public struct SpecSchema: Sendable {
         case text
         /// A list of scalars (one scalar reads as a list of one).
         case list
+        /// A whole number within a range.
+        case integer(ClosedRange<Int>)
+        /// `true` or `false`.
+        case boolean
+        /// One of a few texts.
+        case among([String])
     }
 
     public struct Field: Sendable {
@@ -20,6 +26,9 @@ public struct SpecSchema: Sendable {
 
         public static func text(_ name: String, required: Bool = false) -> Field { Field(name: name, kind: .text, required: required) }
         public static func list(_ name: String) -> Field { Field(name: name, kind: .list, required: false) }
+        public static func integer(_ name: String, in range: ClosedRange<Int>) -> Field { Field(name: name, kind: .integer(range), required: false) }
+        public static func boolean(_ name: String) -> Field { Field(name: name, kind: .boolean, required: false) }
+        public static func text(_ name: String, among values: [String]) -> Field { Field(name: name, kind: .among(values), required: false) }
     }
 
     public var fields: [Field]
@@ -46,6 +55,16 @@ public struct SpecSchema: Sendable {
             case .list:
                 if value.scalar != nil, value.tagName != .null { continue }
                 guard let items = value.sequence, items.allSatisfy({ $0.scalar != nil }) else { return "field \(name) must be a list of values, not \(describe(value))" }
+            case .integer(let range):
+                guard let text = value.scalar?.string, let number = Int(text), range.contains(number) else {
+                    return "field \(name) must be a whole number from \(range.lowerBound) to \(range.upperBound), not \(value.scalar.map { "\"\($0.string)\"" } ?? describe(value))"
+                }
+            case .boolean:
+                guard value.tagName == .bool else { return "field \(name) must be true or false, not \(value.scalar.map { "\"\($0.string)\"" } ?? describe(value))" }
+            case .among(let values):
+                guard let text = value.scalar?.string, value.tagName != .null, values.contains(text) else {
+                    return "field \(name) must be one of \(values.map { $0.isEmpty ? "\"\"" : $0 }.joined(separator: ", ")), not \(value.scalar.map { "\"\($0.string)\"" } ?? describe(value))"
+                }
             }
         }
         for field in fields where field.required && mapping[Node(field.name)] == nil {

@@ -97,6 +97,9 @@ struct Cosid: AsyncParsableCommand {
     @Option(help: "Where the built-in controllers act: / for this machine, or a sandbox directory (created, with a few kernel parameter files). (default: \(CosidSettings.defaults.root))")
     var root: String?
 
+    @Option(help: "The network namespace the links, addresses and routes controllers act in: a namespace file such as /run/netns/NAME (ip netns add NAME). cosid listens where it runs. (default: cosid's own)")
+    var netns: String?
+
     @Option(help: "Built-in controllers to run: \(BuiltInControllers.names.joined(separator: ",")), all or none. (default: \(CosidSettings.defaults.controllers))")
     var controllers: String?
 
@@ -142,6 +145,7 @@ struct Cosid: AsyncParsableCommand {
         overlay(controllerGrace, \.controllerGrace)
         overlay(resyncInterval, \.resyncInterval)
         overlay(root, \.root)
+        overlay(netns, \.netns)
         overlay(controllers, \.controllers)
         try settings.validate()
         return settings

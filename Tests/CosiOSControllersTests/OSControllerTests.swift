@@ -224,7 +224,7 @@ struct OSControllerTests {
             // Each has reconciled its start event and waits for the next: whatever it would have
             // written is written.
             try await eventually("every controller reconciled its start event") {
-                BuiltInControllers.names.allSatisfy { name in
+                BuiltInControllers.settings.map(\.name).allSatisfy { name in
                     runtime.queue(of: name).map { $0.deliveredCount >= 1 && $0.isWaiting } ?? false
                 }
             }

@@ -27,7 +27,7 @@ struct CosictlCorrectnessTests {
         // A full type name nothing defines and nothing uses: the example the help once gave.
         let undefined = try await setup.run(["get", "Hostnames.net.cosi.dev"])
         #expect(undefined.status == 1, "\(undefined.out)")
-        #expect(undefined.err.contains("did you mean hostnamespecs or hostnamestatuses?"), "\(undefined.err)")
+        #expect(undefined.err.contains("did you mean hostnamespecs or ") && undefined.err.contains("hostnamestatuses?"), "\(undefined.err)")
         let applied = try await setup.run(["apply", "-f", "-"], input: "metadata: {type: hostnamespecz, id: x}\nspec: {a: 1}\n")
         #expect(applied.status == 1 && applied.err.contains("did you mean hostnamespecs?"), "\(applied.err)")
         let help = try await setup.run(["--help"], endpoint: false)

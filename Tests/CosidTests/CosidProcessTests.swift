@@ -194,7 +194,10 @@ struct CosidConfigTests {
             ("in-memory: perhaps\n", "in-memory must be true or false"),
             ("- a\n- b\n", "must be a mapping of setting: value"),
             ("max-frame-size: 100\n", "max-frame-size must be within 16384...67108864"),
-            ("controllers: hostname,bogus\n", "controllers: unknown controller \"bogus\": choose from hostname, resolvers, hosts, kernel-params, time-servers, mounts, all or none"),
+            ("controllers: hostname,bogus\n", "controllers: unknown controller \"bogus\": choose from hostname, resolvers, hosts, kernel-params, time-servers, mounts, links, addresses, routes, all or none"),
+            // A network namespace that is not there, or a file that is not one: named at start.
+            ("netns: /nonexistent/netns\n", "netns: cannot use --netns /nonexistent/netns: it does not exist"),
+            ("netns: /etc/hostname\n", "netns: cannot use --netns /etc/hostname: it is not a namespace file"),
             ("root: \"\"\n", "root must be a directory"),
             ("resync-interval: 0\n", "resync-interval must be at least 1 second"),
         ] {

@@ -1,0 +1,186 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import CosiClient
+import CosiMessages
+import CosiNetlink
+import CosiOSControllers
+import CosiRPC
+import CosiServer
+import CosiState
+import CosiTLS
+import Foundation
+import Histogram
+import Logging
+
+/// `cosi-bench network` (as root): the network controllers as `cosid --netns` runs them (a cosid
+/// server in this process, SQLite with `--sync full`, clients over mutual TLS on 127.0.0.1),
+/// acting in a network namespace the bench makes (`ip netns add`, a veth pair up inside).
+///
+/// - `--addresses` address specs applied at once (64 in flight): the time until every address is
+///   in the kernel and every status reports it.
+/// - `--drifts` addresses removed by hand (a netlink request of the bench's own), each timed until
+///   the kernel has it again (seen through the bench's own address-event socket).
+/// - `--routes` routes added with `ip -batch` by someone else: the time until RouteStatuses hold
+///   every route of the main table, the process's resident memory growth, and its CPU while idle
+///   afterwards over `--idle-seconds`.
+struct NetworkBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "network",
+        abstract: "Network controllers in a namespace of the bench's own (root): addresses at once, restoration latency, 100,000 routes reflected."
+    )
+
+    @Option(help: "Address specs applied at once.") var addresses = 1000
+    @Option(help: "Addresses removed by hand, each timed until it is back.") var drifts = 200
+    @Option(help: "Routes added with ip -batch, to be reflected in RouteStatuses (0 to skip).") var routes = 100_000
+    @Option(help: "Seconds to measure idle CPU after the routes.") var idleSeconds = 30
+
+    func run() async throws {
+        guard getuid() == 0 else { throw ValidationError("network makes a network namespace (ip netns add): run it as root") }
+        let name = "cosi-bench-\(getpid())"
+        try Self.ip(["netns", "add", name])
+        defer { _ = try? Self.ip(["netns", "del", name]) }
+        for command in [["link", "set", "lo", "up"], ["link", "add", "h0", "type", "veth", "peer", "name", "h1"], ["link", "set", "h1", "up"], ["link", "set", "h0", "up"]] {
+            try Self.ip(["-n", name] + command)
+        }
+        for line in try await Self.measure(netns: "/run/netns/\(name)", name: name, addresses: addresses, drifts: drifts, routes: routes, idleSeconds: idleSeconds) { print(line) }
+    }
+
+    @discardableResult
+    static func ip(_ arguments: [String], input: String? = nil) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        process.arguments = arguments
+        let out = Pipe()
+        process.standardOutput = out
+        let stdin = Pipe()
+        if input != nil { process.standardInput = stdin }
+        try process.run()
+        if let input {
+            stdin.fileHandleForWriting.write(Data(input.utf8))
+            try stdin.fileHandleForWriting.close()
+        }
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw ValidationError("ip \(arguments.joined(separator: " ")) failed (\(process.terminationStatus))") }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    static func address(_ index: Int) -> IPPrefix {
+        IPPrefix(address: IPAddress("10.200.\(index / 250).\(index % 250 + 1)")!, length: 16)
+    }
+
+    static func measure(netns path: String, name: String, addresses: Int, drifts: Int, routes: Int, idleSeconds: Int) async throws -> [String] {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cosi-bench-net-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let certificates = DevelopmentCertificates(directory: dir + "/Certs")
+        try certificates.ensure()
+        let tls = try TLSContext(role: .server, configuration: TLSConfiguration(
+            certificateChain: .file(certificates.serverCertificate), privateKey: .file(certificates.serverKey), trustRoots: .file(certificates.caCertificate)
+        ))
+        var logger = Logger(label: "bench")
+        logger.logLevel = .error
+        let namespace = try NetworkNamespace(path: path)
+        let engine = try StateEngine(storage: SQLiteStorage(directory: dir + "/data", sync: .full), logger: logger)
+        let server = CosiServer(configuration: RPCServerConfiguration(host: "127.0.0.1", port: 0, tls: tls), engine: engine, logger: logger, audit: logger)
+        for setting in BuiltInControllers.network {
+            for definition in BuiltInControllers.definitions(setting) {
+                _ = try await engine.create(try MetaNamespace.definition(definition), owner: "cosid")
+            }
+            // Corrections in a row are what is timed: the flapping guard is off.
+            try server.controllers.register(NetworkController(setting, namespace: namespace, logger: logger, ledger: DriftLedger(flips: .max)))
+        }
+        let netlink = try Rtnetlink(in: namespace)
+        let events = try NetlinkSocket(in: namespace, groups: .addresses)
+        let h0 = try netlink.links().first { $0.name == "h0" }!.index
+
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await server.run() }
+            let port = try await server.rpc.listeningAddress.port!
+            var configuration = CosiClientConfiguration.development(directory: certificates.directory, port: port)
+            configuration.defaultTimeout = nil
+            let lines = try await withCosiClient(configuration) { client in
+                var lines: [String] = []
+                let clock = ContinuousClock()
+                let statusKind = ResourceKind(namespace: "network", type: "AddressStatuses.net.cosi.dev")
+
+                // Addresses at once.
+                let start = clock.now
+                try await OSControllersBench.inParallel(addresses) { index in
+                    _ = try await client.create(Resource(
+                        metadata: Metadata(namespace: "network", type: "AddressSpecs.net.cosi.dev", id: "h0/\(address(index))"), spec: Spec(yamlSpec: "{}\n")
+                    ))
+                }
+                let written = clock.now - start
+                let wanted = Set((0..<addresses).map { address($0) })
+                try await OSControllersBench.until(timeout: .seconds(300)) { try wanted.isSubset(of: Set(netlink.addresses().map(\.prefix))) }
+                let inKernel = clock.now - start
+                try await OSControllersBench.until(timeout: .seconds(300)) {
+                    try engine.list(statusKind).filter { $0.spec.yamlSpec.contains("family: inet\n") && $0.metadata.annotations[MachineController.specVersionAnnotation] != nil }.count == addresses
+                }
+                let reported = clock.now - start
+                lines.append(String(
+                    format: "network: %d address specs applied at once (64 in flight): written in %.2f s, all in the kernel in %.2f s, all reported in AddressStatuses in %.2f s",
+                    addresses, OSControllersBench.seconds(written), OSControllersBench.seconds(inKernel), OSControllersBench.seconds(reported)
+                ))
+
+                // Removed by hand, timed until back.
+                if drifts > 0 {
+                    var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000)
+                    for index in 0..<drifts {
+                        let prefix = address(index % addresses)
+                        _ = events.drain()
+                        let begin = clock.now
+                        try netlink.deleteAddress(prefix, link: h0, linkName: "h0")
+                        let end = begin + .seconds(30)
+                        while true {
+                            var descriptor = pollfd(fd: events.descriptor, events: Int16(POLLIN), revents: 0)
+                            _ = poll(&descriptor, 1, 100)
+                            _ = events.drain()
+                            if try netlink.addresses().contains(where: { $0.prefix == prefix }) { break }
+                            guard clock.now < end else { throw ValidationError("\(prefix) not put back within 30 s") }
+                        }
+                        _ = histogram.record(microseconds(clock.now - begin))
+                        // The controller's pass settles (its status write) before the next removal.
+                        try await Task.sleep(for: .milliseconds(20))
+                    }
+                    lines.append(String(
+                        format: "network drift, an address removed by hand (%d times, %d addresses declared): back in the kernel in p50 %.2f ms, p99 %.2f ms, max %.2f ms",
+                        drifts, addresses, Double(histogram.valueAtPercentile(50)) / 1000, Double(histogram.valueAtPercentile(99)) / 1000, Double(histogram.max) / 1000
+                    ))
+                }
+
+                // Routes added by someone else, reflected.
+                if routes > 0 {
+                    let routeKind = ResourceKind(namespace: "network", type: "RouteStatuses.net.cosi.dev")
+                    try await Task.sleep(for: .seconds(1))
+                    let before = OSControllersBench.residentBytes()
+                    let batch = (0..<routes).map { i in "route add 172.\(16 + i / 65536).\((i / 256) % 256).\(i % 256)/32 dev h0\n" }.joined()
+                    let begin = clock.now
+                    try ip(["-n", name, "-batch", "-"], input: batch)
+                    let added = clock.now - begin
+                    let total = try netlink.routes().count
+                    try await OSControllersBench.until(timeout: .seconds(600)) { try engine.list(routeKind).count == total }
+                    let reflected = clock.now - begin
+                    try await Task.sleep(for: .seconds(2))
+                    let after = OSControllersBench.residentBytes()
+                    let cpu0 = cpuSeconds()
+                    let idleStart = clock.now
+                    try await Task.sleep(for: .seconds(idleSeconds))
+                    let cpu = cpuSeconds() - cpu0
+                    let elapsed = OSControllersBench.seconds(clock.now - idleStart)
+                    lines.append(String(
+                        format: "network: %d routes added with ip -batch (%.2f s): all %d main-table routes in RouteStatuses %.2f s after the batch began; resident memory +%.0f MiB; CPU %.2f%% of one core while idle over %d s",
+                        routes, OSControllersBench.seconds(added), total, OSControllersBench.seconds(reflected), Double(after - before) / 1048576, 100 * cpu / elapsed, idleSeconds
+                    ))
+                }
+                return lines
+            }
+            group.cancelAll()
+            server.rpc.beginGracefulShutdown()
+            try? await group.waitForAll()
+            return lines
+        }
+    }
+}
