@@ -36,6 +36,7 @@ public struct IPAddress: Sendable, Hashable, CustomStringConvertible {
     public var familyName: String { family == AF_INET ? "inet" : "inet6" }
 
     public var description: String {
+        guard bytes.count == (family == AF_INET ? 4 : 16) else { return "?" }
         var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
         let written = bytes.withUnsafeBytes { inet_ntop(family, $0.baseAddress, &buffer, socklen_t(buffer.count)) }
         guard written != nil else { return "?" }

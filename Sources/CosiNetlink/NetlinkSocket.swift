@@ -54,6 +54,10 @@ public final class NetlinkSocket: @unchecked Sendable {
                 _ = setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
             }
             _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
+        } else {
+            // A request is answered at once; a kernel that does not answer is an error, not a hang.
+            var timeout = timeval(tv_sec: 5, tv_usec: 0)
+            _ = setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         }
     }
 
@@ -98,14 +102,36 @@ public final class NetlinkSocket: @unchecked Sendable {
         _ = try exchange(type, flags: flags | NLM_F_ACK, operation, build: build) { _ in }
     }
 
-    /// Sends a dump request and hands every answer message to `each`.
-    public func dump(_ type: Int32, _ operation: @autoclosure () -> String, build: (UnsafeMutablePointer<nlmsghdr>) -> Void, each: (UnsafePointer<nlmsghdr>) -> Void) throws(NetlinkError) {
+    /// Sends a dump request and hands every answer message to `each`. A dump the kernel says was
+    /// interrupted by a change is taken again from the start (`restart` first forgets what the
+    /// interrupted one gave), up to 8 times; under changes that never stop, the last one is
+    /// kept: the changes that interrupted it come as events, and the reader looks again.
+    public func dump(
+        _ type: Int32, _ operation: @autoclosure () -> String, build: (UnsafeMutablePointer<nlmsghdr>) -> Void, restart: () -> Void, each: (UnsafePointer<nlmsghdr>) -> Void
+    ) throws(NetlinkError) {
         lock.lock()
         defer { lock.unlock() }
-        // A dump the kernel says was interrupted by a change is taken again.
         for _ in 0..<8 {
+            restart()
             guard try exchange(type, flags: NLM_F_DUMP, operation, build: build, each: each) else { return }
         }
+    }
+
+    /// A message's netlink header, read from its bytes.
+    static func fields(_ header: UnsafePointer<nlmsghdr>) -> nlmsghdr {
+        UnsafeRawPointer(header).loadUnaligned(as: nlmsghdr.self)
+    }
+
+    /// A message's family header (`ifinfomsg`, `rtmsg`...), when the message is long enough.
+    public static func payload<T>(_ header: UnsafePointer<nlmsghdr>, as type: T.Type) -> T? {
+        guard Int(fields(header).nlmsg_len) >= MemoryLayout<nlmsghdr>.size + MemoryLayout<T>.size, let payload = mnl_nlmsg_get_payload(header) else { return nil }
+        return UnsafeRawPointer(payload).loadUnaligned(as: T.self)
+    }
+
+    /// Appends a family header to a request being built.
+    public static func put<T>(_ header: UnsafeMutablePointer<nlmsghdr>, _ value: T) {
+        guard let space = mnl_nlmsg_put_extra_header(header, MemoryLayout<T>.size) else { return }
+        space.storeBytes(of: value, as: T.self)
     }
 
     /// One request and its answers; returns whether a dump was interrupted. Called under `lock`.
@@ -116,12 +142,13 @@ public final class NetlinkSocket: @unchecked Sendable {
         let sequence = self.sequence
         var request = [UInt8](repeating: 0, count: 8192)
         let sent = request.withUnsafeMutableBytes { raw -> Int in
-            let header = mnl_nlmsg_put_header(raw.baseAddress)!
-            header.pointee.nlmsg_type = UInt16(type)
-            header.pointee.nlmsg_flags = UInt16(NLM_F_REQUEST | flags)
-            header.pointee.nlmsg_seq = sequence
+            guard let header = mnl_nlmsg_put_header(raw.baseAddress) else { return -1 }
+            UnsafeMutableRawPointer(header).storeBytes(
+                of: nlmsghdr(nlmsg_len: UInt32(MemoryLayout<nlmsghdr>.size), nlmsg_type: UInt16(type), nlmsg_flags: UInt16(NLM_F_REQUEST | flags), nlmsg_seq: sequence, nlmsg_pid: 0),
+                as: nlmsghdr.self
+            )
             build(header)
-            return mnl_socket_sendto(socket, header, Int(header.pointee.nlmsg_len))
+            return mnl_socket_sendto(socket, header, Int(Self.fields(header).nlmsg_len))
         }
         guard sent >= 0 else { throw NetlinkError(.unavailable, operation(), errno: errno) }
         var interrupted = false
@@ -129,6 +156,7 @@ public final class NetlinkSocket: @unchecked Sendable {
             let count = buffer.withUnsafeMutableBytes { mnl_socket_recvfrom(socket, $0.baseAddress, $0.count) }
             if count < 0 {
                 if errno == EINTR { continue }
+                if errno == EAGAIN || errno == EWOULDBLOCK { throw NetlinkError(.unavailable, operation(), detail: "the kernel did not answer within 5 s") }
                 throw NetlinkError(.unavailable, operation(), errno: errno)
             }
             var done = false
@@ -138,16 +166,23 @@ public final class NetlinkSocket: @unchecked Sendable {
                 var header = raw.baseAddress!.assumingMemoryBound(to: nlmsghdr.self)
                 while mnl_nlmsg_ok(header, remaining) {
                     defer { header = UnsafePointer(mnl_nlmsg_next(header, &remaining)) }
-                    guard header.pointee.nlmsg_seq == sequence, header.pointee.nlmsg_pid == 0 || header.pointee.nlmsg_pid == portID else { continue }
-                    if Int32(header.pointee.nlmsg_flags) & NLM_F_DUMP_INTR != 0 { interrupted = true }
-                    switch Int32(header.pointee.nlmsg_type) {
+                    let fields = Self.fields(header)
+                    guard fields.nlmsg_seq == sequence, fields.nlmsg_pid == 0 || fields.nlmsg_pid == portID else { continue }
+                    if Int32(fields.nlmsg_flags) & NLM_F_DUMP_INTR != 0 { interrupted = true }
+                    switch Int32(fields.nlmsg_type) {
                     case NLMSG_DONE:
                         done = true
+                        // A dump that failed part way says so in its DONE message.
+                        if let error = Self.payload(header, as: Int32.self), error < 0 {
+                            failure = NetlinkError(.refused, operation(), errno: -error, detail: Self.extendedMessage(header, offset: MemoryLayout<Int32>.size))
+                        }
                     case NLMSG_ERROR:
-                        let payload = mnl_nlmsg_get_payload(header)!.assumingMemoryBound(to: nlmsgerr.self)
-                        let error = payload.pointee.error
                         done = true
-                        if error != 0 { failure = NetlinkError(.refused, operation(), errno: -error, detail: Self.extendedMessage(header)) }
+                        guard let payload = Self.payload(header, as: nlmsgerr.self) else {
+                            failure = NetlinkError(.unavailable, operation(), detail: "a short error message from the kernel")
+                            break
+                        }
+                        if payload.error != 0 { failure = NetlinkError(.refused, operation(), errno: -payload.error, detail: Self.extendedMessage(header)) }
                     default:
                         each(header)
                     }
@@ -159,14 +194,16 @@ public final class NetlinkSocket: @unchecked Sendable {
     }
 
     /// The kernel's text in an error answer with extended acknowledgement attributes.
-    private static func extendedMessage(_ header: UnsafePointer<nlmsghdr>) -> String? {
-        guard Int32(header.pointee.nlmsg_flags) & NLM_F_ACK_TLVS != 0 else { return nil }
+    private static func extendedMessage(_ header: UnsafePointer<nlmsghdr>, offset given: Int? = nil) -> String? {
+        let flags = Int32(fields(header).nlmsg_flags)
+        guard flags & NLM_F_ACK_TLVS != 0 else { return nil }
         // Capped (NETLINK_CAP_ACK): the error header is followed by the original header only.
-        var offset = MemoryLayout<nlmsgerr>.size
-        if Int32(header.pointee.nlmsg_flags) & NLM_F_CAPPED == 0 {
-            let payload = mnl_nlmsg_get_payload(header)!.assumingMemoryBound(to: nlmsgerr.self)
-            offset += Int(payload.pointee.msg.nlmsg_len) - MemoryLayout<nlmsghdr>.size
+        var offset = given ?? MemoryLayout<nlmsgerr>.size
+        if given == nil, flags & NLM_F_CAPPED == 0 {
+            guard let payload = Self.payload(header, as: nlmsgerr.self) else { return nil }
+            offset += max(0, Int(payload.msg.nlmsg_len) - MemoryLayout<nlmsghdr>.size)
         }
+        guard offset <= Int(fields(header).nlmsg_len) - MemoryLayout<nlmsghdr>.size else { return nil }
         var message: String?
         Attributes.each(header, offset: offset) { attribute in
             if Int32(mnl_attr_get_type(attribute)) == Int32(NLMSGERR_ATTR_MSG.rawValue) { message = Attributes.string(attribute) }
@@ -193,6 +230,17 @@ enum Attributes {
             body(attribute)
             attribute = UnsafePointer(mnl_attr_next(attribute))
         }
+    }
+
+    /// A 32-bit attribute, nil when its payload is shorter.
+    static func u32(_ attribute: UnsafePointer<nlattr>) -> UInt32? {
+        guard mnl_attr_get_payload_len(attribute) >= 4, let payload = mnl_attr_get_payload(attribute) else { return nil }
+        return UnsafeRawPointer(payload).loadUnaligned(as: UInt32.self)
+    }
+
+    static func u8(_ attribute: UnsafePointer<nlattr>) -> UInt8? {
+        guard mnl_attr_get_payload_len(attribute) >= 1, let payload = mnl_attr_get_payload(attribute) else { return nil }
+        return UnsafeRawPointer(payload).load(as: UInt8.self)
     }
 
     static func string(_ attribute: UnsafePointer<nlattr>) -> String {

@@ -14,15 +14,23 @@ public struct NetworkNamespace: Sendable, Equatable {
     public let path: String?
     /// The kernel's name of the namespace (`net:[4026531840]`), as /proc/PID/ns/net reads.
     public let identity: String?
+    /// The namespace file, held open from the check on: every socket is opened in the namespace
+    /// that was checked, even if the name is later given to another (`ip netns del`, `add`).
+    private let file: NamespaceFile?
 
     /// cosid's own network namespace.
     public static var own: NetworkNamespace {
-        NetworkNamespace(path: nil, identity: Self.link("/proc/self/ns/net"))
+        NetworkNamespace(path: nil, identity: Self.link("/proc/self/ns/net"), file: nil)
     }
 
-    private init(path: String?, identity: String?) {
+    private init(path: String?, identity: String?, file: NamespaceFile?) {
         self.path = path
         self.identity = identity
+        self.file = file
+    }
+
+    public static func == (lhs: NetworkNamespace, rhs: NetworkNamespace) -> Bool {
+        lhs.path == rhs.path && lhs.identity == rhs.identity
     }
 
     /// The namespace `path` names, checked: it exists and is a network namespace.
@@ -35,7 +43,7 @@ public struct NetworkNamespace: Sendable, Equatable {
             let error = errno
             throw NetlinkError(.unavailable, error == ENOENT ? "use --netns \(path): it does not exist" : "open the network namespace \(path)", errno: error == ENOENT ? 0 : error)
         }
-        defer { close(descriptor) }
+        let file = NamespaceFile(descriptor)
         let type = cosi_ns_get_nstype(descriptor)
         guard type >= 0 else {
             throw NetlinkError(.invalidArgument, "use --netns \(path): it is not a namespace file (such as /run/netns/NAME or /proc/PID/ns/net)")
@@ -45,7 +53,7 @@ public struct NetworkNamespace: Sendable, Equatable {
         }
         var status = stat()
         guard fstat(descriptor, &status) == 0 else { throw NetlinkError(.unavailable, "stat the network namespace \(path)", errno: errno) }
-        self.init(path: path, identity: "net:[\(status.st_ino)]")
+        self.init(path: path, identity: "net:[\(status.st_ino)]", file: file)
     }
 
     /// Whether this namespace is the host's by controllers.md's sandbox rule: equal to the network
@@ -60,16 +68,11 @@ public struct NetworkNamespace: Sendable, Equatable {
     /// Runs `body` in this namespace: at once for cosid's own, else on a thread that enters the
     /// namespace first and leaves it after.
     func run<T: Sendable>(_ body: @escaping @Sendable () throws(NetlinkError) -> T) throws(NetlinkError) -> T {
-        guard let path else { return try body() }
+        guard let path, let file else { return try body() }
         let result = NIOLockedValueBox<Result<T, NetlinkError>?>(nil)
         let done = DispatchSemaphore(value: 0)
         let thread = Thread {
             defer { done.signal() }
-            let target = open(path, O_RDONLY | O_CLOEXEC)
-            guard target >= 0 else {
-                result.withLockedValue { $0 = .failure(NetlinkError(.unavailable, "open the network namespace \(path)", errno: errno)) }
-                return
-            }
             let original = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
             defer {
                 // This thread ends here either way; it goes back for tidiness.
@@ -77,9 +80,8 @@ public struct NetworkNamespace: Sendable, Equatable {
                     _ = cosi_setns_net(original)
                     close(original)
                 }
-                close(target)
             }
-            guard cosi_setns_net(target) == 0 else {
+            guard cosi_setns_net(file.descriptor) == 0 else {
                 result.withLockedValue { $0 = .failure(NetlinkError(.unavailable, "enter the network namespace \(path)", errno: errno)) }
                 return
             }
@@ -103,4 +105,11 @@ public struct NetworkNamespace: Sendable, Equatable {
         guard count > 0 else { return nil }
         return String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
+}
+
+/// An open namespace file (closed when this goes).
+final class NamespaceFile: Sendable {
+    let descriptor: Int32
+    init(_ descriptor: Int32) { self.descriptor = descriptor }
+    deinit { close(descriptor) }
 }

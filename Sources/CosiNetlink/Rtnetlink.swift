@@ -109,11 +109,11 @@ public struct Rtnetlink: Sendable {
     public func links() throws(NetlinkError) -> [NetworkLink] {
         var links: [NetworkLink] = []
         try socket.dump(Int32(RTM_GETLINK), "list the links") { header in
-            let info = mnl_nlmsg_put_extra_header(header, MemoryLayout<ifinfomsg>.size)!.assumingMemoryBound(to: ifinfomsg.self)
-            info.pointee.ifi_family = UInt8(AF_UNSPEC)
+            NetlinkSocket.put(header, ifinfomsg(ifi_family: UInt8(AF_UNSPEC), __ifi_pad: 0, ifi_type: 0, ifi_index: 0, ifi_flags: 0, ifi_change: 0))
+        } restart: {
+            links = []
         } each: { header in
-            guard Int32(header.pointee.nlmsg_type) == Int32(RTM_NEWLINK) else { return }
-            let info = mnl_nlmsg_get_payload(header)!.assumingMemoryBound(to: ifinfomsg.self).pointee
+            guard Int32(NetlinkSocket.fields(header).nlmsg_type) == Int32(RTM_NEWLINK), let info = NetlinkSocket.payload(header, as: ifinfomsg.self) else { return }
             var link = NetworkLink(
                 index: info.ifi_index, name: "", kind: Self.kind(arpType: info.ifi_type), up: info.ifi_flags & UInt32(IFF_UP) != 0,
                 operState: "UNKNOWN", mtu: 0, hardwareAddress: "", master: 0
@@ -121,9 +121,9 @@ public struct Rtnetlink: Sendable {
             Attributes.each(header, offset: MemoryLayout<ifinfomsg>.size) { attribute in
                 switch Int32(mnl_attr_get_type(attribute)) {
                 case Int32(IFLA_IFNAME): link.name = Attributes.string(attribute)
-                case Int32(IFLA_MTU): link.mtu = mnl_attr_get_u32(attribute)
-                case Int32(IFLA_MASTER): link.master = Int32(bitPattern: mnl_attr_get_u32(attribute))
-                case Int32(IFLA_OPERSTATE): link.operState = Self.operState(mnl_attr_get_u8(attribute))
+                case Int32(IFLA_MTU): link.mtu = Attributes.u32(attribute) ?? 0
+                case Int32(IFLA_MASTER): link.master = Int32(bitPattern: Attributes.u32(attribute) ?? 0)
+                case Int32(IFLA_OPERSTATE): link.operState = Self.operState(Attributes.u8(attribute) ?? 0)
                 case Int32(IFLA_ADDRESS):
                     link.hardwareAddress = Attributes.bytes(attribute).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(separator: ":")
                 case Int32(IFLA_LINKINFO):
@@ -133,6 +133,7 @@ public struct Rtnetlink: Sendable {
                 default: break
                 }
             }
+            guard !link.name.isEmpty else { return }
             links.append(link)
         }
         return links
@@ -141,11 +142,11 @@ public struct Rtnetlink: Sendable {
     public func addresses() throws(NetlinkError) -> [NetworkAddress] {
         var addresses: [NetworkAddress] = []
         try socket.dump(Int32(RTM_GETADDR), "list the addresses") { header in
-            let info = mnl_nlmsg_put_extra_header(header, MemoryLayout<ifaddrmsg>.size)!.assumingMemoryBound(to: ifaddrmsg.self)
-            info.pointee.ifa_family = UInt8(AF_UNSPEC)
+            NetlinkSocket.put(header, ifaddrmsg(ifa_family: UInt8(AF_UNSPEC), ifa_prefixlen: 0, ifa_flags: 0, ifa_scope: 0, ifa_index: 0))
+        } restart: {
+            addresses = []
         } each: { header in
-            guard Int32(header.pointee.nlmsg_type) == Int32(RTM_NEWADDR) else { return }
-            let info = mnl_nlmsg_get_payload(header)!.assumingMemoryBound(to: ifaddrmsg.self).pointee
+            guard Int32(NetlinkSocket.fields(header).nlmsg_type) == Int32(RTM_NEWADDR), let info = NetlinkSocket.payload(header, as: ifaddrmsg.self) else { return }
             let family = Int32(info.ifa_family)
             guard family == AF_INET || family == AF_INET6 else { return }
             var local: [UInt8]?
@@ -158,7 +159,7 @@ public struct Rtnetlink: Sendable {
                 }
             }
             // IPv4's own address is IFA_LOCAL (IFA_ADDRESS is the peer on a point-to-point link).
-            guard let bytes = local ?? address, bytes.count == (family == AF_INET ? 4 : 16) else { return }
+            guard let bytes = local ?? address, bytes.count == (family == AF_INET ? 4 : 16), Int(info.ifa_prefixlen) <= bytes.count * 8 else { return }
             addresses.append(NetworkAddress(link: Int32(bitPattern: info.ifa_index), prefix: IPPrefix(address: IPAddress(family: family, bytes: bytes), length: Int(info.ifa_prefixlen)), scope: info.ifa_scope))
         }
         return addresses
@@ -168,27 +169,34 @@ public struct Rtnetlink: Sendable {
     public func routes() throws(NetlinkError) -> [NetworkRoute] {
         var routes: [NetworkRoute] = []
         try socket.dump(Int32(RTM_GETROUTE), "list the routes") { header in
-            let info = mnl_nlmsg_put_extra_header(header, MemoryLayout<rtmsg>.size)!.assumingMemoryBound(to: rtmsg.self)
-            info.pointee.rtm_family = UInt8(AF_UNSPEC)
+            NetlinkSocket.put(header, rtmsg(rtm_family: UInt8(AF_UNSPEC), rtm_dst_len: 0, rtm_src_len: 0, rtm_tos: 0, rtm_table: 0, rtm_protocol: 0, rtm_scope: 0, rtm_type: 0, rtm_flags: 0))
+        } restart: {
+            routes = []
         } each: { header in
-            guard Int32(header.pointee.nlmsg_type) == Int32(RTM_NEWROUTE) else { return }
-            let info = mnl_nlmsg_get_payload(header)!.assumingMemoryBound(to: rtmsg.self).pointee
+            guard Int32(NetlinkSocket.fields(header).nlmsg_type) == Int32(RTM_NEWROUTE), let info = NetlinkSocket.payload(header, as: rtmsg.self) else { return }
             let family = Int32(info.rtm_family)
-            guard family == AF_INET || family == AF_INET6, info.rtm_flags & UInt32(RTM_F_CLONED) == 0 else { return }
+            let size = family == AF_INET ? 4 : 16
+            guard family == AF_INET || family == AF_INET6, info.rtm_flags & UInt32(RTM_F_CLONED) == 0, Int(info.rtm_dst_len) <= size * 8 else { return }
+            var malformed = false
             var table = UInt32(info.rtm_table)
             var destination = IPAddress.zero(family)
             var route = NetworkRoute(destination: IPPrefix(address: destination, length: 0), gateway: nil, link: 0, metric: 0, proto: info.rtm_protocol, scope: info.rtm_scope, type: info.rtm_type)
             Attributes.each(header, offset: MemoryLayout<rtmsg>.size) { attribute in
                 switch Int32(mnl_attr_get_type(attribute)) {
-                case Int32(RTA_TABLE.rawValue): table = mnl_attr_get_u32(attribute)
-                case Int32(RTA_DST.rawValue): destination = IPAddress(family: family, bytes: Attributes.bytes(attribute))
-                case Int32(RTA_GATEWAY.rawValue): route.gateway = IPAddress(family: family, bytes: Attributes.bytes(attribute))
-                case Int32(RTA_OIF.rawValue): route.link = Int32(bitPattern: mnl_attr_get_u32(attribute))
-                case Int32(RTA_PRIORITY.rawValue): route.metric = mnl_attr_get_u32(attribute)
+                case Int32(RTA_TABLE.rawValue): table = Attributes.u32(attribute) ?? table
+                case Int32(RTA_DST.rawValue):
+                    let bytes = Attributes.bytes(attribute)
+                    if bytes.count == size { destination = IPAddress(family: family, bytes: bytes) } else { malformed = true }
+                case Int32(RTA_GATEWAY.rawValue):
+                    // An IPv4 route may have an IPv6 gateway (RTA_VIA is that); RTA_GATEWAY is the family's.
+                    let bytes = Attributes.bytes(attribute)
+                    if bytes.count == size { route.gateway = IPAddress(family: family, bytes: bytes) }
+                case Int32(RTA_OIF.rawValue): route.link = Int32(bitPattern: Attributes.u32(attribute) ?? 0)
+                case Int32(RTA_PRIORITY.rawValue): route.metric = Attributes.u32(attribute) ?? 0
                 default: break
                 }
             }
-            guard table == Self.mainTable else { return }
+            guard table == Self.mainTable, !malformed else { return }
             route.destination = IPPrefix(address: destination, length: Int(info.rtm_dst_len))
             routes.append(route)
         }
@@ -201,13 +209,9 @@ public struct Rtnetlink: Sendable {
     /// released from its bridge).
     public func setLink(_ index: Int32, name: String, up: Bool? = nil, mtu: UInt32? = nil, master: Int32? = nil) throws(NetlinkError) {
         try socket.change(Int32(RTM_NEWLINK), flags: 0, "change the link \(name)") { header in
-            let info = mnl_nlmsg_put_extra_header(header, MemoryLayout<ifinfomsg>.size)!.assumingMemoryBound(to: ifinfomsg.self)
-            info.pointee.ifi_family = UInt8(AF_UNSPEC)
-            info.pointee.ifi_index = index
-            if let up {
-                info.pointee.ifi_change = UInt32(IFF_UP)
-                info.pointee.ifi_flags = up ? UInt32(IFF_UP) : 0
-            }
+            NetlinkSocket.put(header, ifinfomsg(
+                ifi_family: UInt8(AF_UNSPEC), __ifi_pad: 0, ifi_type: 0, ifi_index: index, ifi_flags: up == true ? UInt32(IFF_UP) : 0, ifi_change: up == nil ? 0 : UInt32(IFF_UP)
+            ))
             if let mtu { mnl_attr_put_u32(header, UInt16(IFLA_MTU), mtu) }
             if let master { mnl_attr_put_u32(header, UInt16(IFLA_MASTER), UInt32(bitPattern: master)) }
         }
@@ -216,8 +220,7 @@ public struct Rtnetlink: Sendable {
     /// Creates a bridge, or a veth pair when `peer` is given (`kind` "bridge" or "veth"), down.
     public func addLink(_ name: String, kind: String, peer: String? = nil) throws(NetlinkError) {
         try socket.change(Int32(RTM_NEWLINK), flags: NLM_F_CREATE | NLM_F_EXCL, "create the \(kind) \(name)\(peer.map { " (peer \($0))" } ?? "")") { header in
-            let info = mnl_nlmsg_put_extra_header(header, MemoryLayout<ifinfomsg>.size)!.assumingMemoryBound(to: ifinfomsg.self)
-            info.pointee.ifi_family = UInt8(AF_UNSPEC)
+            NetlinkSocket.put(header, ifinfomsg(ifi_family: UInt8(AF_UNSPEC), __ifi_pad: 0, ifi_type: 0, ifi_index: 0, ifi_flags: 0, ifi_change: 0))
             mnl_attr_put_strz(header, UInt16(IFLA_IFNAME), name)
             let linkInfo = mnl_attr_nest_start(header, UInt16(IFLA_LINKINFO))
             mnl_attr_put_strz(header, UInt16(IFLA_INFO_KIND), kind)
@@ -225,7 +228,7 @@ public struct Rtnetlink: Sendable {
                 let data = mnl_attr_nest_start(header, UInt16(IFLA_INFO_DATA))
                 let peerInfo = mnl_attr_nest_start(header, UInt16(VETH_INFO_PEER))
                 // The peer's own ifinfomsg, then its attributes.
-                _ = mnl_nlmsg_put_extra_header(header, MemoryLayout<ifinfomsg>.size)
+                NetlinkSocket.put(header, ifinfomsg(ifi_family: UInt8(AF_UNSPEC), __ifi_pad: 0, ifi_type: 0, ifi_index: 0, ifi_flags: 0, ifi_change: 0))
                 mnl_attr_put_strz(header, UInt16(IFLA_IFNAME), peer)
                 mnl_attr_nest_end(header, peerInfo)
                 mnl_attr_nest_end(header, data)
@@ -236,9 +239,7 @@ public struct Rtnetlink: Sendable {
 
     public func deleteLink(_ index: Int32, name: String) throws(NetlinkError) {
         try socket.change(Int32(RTM_DELLINK), flags: 0, "delete the link \(name)") { header in
-            let info = mnl_nlmsg_put_extra_header(header, MemoryLayout<ifinfomsg>.size)!.assumingMemoryBound(to: ifinfomsg.self)
-            info.pointee.ifi_family = UInt8(AF_UNSPEC)
-            info.pointee.ifi_index = index
+            NetlinkSocket.put(header, ifinfomsg(ifi_family: UInt8(AF_UNSPEC), __ifi_pad: 0, ifi_type: 0, ifi_index: index, ifi_flags: 0, ifi_change: 0))
         }
     }
 
@@ -254,13 +255,12 @@ public struct Rtnetlink: Sendable {
 
     private func address(_ type: Int32, flags: Int32, _ prefix: IPPrefix, link: Int32, _ operation: String) throws(NetlinkError) {
         try socket.change(type, flags: flags, operation) { header in
-            let info = mnl_nlmsg_put_extra_header(header, MemoryLayout<ifaddrmsg>.size)!.assumingMemoryBound(to: ifaddrmsg.self)
-            info.pointee.ifa_family = UInt8(prefix.address.family)
-            info.pointee.ifa_prefixlen = UInt8(prefix.length)
-            info.pointee.ifa_index = UInt32(bitPattern: link)
             // ip(8)'s default scope: host for loopback addresses, global for the rest.
-            let loopback = prefix.address.family == AF_INET ? prefix.address.bytes[0] == 127 : prefix.address == IPAddress("::1")
-            info.pointee.ifa_scope = UInt8(loopback ? RT_SCOPE_HOST.rawValue : RT_SCOPE_UNIVERSE.rawValue)
+            let loopback = prefix.address.family == AF_INET ? prefix.address.bytes.first == 127 : prefix.address == IPAddress("::1")
+            NetlinkSocket.put(header, ifaddrmsg(
+                ifa_family: UInt8(prefix.address.family), ifa_prefixlen: UInt8(clamping: prefix.length), ifa_flags: 0,
+                ifa_scope: UInt8(loopback ? RT_SCOPE_HOST.rawValue : RT_SCOPE_UNIVERSE.rawValue), ifa_index: UInt32(bitPattern: link)
+            ))
             prefix.address.bytes.withUnsafeBytes { bytes in
                 mnl_attr_put(header, UInt16(IFA_LOCAL), bytes.count, bytes.baseAddress)
                 mnl_attr_put(header, UInt16(IFA_ADDRESS), bytes.count, bytes.baseAddress)
@@ -282,13 +282,10 @@ public struct Rtnetlink: Sendable {
 
     private func route(_ type: Int32, flags: Int32, _ route: NetworkRoute, _ operation: String) throws(NetlinkError) {
         try socket.change(type, flags: flags, operation) { header in
-            let info = mnl_nlmsg_put_extra_header(header, MemoryLayout<rtmsg>.size)!.assumingMemoryBound(to: rtmsg.self)
-            info.pointee.rtm_family = UInt8(route.destination.address.family)
-            info.pointee.rtm_dst_len = UInt8(route.destination.length)
-            info.pointee.rtm_table = UInt8(RT_TABLE_MAIN.rawValue)
-            info.pointee.rtm_protocol = route.proto
-            info.pointee.rtm_scope = route.scope
-            info.pointee.rtm_type = route.type
+            NetlinkSocket.put(header, rtmsg(
+                rtm_family: UInt8(route.destination.address.family), rtm_dst_len: UInt8(clamping: route.destination.length), rtm_src_len: 0, rtm_tos: 0,
+                rtm_table: UInt8(RT_TABLE_MAIN.rawValue), rtm_protocol: route.proto, rtm_scope: route.scope, rtm_type: route.type, rtm_flags: 0
+            ))
             if route.destination.length > 0 {
                 route.destination.address.bytes.withUnsafeBytes { mnl_attr_put(header, UInt16(RTA_DST.rawValue), $0.count, $0.baseAddress) }
             }

@@ -65,6 +65,11 @@ public struct SettingSpec: Sendable {
     public var id: String
     public var fields: [String: YAMLValue]
 
+    public init(id: String, fields: [String: YAMLValue]) {
+        self.id = id
+        self.fields = fields
+    }
+
     /// A field as text (scalars), or nil.
     public func string(_ key: String) -> String? {
         if case .scalar(let value)? = fields[key] { return value }

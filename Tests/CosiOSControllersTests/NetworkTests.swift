@@ -6,6 +6,7 @@ import CosiOSControllers
 import CosiState
 import CosiTesting
 import Foundation
+import NIOConcurrencyHelpers
 import Testing
 
 /// A network namespace made for one test (`ip netns add`), deleted after it.
@@ -395,5 +396,56 @@ struct NetworkNamespaceTests {
         #expect(IPPrefix("10.99.0.1/33") == nil && IPPrefix("10.99.0.1") == nil && IPPrefix("x/8") == nil && IPPrefix("10.0.0.0/+8") == nil)
         #expect(IPPrefix("10.98.0.0/16")?.isNetwork == true && IPPrefix("10.98.0.1/16")?.isNetwork == false)
         #expect(IPAddress("10.98.3.7")?.masked(12).description == "10.96.0.0")
+    }
+}
+
+/// The network controller's own rules, with a setting that needs no kernel.
+@Suite("Network controller")
+struct NetworkControllerTests {
+    /// Remembers on its first pass only, as a pass that cannot read the namespace would.
+    struct ForgetfulSetting: NetworkSetting {
+        let name = "forgetful"
+        let namespace = "network"
+        let specType = "ForgetfulSpecs.net.cosi.dev"
+        let statusType = "ForgetfulStatuses.net.cosi.dev"
+        var specColumns: [(String, String)] { [] }
+        var statusColumns: [(String, String)] { [] }
+        var specSchema: SpecSchema { SpecSchema([.text("value")]) }
+        var aliases: (spec: [String], status: [String]) { ([], []) }
+        var groups: NetlinkSocket.Groups { [] }
+        var memoryPrefix: String { "cosi.dev/forgetful-" }
+        let passes = NIOLockedValueBox(0)
+
+        func apply(running: [SettingSpec], releasing: [SettingSpec], statuses: [String: Resource], netlink: Rtnetlink, leaveAlone: Set<String>) -> NetworkPass {
+            let pass = passes.withLockedValue { $0 += 1; return $0 }
+            let declared = Dictionary(uniqueKeysWithValues: running.map {
+                ($0.id, NetworkPass.Declared(statusID: $0.id, error: pass == 1 ? nil : "cannot read the namespace", memory: pass == 1 ? ["cosi.dev/forgetful-created": "true"] : [:]))
+            })
+            return NetworkPass(objects: pass == 1 ? Dictionary(uniqueKeysWithValues: running.map { ($0.id, [("value", YAMLValue.scalar($0.string("value") ?? ""))]) }) : nil, declared: declared)
+        }
+    }
+
+    @Test func whatASettingRemembersSurvivesAPassThatCannotTell() async throws {
+        let engine = try StateEngine(storage: MemoryStorage(), logger: quietLogger("test"))
+        defer { engine.shutdown() }
+        let runtime = ControllerRuntime(engine: engine, logger: quietLogger("test"))
+        let setting = ForgetfulSetting()
+        try runtime.register(try NetworkController(setting, namespace: .own, logger: quietLogger("test"), sleep: ManualTimers().sleep))
+        let support = OSControllerTests()
+        let address = ResourceAddress(namespace: "network", type: setting.statusType, id: "x")
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await runtime.run() }
+            try await support.apply(engine, "network", setting.specType, "x", "value: one\n")
+            try await eventually("remembered") { (try? engine.get(address))?.metadata.annotations["cosi.dev/forgetful-created"] == "true" }
+            try await support.apply(engine, "network", setting.specType, "x", "value: two\n")
+            try await eventually("the second pass reported") { (try? engine.get(address))?.spec.yamlSpec.contains("cannot read the namespace") == true }
+            #expect(try engine.get(address).metadata.annotations["cosi.dev/forgetful-created"] == "true", "still remembered")
+            group.cancelAll()
+        }
+    }
+
+    @Test func anIPv6RouteWithMetricZeroIsComparedAsTheKernelStoresIt() {
+        #expect(RouteSetting.pendingID(SettingSpec(id: "fd00:12::/48", fields: ["link": .scalar("h0"), "metric": .scalar("0")])) == "fd00:12::/48/1024/h0")
+        #expect(RouteSetting.pendingID(SettingSpec(id: "10.12.0.0/16", fields: ["link": .scalar("h0"), "metric": .scalar("0")])) == "10.12.0.0/16/0/h0")
     }
 }

@@ -67,6 +67,42 @@ struct MachineKeptTests {
         #expect(!cosid.output.value.contains("the live hostname off"))
     }
 
+    @Test func aSandboxInTheHostsNetworkNamespaceLeavesTheNetworkAloneAndSaysHow() async throws {
+        let cosid = try await CosidProcess(controllers: "links,addresses,routes")
+        try await withCosiClient(try cosid.clientConfiguration()) { client in
+            _ = try await client.create(Resource(
+                metadata: Metadata(namespace: "network", type: "AddressSpecs.net.cosi.dev", id: "lo/10.250.0.1/32"), spec: Spec(yamlSpec: "{}\n")
+            ))
+            try await eventually("started") { cosid.output.value.contains("the network controllers off") }
+            let statuses = try await client.list(namespace: "network", type: "AddressStatuses.net.cosi.dev")
+            #expect(statuses.isEmpty, "nothing of the host's network is reported or kept")
+        }
+        #expect(cosid.output.value.contains("--netns /run/netns/NAME"), "the log says how to run them: \(cosid.output.value)")
+    }
+
+    @Test(.enabled(if: getuid() == 0, "needs root to make a network namespace (ip netns add); CI runs as root"))
+    func withNetnsTheNetworkControllersActThereAndCosidListensWhereItRuns() async throws {
+        let name = "cosi-p-" + String(UInt32.random(in: 0 ... .max), radix: 16)
+        let ip = URL(fileURLWithPath: "/usr/sbin/ip")
+        #expect(try await runProcess(ip, ["netns", "add", name]).status == 0)
+        defer { _ = try? Process.run(ip, arguments: ["netns", "del", name]).waitUntilExit() }
+        #expect(try await runProcess(ip, ["-n", name, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1"]).status == 0)
+        let cosid = try await CosidProcess(["--netns", "/run/netns/\(name)"], controllers: "links,addresses")
+        try await withCosiClient(try cosid.clientConfiguration()) { client in
+            _ = try await client.create(Resource(metadata: Metadata(namespace: "network", type: "LinkSpecs.net.cosi.dev", id: "veth0"), spec: Spec(yamlSpec: "{}\n")))
+            _ = try await client.create(Resource(
+                metadata: Metadata(namespace: "network", type: "AddressSpecs.net.cosi.dev", id: "veth0/10.99.0.1/24"), spec: Spec(yamlSpec: "{}\n")
+            ))
+            try await eventually("the address in the namespace") { try await runProcess(ip, ["-n", name, "addr", "show", "veth0"]).out.contains("inet 10.99.0.1/24") }
+            let removed = try await runProcess(ip, ["-n", name, "addr", "del", "10.99.0.1/24", "dev", "veth0"])
+            #expect(removed.status == 0, "\(removed.err)")
+            try await eventually("back") { try await runProcess(ip, ["-n", name, "addr", "show", "veth0"]).out.contains("inet 10.99.0.1/24") }
+            let links = try await client.list(namespace: "network", type: "LinkStatuses.net.cosi.dev").map(\.metadata.id)
+            #expect(Set(links) == ["lo", "veth0", "veth1"], "the statuses are the namespace's, not the host's: \(links)")
+        }
+        #expect(!cosid.output.value.contains("the network controllers off"))
+    }
+
     /// A command run in cosid's mount namespace.
     static func inMounts(of pid: Int32, _ command: [String]) async throws -> (status: Int32, out: String, err: String) {
         try await runProcess(URL(fileURLWithPath: "/usr/bin/nsenter"), ["--target", "\(pid)", "--mount"] + command)

@@ -20,6 +20,7 @@ public struct AddressSetting: NetworkSetting {
     public var aliases: (spec: [String], status: [String]) { (["addressspec", "ads"], ["addressstatus", "addresses", "adst"]) }
     // Link events too: an address waiting for its link is added when the link appears.
     public var groups: NetlinkSocket.Groups { [.addresses, .link] }
+    public var memoryPrefix: String { "cosi.dev/address-" }
 
     public init() {}
 

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CosiMessages
 import CosiNetlink
 
@@ -23,6 +26,7 @@ public struct LinkSetting: NetworkSetting {
     }
     public var aliases: (spec: [String], status: [String]) { (["linkspec", "lks"], ["linkstatus", "links", "lkst"]) }
     public var groups: NetlinkSocket.Groups { [.link] }
+    public var memoryPrefix: String { "cosi.dev/link-" }
 
     public init() {}
 
@@ -57,11 +61,13 @@ public struct LinkSetting: NetworkSetting {
         do { links = try netlink.links() } catch { return .unreadable(running, error, statusID: { $0.id }) }
         var byName = Dictionary(links.map { ($0.name, $0) }) { first, _ in first }
         var holding: [String: NetworkPass.Declared] = [:]
+        var released = false
 
         // Going: what cosid created is deleted; what existed gets back what it was.
         for spec in releasing {
             let memory = statuses[spec.id]?.metadata.annotations ?? [:]
             guard let link = byName[spec.id] else { continue }
+            released = true
             do throws(NetlinkError) {
                 if memory[Self.created] == "true" {
                     try netlink.deleteLink(link.index, name: link.name)
@@ -73,6 +79,9 @@ public struct LinkSetting: NetworkSetting {
                         try netlink.setLink(link.index, name: link.name, up: up == link.up ? nil : up, mtu: mtu == link.mtu ? nil : mtu, master: master == link.master ? nil : master)
                     }
                 }
+            } catch where [ENODEV, EOPNOTSUPP, EINVAL, ERANGE, EBUSY].contains(error.errno) && memory[Self.created] != "true" {
+                // What it had cannot be given back any more (its bridge is gone or is no bridge,
+                // its MTU is no longer valid): the spec goes anyway, the link stays as it is.
             } catch {
                 holding[spec.id] = NetworkPass.Declared(statusID: spec.id, error: "\(error)", memory: memory.filter { $0.key.hasPrefix("cosi.dev/link-") })
             }
@@ -125,7 +134,7 @@ public struct LinkSetting: NetworkSetting {
                 declared[spec.id] = NetworkPass.Declared(statusID: spec.id, error: "\(error)", memory: memory)
             }
         }
-        if created {
+        if created || released {
             do { links = try netlink.links() } catch { return .unreadable(running, error, statusID: { $0.id }) }
             byName = Dictionary(links.map { ($0.name, $0) }) { first, _ in first }
         }

@@ -4,6 +4,7 @@ import Glibc
 import CosiController
 import CosiMessages
 import CosiNetlink
+import Dispatch
 import Logging
 import Metrics
 import NIOConcurrencyHelpers
@@ -14,6 +15,9 @@ import NIOConcurrencyHelpers
 public protocol NetworkSetting: BuiltInSetting {
     /// The netlink groups whose events may change what it reports or keeps.
     var groups: NetlinkSocket.Groups { get }
+    /// The prefix of the status annotations that are its memory (`cosi.dev/link-`): kept from
+    /// pass to pass while the spec runs, whatever a pass reports.
+    var memoryPrefix: String { get }
 
     /// Makes the namespace match `running` (every spec that is not tearing down), undoes what
     /// `releasing` did (only what cosid added), then reads every object of the namespace.
@@ -85,6 +89,8 @@ public struct NetworkController: Controller {
     let sleep: @Sendable (Duration) async throws -> Void
     let cache = ReconcileCache()
     private let passCount = NIOLockedValueBox(0)
+    /// Where its passes' netlink requests run.
+    private let queue: DispatchQueue
 
     /// Opens the controller's request socket in `namespace`.
     ///
@@ -100,6 +106,7 @@ public struct NetworkController: Controller {
         self.ledger = ledger
         self.sleep = sleep
         netlink = try Rtnetlink(in: namespace)
+        queue = DispatchQueue(label: "cosi-\(setting.name)")
     }
 
     public var name: String { setting.name }
@@ -110,7 +117,11 @@ public struct NetworkController: Controller {
     public var passes: Int { passCount.withLockedValue { $0 } }
 
     public var inputs: [ControllerInput] {
-        [ControllerInput(namespace: setting.namespace, type: setting.specType, kind: .strong)]
+        [
+            ControllerInput(namespace: setting.namespace, type: setting.specType, kind: .strong),
+            // A status torn down earlier and held by someone's finalizer: destroyed once it is free.
+            ControllerInput(namespace: setting.namespace, type: setting.statusType, kind: .destroyReady),
+        ]
     }
 
     public var outputs: [ControllerOutput] { [ControllerOutput(type: setting.statusType)] }
@@ -190,7 +201,19 @@ public struct NetworkController: Controller {
         ledger.keep(only: Set(running.map(\.metadata.id)))
         cache.keep(only: Set(specs.map(\.metadata.id)).union(statuses.keys))
         let leftAlone = ledger.leftAlone(running.map { ($0.metadata.id, $0.metadata.version) })
-        let pass = setting.apply(running: running.map(cache.spec), releasing: releasing.map(cache.spec), statuses: statuses, netlink: netlink, leaveAlone: leftAlone)
+        // The netlink requests block: on a thread of the controller's own, not the task pool's.
+        let (runningSpecs, releasingSpecs) = (running.map(cache.spec), releasing.map(cache.spec))
+        let (setting, netlink) = (self.setting, self.netlink)
+        let pass = await withCheckedContinuation { continuation in
+            queue.async {
+                continuation.resume(returning: setting.apply(running: runningSpecs, releasing: releasingSpecs, statuses: statuses, netlink: netlink, leaveAlone: leftAlone))
+            }
+        }
+        // What a setting remembers of a declared object is never lost to a pass that could not
+        // tell (a failed dump, a spec that does not read): the previous status's memory stays.
+        func memory(_ declared: NetworkPass.Declared, previous: Resource?) -> [String: String] {
+            (previous?.metadata.annotations ?? [:]).filter { $0.key.hasPrefix(setting.memoryPrefix) }.merging(declared.memory) { $1 }
+        }
 
         // What every status should say: the objects, then the declared ones' records on top.
         var wanted: [String: StatusReport] = [:]
@@ -199,7 +222,10 @@ public struct NetworkController: Controller {
         for spec in running {
             guard let declared = pass.declared[spec.metadata.id] else { continue }
             let statusID = declared.statusID
-            var report = StatusReport(fields: pass.objects?[statusID] ?? [], error: declared.error, annotations: declared.memory, replaced: declared.replaced)
+            var report = StatusReport(
+                fields: pass.objects?[statusID] ?? [], error: declared.error, annotations: memory(declared, previous: statuses[statusID] ?? statuses[spec.metadata.id]),
+                replaced: declared.replaced
+            )
             if leftAlone.contains(spec.metadata.id) {
                 report.error = MachineController.leftAloneReason(ledger)
             } else if report.error != nil {
@@ -212,7 +238,7 @@ public struct NetworkController: Controller {
         for declared in pass.holding.values {
             var report = wanted[declared.statusID] ?? StatusReport(fields: [])
             report.error = declared.error
-            report.annotations = declared.memory
+            report.annotations = memory(declared, previous: statuses[declared.statusID])
             wanted[declared.statusID] = report
         }
 
@@ -223,8 +249,13 @@ public struct NetworkController: Controller {
             if var status = statuses[id] {
                 guard status.metadata.owner == name else { continue }
                 if status.metadata.phase == "tearingDown" {
-                    // Going from an earlier pass, and back in the kernel: gone first, made anew next.
-                    writes.append { try await runtime.destroy(namespace: setting.namespace, type: setting.statusType, id: id) }
+                    // Going from an earlier pass, and back in the kernel: gone first (once no
+                    // finalizer holds it), made anew next.
+                    writes.append {
+                        if try await runtime.teardown(namespace: setting.namespace, type: setting.statusType, id: id) {
+                            try await runtime.destroy(namespace: setting.namespace, type: setting.statusType, id: id)
+                        }
+                    }
                     failing = true
                     continue
                 }

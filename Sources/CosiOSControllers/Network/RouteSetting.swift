@@ -26,6 +26,7 @@ public struct RouteSetting: NetworkSetting {
     // Links and addresses too: a route waiting for its link or a reachable gateway is added when
     // they appear, and IPv4 routes a link takes with it when it goes come with no route event.
     public var groups: NetlinkSocket.Groups { [.routes, .link, .addresses] }
+    public var memoryPrefix: String { "cosi.dev/route-" }
 
     public static let defaultMetric: UInt32 = 1024
 
@@ -55,9 +56,11 @@ public struct RouteSetting: NetworkSetting {
         let link = spec.string("link").flatMap { $0.isEmpty ? nil : $0 }
         if let link, !isLinkName(link) { throw NetlinkError(.invalidArgument, "use link \(link): not a link name") }
         guard gateway != nil || link != nil else { throw NetlinkError(.invalidArgument, "add the route \(spec.id): give a gateway, a link or both") }
-        guard let metric = UInt32(spec.string("metric") ?? String(defaultMetric)) else {
+        guard var metric = UInt32(spec.string("metric") ?? String(defaultMetric)) else {
             throw NetlinkError(.invalidArgument, "use metric \(spec.string("metric") ?? ""): a number from 0 to \(UInt32.max)")
         }
+        // The kernel stores an IPv6 route's metric 0 as 1024 (IP6_RT_PRIO_USER): compared so.
+        if metric == 0, destination.address.family == AF_INET6 { metric = 1024 }
         return Declared(destination: destination, gateway: gateway, link: link, metric: metric)
     }
 
@@ -104,10 +107,11 @@ public struct RouteSetting: NetworkSetting {
         // cosid's own routes that no running spec declares as they are: a released spec's, or one
         // whose spec now says another metric. Others' routes are never removed.
         let keptDestinations = Dictionary(declaredRoutes.map { ($0.1.destination, $0.1.metric) }) { first, _ in first }
+        let leftAloneDestinations = Set(declaredRoutes.filter { leaveAlone.contains($0.0.id) }.map(\.1.destination))
         let releasedDestinations = Set(releasing.compactMap { IPPrefix($0.id) })
         for route in routes where route.proto == Rtnetlink.cosiProtocol {
             let kept = keptDestinations[route.destination]
-            guard releasedDestinations.contains(route.destination) || (kept != nil && kept != route.metric) else { continue }
+            guard releasedDestinations.contains(route.destination) || (kept != nil && kept != route.metric && !leftAloneDestinations.contains(route.destination)) else { continue }
             do throws(NetlinkError) {
                 try netlink.deleteRoute(route, describe: Self.describe(route, names: names))
                 changed = true
@@ -120,6 +124,8 @@ public struct RouteSetting: NetworkSetting {
             }
         }
 
+        // By destination: a namespace may hold 100,000 routes and as many specs.
+        let byDestination = Dictionary(grouping: routes, by: \.destination)
         for (spec, route) in declaredRoutes {
             var linkIndex: Int32?
             if let link = route.link {
@@ -129,13 +135,16 @@ public struct RouteSetting: NetworkSetting {
                 }
                 linkIndex = found
             }
-            if let present = routes.first(where: { Self.matches($0, route, linkIndex: linkIndex) }) {
+            let sameDestination = byDestination[route.destination] ?? []
+            if let present = sameDestination.first(where: { Self.matches($0, route, linkIndex: linkIndex) }) {
                 declared[spec.id] = NetworkPass.Declared(statusID: Self.id(present, names: names))
                 continue
             }
             // A route with the same destination and metric is in the way: cosid's own is
-            // replaced; another's is left and reported.
-            let inTheWay = routes.first { $0.destination == route.destination && $0.metric == route.metric }
+            // replaced, unless another's has them too (a replace could take that one); another's
+            // is left and reported.
+            let others = sameDestination.filter { $0.metric == route.metric && $0.proto != Rtnetlink.cosiProtocol }
+            let inTheWay = others.first ?? sameDestination.first { $0.metric == route.metric }
             if let inTheWay, inTheWay.proto != Rtnetlink.cosiProtocol {
                 declared[spec.id] = NetworkPass.Declared(
                     statusID: Self.pendingID(spec),
@@ -158,11 +167,12 @@ public struct RouteSetting: NetworkSetting {
         }
         if changed {
             do { routes = try netlink.routes() } catch { return .unreadable(running, error, statusID: Self.pendingID) }
+            let byDestination = Dictionary(grouping: routes, by: \.destination)
             // The status of a route just added: the kernel's (its outgoing link filled in).
             for (spec, route) in declaredRoutes {
                 guard var report = declared[spec.id], report.error == nil else { continue }
                 let linkIndex = route.link.flatMap { index[$0] }
-                if let present = routes.first(where: { Self.matches($0, route, linkIndex: linkIndex) }) {
+                if let present = byDestination[route.destination]?.first(where: { Self.matches($0, route, linkIndex: linkIndex) }) {
                     report.statusID = Self.id(present, names: names)
                     declared[spec.id] = report
                 }
@@ -181,8 +191,10 @@ public struct RouteSetting: NetworkSetting {
         return NetworkPass(objects: objects, declared: declared, holding: holding)
     }
 
-    /// The status id of a declared route not in the kernel: what its spec names.
-    static func pendingID(_ spec: SettingSpec) -> String {
-        "\(spec.id)/\(spec.string("metric") ?? String(defaultMetric))/\(spec.string("link").flatMap { $0.isEmpty ? nil : $0 } ?? "-")"
+    /// The status id of a declared route not in the kernel: what its spec names (the metric as
+    /// the kernel would store it).
+    public static func pendingID(_ spec: SettingSpec) -> String {
+        let metric = (try? read(spec)).map { String($0.metric) } ?? spec.string("metric") ?? String(defaultMetric)
+        return "\(spec.id)/\(metric)/\(spec.string("link").flatMap { $0.isEmpty ? nil : $0 } ?? "-")"
     }
 }
