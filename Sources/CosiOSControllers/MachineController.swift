@@ -223,37 +223,48 @@ public struct MachineController: Controller {
             unobserved = true
             logger.warning("cannot watch what this controller keeps; it checks every resync interval instead", metadata: ["controller": "\(name)", "error": "\(error)"])
         }
+        try await Self.keep(
+            events: events, runtime: runtime, observer: files, resyncs: setting.resyncs || unobserved, resyncInterval: resyncInterval, sleep: sleep
+        ) { try await reconcile(runtime) }
+    }
+
+    /// The run loop of every built-in controller: a pass per event; changes the observer sees
+    /// wake it; after a pass, the next wake-up without an event is a retry with backoff while
+    /// something fails (0.5 s doubling up to the resync interval), else the resync when
+    /// `resyncs` (what gives no events), else none. Everything armed stops with the run.
+    static func keep(
+        events: ReconcileEvents, runtime: any ControllerRuntimeHandle, observer: (any MachineObserver)?, resyncs: Bool, resyncInterval: Duration,
+        sleep: @escaping @Sendable (Duration) async throws -> Void, pass: () async throws -> Bool
+    ) async throws {
         let timer = ReconcileTimer(sleep: sleep)
         try await withThrowingTaskGroup(of: Void.self) { group in
-            if let files {
+            if let observer {
                 group.addTask {
-                    for await _ in files.changes { try? await runtime.queueReconcile() }
+                    for await _ in observer.changes { try? await runtime.queueReconcile() }
                 }
             }
             defer {
-                files?.stop()
+                observer?.stop()
                 group.cancelAll()
             }
             var retry = Self.firstRetry
             for await _ in events {
                 let failing: Bool
                 do {
-                    failing = try await reconcile(runtime)
+                    failing = try await pass()
                 } catch {
                     // The runtime restarts the controller: nothing armed outlives this run.
                     await timer.stop()
                     throw error
                 }
-                files?.refresh()
-                // The next wake-up without an event: a retry with backoff while something fails,
-                // else the resync (for what gives no events, or files that cannot be watched).
+                observer?.refresh()
                 let delay: Duration?
                 if failing {
                     delay = min(retry, resyncInterval)
                     retry = min(retry * 2, resyncInterval)
                 } else {
                     retry = Self.firstRetry
-                    delay = setting.resyncs || unobserved ? resyncInterval : nil
+                    delay = resyncs ? resyncInterval : nil
                 }
                 timer.arm(after: delay) { try? await runtime.queueReconcile() }
             }
@@ -261,21 +272,16 @@ public struct MachineController: Controller {
         }
     }
 
-    /// One pass; returns whether an attempt failed (to be retried).
-    @discardableResult
-    public func reconcile(_ runtime: any ControllerRuntimeHandle) async throws -> Bool {
-        async let listedSpecs = runtime.list(namespace: setting.namespace, type: setting.specType)
-        async let listedStatuses = runtime.list(namespace: setting.namespace, type: setting.statusType)
-        let specs = try await listedSpecs
-        let statuses = Dictionary(uniqueKeysWithValues: try await listedStatuses.map { ($0.metadata.id, $0) })
-
+    /// The specs a built-in controller acts on: the running ones (its finalizer added where
+    /// missing, each at the version the finalizer made, which its status names) and the ones
+    /// tearing down that it still holds.
+    static func claim(_ specs: [Resource], setting: any BuiltInSetting, runtime: any ControllerRuntimeHandle) async throws -> (running: [Resource], releasing: [Resource]) {
         var running: [Resource] = []
         for var spec in specs where spec.metadata.phase != "tearingDown" {
-            if !spec.metadata.finalizers.contains(name) {
+            if !spec.metadata.finalizers.contains(setting.name) {
                 do {
-                    try await runtime.addFinalizers(namespace: setting.namespace, type: setting.specType, id: spec.metadata.id, [name])
-                    // The version the finalizer made is the one its status names (a drift right
-                    // after the first apply counts).
+                    try await runtime.addFinalizers(namespace: setting.namespace, type: setting.specType, id: spec.metadata.id, [setting.name])
+                    // A drift right after the first apply counts: the status names this version.
                     guard let current = try await runtime.getIfExists(namespace: setting.namespace, type: setting.specType, id: spec.metadata.id),
                         current.metadata.phase != "tearingDown"
                     else { continue }
@@ -286,7 +292,18 @@ public struct MachineController: Controller {
             }
             running.append(spec)
         }
-        let releasing = specs.filter { $0.metadata.phase == "tearingDown" && $0.metadata.finalizers.contains(name) }
+        return (running, specs.filter { $0.metadata.phase == "tearingDown" && $0.metadata.finalizers.contains(setting.name) })
+    }
+
+    /// One pass; returns whether an attempt failed (to be retried).
+    @discardableResult
+    public func reconcile(_ runtime: any ControllerRuntimeHandle) async throws -> Bool {
+        async let listedSpecs = runtime.list(namespace: setting.namespace, type: setting.specType)
+        async let listedStatuses = runtime.list(namespace: setting.namespace, type: setting.statusType)
+        let specs = try await listedSpecs
+        let statuses = Dictionary(uniqueKeysWithValues: try await listedStatuses.map { ($0.metadata.id, $0) })
+
+        let (running, releasing) = try await Self.claim(specs, setting: setting, runtime: runtime)
 
         ledger.keep(only: Set(running.map(\.metadata.id)))
         cache.keep(only: Set(specs.map(\.metadata.id)).union(statuses.keys))

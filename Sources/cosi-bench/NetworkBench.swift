@@ -74,11 +74,7 @@ struct NetworkBench: AsyncParsableCommand {
     static func measure(netns path: String, name: String, addresses: Int, drifts: Int, routes: Int, idleSeconds: Int) async throws -> [String] {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cosi-bench-net-\(getpid())").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let certificates = DevelopmentCertificates(directory: dir + "/Certs")
-        try certificates.ensure()
-        let tls = try TLSContext(role: .server, configuration: TLSConfiguration(
-            certificateChain: .file(certificates.serverCertificate), privateKey: .file(certificates.serverKey), trustRoots: .file(certificates.caCertificate)
-        ))
+        let (certificates, tls) = try OSControllersBench.developmentTLS(dir)
         var logger = Logger(label: "bench")
         logger.logLevel = .error
         let namespace = try NetworkNamespace(path: path)

@@ -53,11 +53,7 @@ struct OSControllersBench: AsyncParsableCommand {
     static func measure(applies: Int, params: Int, cosictl: String?, drifts: Int = 0, mounts: Bool = false, idleSeconds: Int = 0, resync: Int = 1) async throws -> [String] {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cosi-bench-os-\(getpid())").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let certificates = DevelopmentCertificates(directory: dir + "/Certs")
-        try certificates.ensure()
-        let tls = try TLSContext(role: .server, configuration: TLSConfiguration(
-            certificateChain: .file(certificates.serverCertificate), privateKey: .file(certificates.serverKey), trustRoots: .file(certificates.caCertificate)
-        ))
+        let (certificates, tls) = try developmentTLS(dir)
         let root = MachineRoot(dir + "/root")
         try root.makeDirectories(root.path)
         try BuiltInControllers.seedSandbox(root)
@@ -126,6 +122,16 @@ struct OSControllersBench: AsyncParsableCommand {
             try? await group.waitForAll()
             return lines
         }
+    }
+
+    /// Development certificates under `dir/Certs` and the server's TLS context with them.
+    static func developmentTLS(_ dir: String) throws -> (DevelopmentCertificates, TLSContext) {
+        let certificates = DevelopmentCertificates(directory: dir + "/Certs")
+        try certificates.ensure()
+        let tls = try TLSContext(role: .server, configuration: TLSConfiguration(
+            certificateChain: .file(certificates.serverCertificate), privateKey: .file(certificates.serverKey), trustRoots: .file(certificates.caCertificate)
+        ))
+        return (certificates, tls)
     }
 
     static func paramPath(_ index: Int) -> String { String(format: "proc/sys/bench/p%04d", index) }

@@ -127,46 +127,19 @@ public struct NetworkController: Controller {
     public var outputs: [ControllerOutput] { [ControllerOutput(type: setting.statusType)] }
 
     public func run(events: ReconcileEvents, runtime: any ControllerRuntimeHandle) async throws {
-        var observer: NetlinkChanges?
+        var observer: (any MachineObserver)?
         do {
             observer = try NetlinkChanges(in: namespace, groups: setting.groups, name: "cosi-\(name)")
         } catch {
             logger.warning("cannot follow netlink events; this controller checks every resync interval instead", metadata: ["controller": "\(name)", "error": "\(error)"])
         }
-        let timer = ReconcileTimer(sleep: sleep)
         let writes = Counter(label: "cosi_netlink_writes_total", dimensions: [("controller", name)])
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            if let observer {
-                group.addTask {
-                    for await _ in observer.changes { try? await runtime.queueReconcile() }
-                }
-            }
-            defer {
-                observer?.stop()
-                group.cancelAll()
-            }
-            var retry = MachineController.firstRetry
-            for await _ in events {
-                let failing: Bool
-                let before = netlink.writes
-                do {
-                    failing = try await reconcile(runtime)
-                } catch {
-                    await timer.stop()
-                    throw error
-                }
-                if netlink.writes > before { writes.increment(by: netlink.writes - before) }
-                let delay: Duration?
-                if failing {
-                    delay = min(retry, resyncInterval)
-                    retry = min(retry * 2, resyncInterval)
-                } else {
-                    retry = MachineController.firstRetry
-                    delay = observer == nil ? resyncInterval : nil
-                }
-                timer.arm(after: delay) { try? await runtime.queueReconcile() }
-            }
-            await timer.stop()
+        try await MachineController.keep(
+            events: events, runtime: runtime, observer: observer, resyncs: observer == nil, resyncInterval: resyncInterval, sleep: sleep
+        ) {
+            let before = netlink.writes
+            defer { if netlink.writes > before { writes.increment(by: netlink.writes - before) } }
+            return try await reconcile(runtime)
         }
     }
 
@@ -179,24 +152,7 @@ public struct NetworkController: Controller {
         let specs = try await listedSpecs
         let statuses = Dictionary(try await listedStatuses.map { ($0.metadata.id, $0) }) { first, _ in first }
 
-        var running: [Resource] = []
-        for var spec in specs where spec.metadata.phase != "tearingDown" {
-            if !spec.metadata.finalizers.contains(name) {
-                do {
-                    try await runtime.addFinalizers(namespace: setting.namespace, type: setting.specType, id: spec.metadata.id, [name])
-                    // The version the finalizer made is the one its status names (a drift right
-                    // after the first apply counts).
-                    guard let current = try await runtime.getIfExists(namespace: setting.namespace, type: setting.specType, id: spec.metadata.id),
-                        current.metadata.phase != "tearingDown"
-                    else { continue }
-                    spec = current
-                } catch let error as ControllerError where error.code == .failedPrecondition || error.code == .notFound {
-                    continue
-                }
-            }
-            running.append(spec)
-        }
-        let releasing = specs.filter { $0.metadata.phase == "tearingDown" && $0.metadata.finalizers.contains(name) }
+        let (running, releasing) = try await MachineController.claim(specs, setting: setting, runtime: runtime)
 
         ledger.keep(only: Set(running.map(\.metadata.id)))
         cache.keep(only: Set(specs.map(\.metadata.id)).union(statuses.keys))
