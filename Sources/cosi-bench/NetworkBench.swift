@@ -14,70 +14,49 @@ import Foundation
 import Histogram
 import Logging
 
-/// `cosi-bench network` (as root): the network controllers as `cosid --netns` runs them (a cosid
-/// server in this process, SQLite with `--sync full`, clients over mutual TLS on 127.0.0.1),
-/// acting in a network namespace the bench makes (`ip netns add`, a veth pair up inside).
+/// `cosi-bench network --netns PATH` (as root; `scripts/bench-network` makes and deletes the
+/// namespace): the network controllers as `cosid --netns` runs them (a cosid server in this
+/// process, SQLite with `--sync full`, clients over mutual TLS on 127.0.0.1), acting in that
+/// namespace. The bench itself acts there only through netlink, as the daemon does: it makes a
+/// veth pair `h0`/`h1` and sets it up.
 ///
 /// - `--addresses` address specs applied at once (64 in flight): the time until every address is
 ///   in the kernel and every status reports it.
 /// - `--drifts` addresses removed by hand (a netlink request of the bench's own), each timed until
 ///   the kernel has it again (seen through the bench's own address-event socket).
-/// - `--routes` routes added with `ip -batch` by someone else: the time until RouteStatuses hold
-///   every route of the main table, the process's resident memory growth, and its CPU while idle
-///   afterwards over `--idle-seconds`.
+/// - `--routes` routes added by someone else, one request each as `ip -batch` makes them
+///   (`route add 172.16.x.y/32 dev h0`: protocol boot, link scope): the time until RouteStatuses
+///   hold every route of the main table, the process's resident memory growth, and its CPU while
+///   idle afterwards over `--idle-seconds`.
 struct NetworkBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "network",
-        abstract: "Network controllers in a namespace of the bench's own (root): addresses at once, restoration latency, 100,000 routes reflected."
+        abstract: "Network controllers in a given namespace (root; scripts/bench-network makes one): addresses at once, restoration latency, 100,000 routes reflected."
     )
 
+    @Option(help: "The network namespace to act in, made for the bench (ip netns add NAME: /run/netns/NAME); it must hold no link named h0 or h1.") var netns: String
     @Option(help: "Address specs applied at once.") var addresses = 1000
     @Option(help: "Addresses removed by hand, each timed until it is back.") var drifts = 200
-    @Option(help: "Routes added with ip -batch, to be reflected in RouteStatuses (0 to skip).") var routes = 100_000
+    @Option(help: "Routes added by someone else, to be reflected in RouteStatuses (0 to skip).") var routes = 100_000
     @Option(help: "Seconds to measure idle CPU after the routes.") var idleSeconds = 30
 
     func run() async throws {
-        guard getuid() == 0 else { throw ValidationError("network makes a network namespace (ip netns add): run it as root") }
-        let name = "cosi-bench-\(getpid())"
-        try Self.ip(["netns", "add", name])
-        defer { _ = try? Self.ip(["netns", "del", name]) }
-        for command in [["link", "set", "lo", "up"], ["link", "add", "h0", "type", "veth", "peer", "name", "h1"], ["link", "set", "h1", "up"], ["link", "set", "h0", "up"]] {
-            try Self.ip(["-n", name] + command)
-        }
-        for line in try await Self.measure(netns: "/run/netns/\(name)", name: name, addresses: addresses, drifts: drifts, routes: routes, idleSeconds: idleSeconds) { print(line) }
-    }
-
-    @discardableResult
-    static func ip(_ arguments: [String], input: String? = nil) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-        process.arguments = arguments
-        let out = Pipe()
-        process.standardOutput = out
-        let stdin = Pipe()
-        if input != nil { process.standardInput = stdin }
-        try process.run()
-        if let input {
-            stdin.fileHandleForWriting.write(Data(input.utf8))
-            try stdin.fileHandleForWriting.close()
-        }
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw ValidationError("ip \(arguments.joined(separator: " ")) failed (\(process.terminationStatus))") }
-        return String(decoding: data, as: UTF8.self)
+        guard getuid() == 0 else { throw ValidationError("network acts in a network namespace: run it as root (scripts/bench-network makes one)") }
+        let namespace = try NetworkNamespace(path: netns)
+        guard !namespace.isHosts else { throw ValidationError("--netns \(netns) is this machine's network namespace: give one made for the bench (ip netns add NAME)") }
+        for line in try await Self.measure(namespace, addresses: addresses, drifts: drifts, routes: routes, idleSeconds: idleSeconds) { print(line) }
     }
 
     static func address(_ index: Int) -> IPPrefix {
         IPPrefix(address: IPAddress("10.200.\(index / 250).\(index % 250 + 1)")!, length: 16)
     }
 
-    static func measure(netns path: String, name: String, addresses: Int, drifts: Int, routes: Int, idleSeconds: Int) async throws -> [String] {
+    static func measure(_ namespace: NetworkNamespace, addresses: Int, drifts: Int, routes: Int, idleSeconds: Int) async throws -> [String] {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cosi-bench-net-\(getpid())").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let (certificates, tls) = try OSControllersBench.developmentTLS(dir)
         var logger = Logger(label: "bench")
         logger.logLevel = .error
-        let namespace = try NetworkNamespace(path: path)
         let engine = try StateEngine(storage: SQLiteStorage(directory: dir + "/data", sync: .full), logger: logger)
         let server = CosiServer(configuration: RPCServerConfiguration(host: "127.0.0.1", port: 0, tls: tls), engine: engine, logger: logger, audit: logger)
         for setting in BuiltInControllers.network {
@@ -89,7 +68,9 @@ struct NetworkBench: AsyncParsableCommand {
         }
         let netlink = try Rtnetlink(in: namespace)
         let events = try NetlinkSocket(in: namespace, groups: .addresses)
-        let h0 = try netlink.links().first { $0.name == "h0" }!.index
+        try netlink.addLink("h0", kind: "veth", peer: "h1")
+        for link in try netlink.links() { try netlink.setLink(link.index, name: link.name, up: true) }
+        guard let h0 = try netlink.links().first(where: { $0.name == "h0" })?.index else { throw ValidationError("no link h0 after making it") }
 
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await server.run() }
@@ -152,9 +133,13 @@ struct NetworkBench: AsyncParsableCommand {
                     let routeKind = ResourceKind(namespace: "network", type: "RouteStatuses.net.cosi.dev")
                     try await Task.sleep(for: .seconds(1))
                     let before = OSControllersBench.residentBytes()
-                    let batch = (0..<routes).map { i in "route add 172.\(16 + i / 65536).\((i / 256) % 256).\(i % 256)/32 dev h0\n" }.joined()
                     let begin = clock.now
-                    try ip(["-n", name, "-batch", "-"], input: batch)
+                    // As `ip -batch` adds them: one request each, acknowledged, marked boot
+                    // (rtm_protocol 3, what `ip route add` sets), link scope (253), unicast (1).
+                    for i in 0..<routes {
+                        let destination = IPPrefix(address: IPAddress("172.\(16 + i / 65536).\((i / 256) % 256).\(i % 256)")!, length: 32)
+                        try netlink.addRoute(NetworkRoute(destination: destination, gateway: nil, link: h0, metric: 0, proto: 3, scope: 253, type: 1), replace: false, describe: "\(destination) dev h0")
+                    }
                     let added = clock.now - begin
                     let total = try netlink.routes().count
                     try await OSControllersBench.until(timeout: .seconds(600)) { try engine.list(routeKind).count == total }
@@ -167,7 +152,7 @@ struct NetworkBench: AsyncParsableCommand {
                     let cpu = cpuSeconds() - cpu0
                     let elapsed = OSControllersBench.seconds(clock.now - idleStart)
                     lines.append(String(
-                        format: "network: %d routes added with ip -batch (%.2f s): all %d main-table routes in RouteStatuses %.2f s after the batch began; resident memory +%.0f MiB; CPU %.2f%% of one core while idle over %d s",
+                        format: "network: %d routes added by someone else (one netlink request each, as ip -batch; %.2f s): all %d main-table routes in RouteStatuses %.2f s after the batch began; resident memory +%.0f MiB; CPU %.2f%% of one core while idle over %d s",
                         routes, OSControllersBench.seconds(added), total, OSControllersBench.seconds(reflected), Double(after - before) / 1048576, 100 * cpu / elapsed, idleSeconds
                     ))
                 }
