@@ -55,14 +55,8 @@ struct NetworkBench: AsyncParsableCommand {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cosi-bench-net-\(getpid())").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let (certificates, tls) = try OSControllersBench.developmentTLS(dir)
-        var logger = Logger(label: "bench")
-        logger.logLevel = .error
-        let engine = try StateEngine(storage: SQLiteStorage(directory: dir + "/data", sync: .full), logger: logger)
-        let server = CosiServer(configuration: RPCServerConfiguration(host: "127.0.0.1", port: 0, tls: tls), engine: engine, logger: logger, audit: logger)
+        let (engine, server, logger) = try await OSControllersBench.benchServer(dir, tls: tls, defining: BuiltInControllers.network)
         for setting in BuiltInControllers.network {
-            for definition in BuiltInControllers.definitions(setting) {
-                _ = try await engine.create(try MetaNamespace.definition(definition), owner: "cosid")
-            }
             // Corrections in a row are what is timed: the flapping guard is off.
             try server.controllers.register(NetworkController(setting, namespace: namespace, logger: logger, ledger: DriftLedger(flips: .max)))
         }

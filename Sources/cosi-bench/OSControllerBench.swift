@@ -59,14 +59,8 @@ struct OSControllersBench: AsyncParsableCommand {
         try BuiltInControllers.seedSandbox(root)
         for index in 0..<params { try root.replace(paramPath(index), with: "0\n") }
 
-        var logger = Logger(label: "bench")
-        logger.logLevel = .error
-        let engine = try StateEngine(storage: SQLiteStorage(directory: dir + "/data", sync: .full), logger: logger)
-        let server = CosiServer(configuration: RPCServerConfiguration(host: "127.0.0.1", port: 0, tls: tls), engine: engine, logger: logger, audit: logger)
+        let (engine, server, logger) = try await benchServer(dir, tls: tls, defining: BuiltInControllers.settings)
         for setting in BuiltInControllers.settings {
-            for definition in BuiltInControllers.definitions(setting) {
-                _ = try await engine.create(try MetaNamespace.definition(definition), owner: "cosid")
-            }
             // The kernel parameters' resync at 1 s for the drift run; the idle run starts its own.
             try server.controllers.register(MachineController(setting, root: root, resyncInterval: setting is KernelParamSetting ? .seconds(resync) : .seconds(10), logger: logger,
                 // Corrections in a row are what is timed: the flapping guard is off.
@@ -132,6 +126,21 @@ struct OSControllersBench: AsyncParsableCommand {
             certificateChain: .file(certificates.serverCertificate), privateKey: .file(certificates.serverKey), trustRoots: .file(certificates.caCertificate)
         ))
         return (certificates, tls)
+    }
+
+    /// A cosid server as the daemon assembles it (SQLite with `--sync full` under `dir/data`, on
+    /// 127.0.0.1 with an ephemeral port), with the types of `settings` defined; quiet logs.
+    static func benchServer(_ dir: String, tls: TLSContext, defining settings: [any BuiltInSetting]) async throws -> (StateEngine, CosiServer, Logger) {
+        var logger = Logger(label: "bench")
+        logger.logLevel = .error
+        let engine = try StateEngine(storage: SQLiteStorage(directory: dir + "/data", sync: .full), logger: logger)
+        let server = CosiServer(configuration: RPCServerConfiguration(host: "127.0.0.1", port: 0, tls: tls), engine: engine, logger: logger, audit: logger)
+        for setting in settings {
+            for definition in BuiltInControllers.definitions(setting) {
+                _ = try await engine.create(try MetaNamespace.definition(definition), owner: "cosid")
+            }
+        }
+        return (engine, server, logger)
     }
 
     static func paramPath(_ index: Int) -> String { String(format: "proc/sys/bench/p%04d", index) }
