@@ -130,6 +130,7 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Yams", package: "Yams"),
             ]
         ),
 
@@ -311,6 +312,7 @@ let package = Package(
                 "CosiState", "CosiStateService", "CosiTesting", "CosiRPC", "CosiMessages", "CosiProtobuf",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(name: "CosiCLITests", dependencies: ["CosiCLI", "CosiMessages"]),

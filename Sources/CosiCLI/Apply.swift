@@ -113,23 +113,32 @@ extension ApplyStep {
 
 struct Apply: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Create or update resources from YAML (several documents allowed).",
+        abstract: "Create or update resources from YAML as one change (several documents allowed).",
         discussion: """
-        Each document is created when missing, else its spec, labels and annotations replace the
-        stored ones, at the version read: owner, phase and finalizers are never touched. A
-        document that changes nothing is `unchanged` and nothing is written. A resource that
-        changed since it was read, or is tearing down, is an error and is not written. Types
-        resolve as `get` resolves them (short names included); a type no ResourceDefinition
-        defines needs --allow-undefined-type.
+        The documents are one change, made by cosid in one commit: all or nothing. Each is created
+        when missing, else its spec, labels and annotations replace the stored ones: owner, phase
+        and finalizers are never touched. A document that changes nothing is `unchanged` and
+        nothing is written for it. A refusal (access, limits, a controller's output, a resource
+        tearing down or held by a change being tried) names the resource and nothing is written.
+        Every change is recorded as a Changes resource (`cosictl get changes`). Types resolve as
+        `get` resolves them (short names included); a type no ResourceDefinition defines needs
+        --allow-undefined-type.
 
-        --dry-run writes nothing: the server checks each write exactly as it would make it, and
-        cosictl prints create/update/unchanged with a unified diff of spec, labels and
-        annotations. Its exit code follows diff(1): 0 no differences, 1 differences, 2 an error.
+        --dry-run writes nothing: cosid checks the change exactly as it would make it, and cosictl
+        prints create/update/unchanged with a unified diff of spec, labels and annotations. Its
+        exit code follows diff(1): 0 no differences, 1 differences, 2 an error.
+
+        --try DURATION (90s, 5m, 1h): cosid reverts the change by itself when DURATION has passed,
+        unless `cosictl confirm ID` comes first, even with no client connected and across a restart
+        of cosid. While it is tried, other writes to its resources are refused.
+        --revert-on-error also reverts it at once when a status of one of its resources (the
+        built-in controllers') reports an error.
 
         Examples:
           cosictl apply -f hostname.yaml
           cosictl apply -f hostname.yaml --wait          # until the controller's status reports it
-          cosictl get hsp -o yaml > all.yaml && cosictl apply -f all.yaml    # unchanged
+          cosictl apply -f route.yaml --try 60s          # then: cosictl confirm c42
+          cosictl apply -f sysctl.yaml --try 5m --revert-on-error
           cat *.yaml | cosictl apply -f - --dry-run
         """
     )
@@ -137,11 +146,16 @@ struct Apply: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: "A YAML file, or - for standard input.") var file: String
     @Flag(help: "Write a type no ResourceDefinition defines, as written.") var allowUndefinedType = false
     @Flag(help: "Write nothing: show what would change (exit 0 none, 1 some, 2 an error).") var dryRun = false
+    @Option(name: .customLong("try"), help: "Revert the change after this long unless confirmed (90s, 5m, 1h).") var tryFor: String?
+    @Flag(help: "With --try: revert at once when a status of a resource of the change reports an error.") var revertOnError = false
     @Flag(help: "Wait until each written resource's status (the built-in controller's) reports it.") var wait = false
     @Option(help: "Seconds --wait waits for each resource.") var timeout = 30
 
     func validate() throws {
         if dryRun, wait { throw ValidationError("--dry-run writes nothing to wait for") }
+        if dryRun, tryFor != nil { throw ValidationError("--dry-run writes nothing to try") }
+        if revertOnError, tryFor == nil { throw ValidationError("--revert-on-error needs --try DURATION") }
+        if let tryFor { _ = try parseDuration(tryFor, option: "--try") }
         guard timeout > 0 else { throw ValidationError("--timeout must be at least 1 second") }
     }
 
@@ -150,47 +164,35 @@ struct Apply: AsyncParsableCommand {
             try await Diff.run(file: file, allowUndefinedType: allowUndefinedType, connection: connection)
             return
         }
+        let period = try tryFor.map { try parseDuration($0, option: "--try") }
         try await connection.withClient { client in
             let catalog = try await TypeCatalog.load(client)
             let documents = try DocumentReader(catalog: catalog, allowUndefined: allowUndefinedType).read(file)
-            var failures: [String] = []
-            var written: [Resource] = []
-            for document in documents {
+            let response: ApplyChangeResponse
+            do {
+                response = try await client.applyChange(documents, tryFor: period, revertOnError: revertOnError)
+            } catch {
+                throw fail(error)
+            }
+            ChangeOutput.printApplied(response)
+            guard wait else { return }
+            var failures = 0
+            for change in response.resources where change.action != "unchanged" {
+                guard let resource = change.after else { continue }
+                guard let status = catalog.statusType(of: resource.metadata.type) else {
+                    note("\(resource.address): no status type reports \(resource.metadata.type); not waiting for it")
+                    continue
+                }
                 do {
-                    let step = try await ApplyStep.plan(document, client: client)
-                    let stored = try await step.write(client: client)
-                    switch step.action {
-                    case .create: print("\(stored.address) created")
-                    case .update: print("\(stored.address) updated (version \(stored.metadata.version))")
-                    case .unchanged: print("\(stored.address) unchanged")
-                    }
-                    fflush(nil)
-                    written.append(stored)
+                    let report = try await StatusWait.wait(for: resource, statusType: status.resourceType, client: client, timeout: .seconds(timeout))
+                    print("\(report.address) reports version \(resource.metadata.version)")
                 } catch {
                     let message = (fail(error) as? CLIError)?.message ?? "\(error)"
-                    note("\(document.address): \(message)")
-                    failures.append(document.address.description)
+                    note("\(resource.address): \(message)")
+                    failures += 1
                 }
             }
-            if wait {
-                for resource in written {
-                    guard let status = catalog.statusType(of: resource.metadata.type) else {
-                        note("\(resource.address): no status type reports \(resource.metadata.type); not waiting for it")
-                        continue
-                    }
-                    do {
-                        let report = try await StatusWait.wait(for: resource, statusType: status.resourceType, client: client, timeout: .seconds(timeout))
-                        print("\(report.address) reports version \(resource.metadata.version)")
-                    } catch {
-                        let message = (fail(error) as? CLIError)?.message ?? "\(error)"
-                        note("\(resource.address): \(message)")
-                        failures.append(resource.address.description)
-                    }
-                }
-            }
-            if !failures.isEmpty {
-                throw CLIError("\(failures.count) of \(documents.count) resources failed")
-            }
+            if failures > 0 { throw CLIError("\(failures) of \(response.resources.count) resources did not report their version") }
         }
     }
 }
@@ -199,8 +201,10 @@ struct Diff: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show what applying YAML would change, writing nothing (apply --dry-run).",
         discussion: """
-        Exit code as diff(1): 0 no differences, 1 differences, 2 an error (a write the server
-        would refuse, an unknown type, a file that does not read).
+        cosid checks the documents exactly as `apply` would make the change (access, limits,
+        owners, phases, a change being tried) and writes nothing. Exit code as diff(1): 0 no
+        differences, 1 differences, 2 an error (a change the server would refuse, an unknown
+        type, a file that does not read).
 
         Example:
           cosictl diff -f hostname.yaml
@@ -215,23 +219,23 @@ struct Diff: AsyncParsableCommand {
     }
 
     static func run(file: String, allowUndefinedType: Bool, connection: ConnectionOptions) async throws {
+        try await run(connection: connection) { client in
+            let catalog = try await TypeCatalog.load(client)
+            return try DocumentReader(catalog: catalog, allowUndefined: allowUndefinedType).read(file)
+        }
+    }
+
+    /// Dry-runs the documents `read` gives and prints each step and its diff; exits as diff(1).
+    static func run(connection: ConnectionOptions, read: (CosiClient) async throws -> [Resource]) async throws {
         var differences = false
         do {
             try await connection.withClient { client in
-                let catalog = try await TypeCatalog.load(client)
-                let documents = try DocumentReader(catalog: catalog, allowUndefined: allowUndefinedType).read(file)
-                var steps: [ApplyStep] = []
-                for document in documents {
-                    let step = try await ApplyStep.plan(document, client: client)
-                    // The server checks the write exactly as it would make it.
-                    if step.action != .unchanged {
-                        do { _ = try await step.write(client: client, dryRun: true) } catch {
-                            throw CLIError("\(step.address): \((fail(error) as? CLIError)?.message ?? "\(error)")")
-                        }
-                    }
-                    steps.append(step)
-                }
-                for step in steps {
+                let documents = try await read(client)
+                let response: ApplyChangeResponse
+                do { response = try await client.applyChange(documents, dryRun: true) } catch { throw fail(error) }
+                for change in response.resources {
+                    guard let after = change.after else { continue }
+                    let step = ApplyStep(resource: after, current: change.before, action: ApplyStep.Action(rawValue: change.action) ?? .update)
                     print("\(step.address): \(step.action.rawValue)")
                     if step.action != .unchanged {
                         differences = true
@@ -244,7 +248,7 @@ struct Diff: AsyncParsableCommand {
         } catch let error as ValidationError {
             throw CLIError(error.message, exitCode: 2)
         } catch {
-            throw CLIError("\(error)", exitCode: 2)
+            throw CLIError("\((fail(error) as? CLIError)?.message ?? "\(error)")", exitCode: 2)
         }
         if differences { throw ExitCode(1) }
     }

@@ -32,6 +32,7 @@ public struct Cosictl: AsyncParsableCommand {
         version: cosiVersion,
         subcommands: [
             Get.self, Describe.self, Apply.self, Diff.self, Create.self, Edit.self, Delete.self, Teardown.self, Wait.self,
+            Confirm.self, Revert.self, History.self, Rollback.self,
             Controllers.self, Graph.self, Info.self, Version.self, Gen.self, Config.self, Completion.self,
         ]
     )

@@ -70,13 +70,13 @@ struct ControllerAccess: ControllerRuntimeHandle {
 
     func addFinalizers(namespace: String, type: String, id: String, _ finalizers: [String]) async throws {
         try requireStrong(namespace, type, id)
-        _ = try await mappedAsync { try await engine.addFinalizers(ResourceAddress(namespace: namespace, type: type, id: id), finalizers) }
+        _ = try await mappedAsync { try await engine.addFinalizers(ResourceAddress(namespace: namespace, type: type, id: id), finalizers, author: name) }
     }
 
     func removeFinalizers(namespace: String, type: String, id: String, _ finalizers: [String]) async throws {
         try requireStrong(namespace, type, id)
         do {
-            _ = try await mappedAsync { try await engine.removeFinalizers(ResourceAddress(namespace: namespace, type: type, id: id), finalizers) }
+            _ = try await mappedAsync { try await engine.removeFinalizers(ResourceAddress(namespace: namespace, type: type, id: id), finalizers, author: name) }
         } catch let error as ControllerError where error.code == .notFound {
             // Removing a finalizer from a resource that no longer exists is not an error.
         }

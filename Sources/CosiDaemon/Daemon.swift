@@ -11,6 +11,7 @@ import NIOCore
 import Prometheus
 import ServiceLifecycle
 import UnixSignals
+import Yams
 
 /// cosid put together from its settings: TLS material (development certificates when none are
 /// given), the state engine, the server with the COSI services, the built-in controllers, the
@@ -108,7 +109,10 @@ public struct Daemon: Sendable {
             logger.critical("cannot open the state: \(error.message)")
             throw DaemonError()
         }
-        let server = CosiServer(configuration: configuration, engine: engine, logger: logger, controllerGrace: .seconds(settings.controllerGrace))
+        let server = CosiServer(
+            configuration: configuration, engine: engine, logger: logger, controllerGrace: .seconds(settings.controllerGrace),
+            changes: Self.builtInStatuses
+        )
         do {
             try await startBuiltInControllers(settings, server: server, logger: logger)
         } catch {
@@ -144,4 +148,28 @@ public struct Daemon: Sendable {
 /// cosid could not start, or stopped on an error; the reason was logged.
 public struct DaemonError: Error, CustomStringConvertible, Sendable {
     public var description: String { "cosid stopped on an error (see the log)" }
+}
+
+extension Daemon {
+    /// Where a tried change with revert on error finds errors: the status a built-in controller
+    /// writes for a spec (`XSpecs.…` -> `XStatuses.…`, same namespace and id) once it has acted on
+    /// the spec's version (`cosi.dev/spec-version`), its `error` field.
+    static let builtInStatuses = ChangeKeeperConfiguration(
+        statusError: { spec, get in
+            guard let kind = statusKind(spec.address.kind),
+                  let status = get(ResourceAddress(namespace: kind.namespace, type: kind.type, id: spec.metadata.id)),
+                  let reported = status.metadata.annotations[MachineController.specVersionAnnotation].flatMap(UInt64.init),
+                  reported >= UInt64(spec.metadata.version) ?? .max,
+                  let fields = (try? Yams.load(yaml: status.spec.yamlSpec)) as? [String: Any],
+                  let error = fields["error"] as? String, !error.isEmpty
+            else { return nil }
+            return error
+        },
+        statusKind: statusKind
+    )
+
+    @Sendable static func statusKind(_ kind: ResourceKind) -> ResourceKind? {
+        guard let range = kind.type.range(of: "Specs.") else { return nil }
+        return ResourceKind(namespace: kind.namespace, type: kind.type.replacingCharacters(in: range, with: "Statuses."))
+    }
 }

@@ -33,6 +33,10 @@ public struct AccessPolicy: Sendable {
         /// A State write; `owner` is the owner the request names (its options' owner, or the
         /// owner a Create gives), "" when none.
         case stateWrite(namespace: String, type: String, owner: String = "")
+        /// A change (the Changes service's Apply): a State write of each resource, by position.
+        case change([ResourceKind], dryRun: Bool)
+        /// Confirming or reverting a change: what an operator may do.
+        case changeControl
         case controller
     }
 
@@ -53,6 +57,16 @@ public struct AccessPolicy: Sendable {
             return nil
         case .controller:
             return roles.contains(.controller) ? nil : "needs role os:controller or os:admin"
+        case .changeControl:
+            return roles.contains(.operator) ? nil : "confirming or reverting a change needs role os:operator or os:admin"
+        case .change(let kinds, _):
+            guard roles.contains(.operator) else { return "changes need role os:operator or os:admin" }
+            for (index, kind) in kinds.enumerated() {
+                if let reason = refusal(.stateWrite(namespace: kind.namespace, type: kind.type), roles: roles) {
+                    return "resource \(index + 1) of \(kinds.count) (\(kind.namespace)/\(kind.type)): \(reason)"
+                }
+            }
+            return nil
         case .stateRead(let namespace, let type), .stateWrite(let namespace, let type, _):
             let write: Bool = if case .stateWrite = operation { true } else { false }
             if isSensitive(type) {
@@ -115,6 +129,7 @@ public struct AccessPolicy: Sendable {
                     "roles": "\(context.peer.organizations.joined(separator: ","))",
                 ]
                 if context.metadata[StateService.dryRunKey] == "true" { return }
+                if case .change(_, dryRun: true)? = operation(request) { return }
                 guard case .stateWrite(let namespace, let type, let owner)? = operation(request) else {
                     audit.info("write", metadata: metadata)
                     return
@@ -149,6 +164,24 @@ extension AccessPolicy {
         methods.map { method in
             let (operation, write) = Self.stateOperation(method.name)
             return guarded(method, operation: operation, isWrite: write)
+        }
+    }
+
+    /// Every Changes method, guarded: Apply as a State write of each of its resources, Confirm and
+    /// Revert as an operator's, History as a State read of the resource's type.
+    public func guardedChangeMethods(_ methods: [RPCMethod]) -> [RPCMethod] {
+        methods.map { method in
+            switch method.name {
+            case ChangeService.apply:
+                return guarded(method, operation: { bytes in
+                    guard let request = try? ApplyChangeRequest(serializedBytes: bytes) else { return nil }
+                    return .change(request.resources.map { $0.address.kind }, dryRun: request.dryRun)
+                }, isWrite: true)
+            case ChangeService.history:
+                return guarded(method, operation: Self.stateOperation(StateService.get).0, isWrite: false)
+            default:
+                return guarded(method, operation: { _ in .changeControl }, isWrite: true)
+            }
         }
     }
 

@@ -21,6 +21,8 @@ public final class CosiServer: Service, Sendable {
     public let controllers: ControllerRuntime
     /// The remote side of the controllers: tokens, event streams, the reconnect grace period.
     public let controllerService: ControllerService
+    /// The keeper of tried changes (reverts at deadlines, with no client needed).
+    public let changes: ChangeKeeper
     private let logger: Logger
 
     /// - Parameters:
@@ -31,24 +33,28 @@ public final class CosiServer: Service, Sendable {
     public init(
         configuration: RPCServerConfiguration, engine: StateEngine, logger: Logger,
         controllers: ControllerRuntimeConfiguration = .init(), controllerGrace: Duration = .seconds(60),
+        changes: ChangeKeeperConfiguration = .init(),
         audit: Logger = Logger(label: "cosid.audit"), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) {
         let runtime = ControllerRuntime(engine: engine, configuration: controllers, logger: logger)
         let controllerService = ControllerService(runtime: runtime, gracePeriod: controllerGrace, logger: logger)
-        let table = Self.methods(engine: engine, controllers: controllerService, audit: audit)
+        let keeper = ChangeKeeper(engine: engine, configuration: changes, logger: logger)
+        let table = Self.methods(engine: engine, controllers: controllerService, changes: keeper, audit: audit)
         self.rpc = RPCServer(configuration: configuration, methods: table, group: group, logger: logger)
         self.engine = engine
         self.controllers = runtime
         self.controllerService = controllerService
+        self.changes = keeper
         self.logger = logger
     }
 
     /// Every method cosid serves: Info, State and the controller services, each State and
     /// controller method behind the access policy (writes audited). Info lists them all, itself
     /// included.
-    public static func methods(engine: StateEngine, controllers: ControllerService, audit: Logger) -> RPCMethodTable {
+    public static func methods(engine: StateEngine, controllers: ControllerService, changes: ChangeKeeper, audit: Logger) -> RPCMethodTable {
         let policy = AccessPolicy.over(engine, audit: audit)
         let services = policy.guardedStateMethods(StateService.methods(engine: engine))
+            + policy.guardedChangeMethods(ChangeService.methods(keeper: changes))
             + policy.guardedControllerMethods(controllers.methods, writes: ControllerService.writes)
         var table = RPCMethodTable(services)
         table.register(InfoService.rpcMethod(methods: [InfoService.method] + services.map(\.name)))
@@ -79,6 +85,7 @@ public final class CosiServer: Service, Sendable {
                 }
             }
             group.addTask { await self.controllerService.expireDisconnected() }
+            group.addTask { await self.changes.run() }
             try await withGracefulShutdownHandler {
                 try await rpc.serve()
             } onGracefulShutdown: {

@@ -19,6 +19,15 @@ extension MetaNamespace {
                 resourceType: resourceDefinitionType, defaultNamespace: namespace,
                 printColumns: [.init(name: "Aliases", jsonPath: "{.aliases}"), .init(name: "Default Namespace", jsonPath: "{.defaultNamespace}")]
             )),
+            // changes.md: every change, written by cosid.
+            try! definition(Meta.ResourceDefinitionSpec(
+                resourceType: changesType, defaultNamespace: namespace,
+                printColumns: [
+                    .init(name: "Phase", jsonPath: "{.phase}"), .init(name: "Identity", jsonPath: "{.identity}"),
+                    .init(name: "Time", jsonPath: "{.time}"), .init(name: "Deadline", jsonPath: "{.deadline}"),
+                    .init(name: "Reason", jsonPath: "{.reason}"),
+                ]
+            )),
         ]
         let meta = Resource(
             metadata: Metadata(namespace: namespace, type: namespaceType, id: namespace),

@@ -44,6 +44,8 @@ struct WriteResult: Sendable {
     var events: [StateEvent] = []
     var resource: Resource?
     var ready = false
+    /// What a change did (``StateEngine/applyChange(_:)``).
+    var change: ChangeOutcome?
 }
 
 /// The state engine: resources in memory, every change appended to the event log as one atomic
@@ -89,6 +91,7 @@ public final class StateEngine: Sendable {
             updated.spec = resource.spec
             events.append(try store.update(updated, owner: current.metadata.owner, expectedPhase: nil, now: now()))
         }
+        Self.restoreLocks(&store)
         try storage.commit(events)
         self.storage = storage
         self.configuration = configuration
@@ -178,6 +181,7 @@ public final class StateEngine: Sendable {
     public func createDryRun(_ resource: Resource, owner: String) throws(StateError) -> Resource {
         try validateSpec(resource, field: "resource")
         var store = shared.withLockedValue { $0.store }
+        try store.checkWritable(resource.address)
         return try store.create(resource, owner: owner, now: now()).resource
     }
 
@@ -186,58 +190,84 @@ public final class StateEngine: Sendable {
     public func updateDryRun(_ resource: Resource, owner: String, expectedPhase: String? = nil) throws(StateError) -> Resource {
         try validateSpec(resource, field: "new_resource")
         var store = shared.withLockedValue { $0.store }
+        try store.checkWritable(resource.address)
         return try store.update(resource, owner: owner, expectedPhase: expectedPhase, now: now()).resource
     }
 
-    /// Creates a resource; returns it as stored (version "1", owner, timestamps).
-    public func create(_ resource: Resource, owner: String) async throws -> Resource {
+    /// Creates a resource; returns it as stored (version "1", owner, timestamps). `author` is who
+    /// the event log records as its writer ("" records the owner).
+    public func create(_ resource: Resource, owner: String, author: String = "") async throws -> Resource {
         try validateSpec(resource, field: "resource")
-        return try await write { store, now throws(StateError) in
-            let event = try store.create(resource, owner: owner, now: now)
-            return WriteResult(events: [event], resource: event.resource)
-        }.resource!
+        return try await write(Self.creating(resource, owner: owner, author: author)).resource!
     }
 
     /// Updates a resource; returns it as stored (version + 1).
-    public func update(_ resource: Resource, owner: String, expectedPhase: String? = nil) async throws -> Resource {
+    public func update(_ resource: Resource, owner: String, expectedPhase: String? = nil, author: String = "") async throws -> Resource {
         try validateSpec(resource, field: "new_resource")
-        return try await write { store, now throws(StateError) in
-            let event = try store.update(resource, owner: owner, expectedPhase: expectedPhase, now: now)
-            return WriteResult(events: [event], resource: event.resource)
-        }.resource!
+        return try await write(Self.updating(resource, owner: owner, expectedPhase: expectedPhase, author: author)).resource!
     }
 
     /// Destroys a resource that has no finalizers.
-    public func destroy(_ address: ResourceAddress, owner: String) async throws {
-        _ = try await write { store, _ throws(StateError) in
-            WriteResult(events: [try store.destroy(address, owner: owner)])
-        }
+    public func destroy(_ address: ResourceAddress, owner: String, author: String = "") async throws {
+        _ = try await write(Self.destroying(address, owner: owner, author: author))
     }
 
     /// Moves a resource to phase tearingDown; returns whether it is ready to destroy.
-    public func teardown(_ address: ResourceAddress, owner: String) async throws -> Bool {
-        try await write { store, now throws(StateError) in
+    public func teardown(_ address: ResourceAddress, owner: String, author: String = "") async throws -> Bool {
+        try await write(Self.tearingDown(address, owner: owner, author: author)).ready
+    }
+
+    typealias Operation = @Sendable (inout ResourceStore, Timestamp) throws(StateError) -> WriteResult
+
+    /// The writes of the State service and the controllers: refused on a resource of a change
+    /// being tried; each event records its author (the owner when none is given).
+    static func creating(_ resource: Resource, owner: String, author: String) -> Operation {
+        { store, now throws(StateError) in
+            try store.checkWritable(resource.address)
+            let event = try store.create(resource, owner: owner, now: now).attributed(author: author.isEmpty ? owner : author)
+            return WriteResult(events: [event], resource: event.resource)
+        }
+    }
+
+    static func updating(_ resource: Resource, owner: String, expectedPhase: String?, author: String) -> Operation {
+        { store, now throws(StateError) in
+            try store.checkWritable(resource.address)
+            let event = try store.update(resource, owner: owner, expectedPhase: expectedPhase, now: now).attributed(author: author.isEmpty ? owner : author)
+            return WriteResult(events: [event], resource: event.resource)
+        }
+    }
+
+    static func destroying(_ address: ResourceAddress, owner: String, author: String) -> Operation {
+        { store, _ throws(StateError) in
+            try store.checkWritable(address)
+            return WriteResult(events: [try store.destroy(address, owner: owner).attributed(author: author.isEmpty ? owner : author)])
+        }
+    }
+
+    static func tearingDown(_ address: ResourceAddress, owner: String, author: String) -> Operation {
+        { store, now throws(StateError) in
+            try store.checkWritable(address)
             let (ready, event) = try store.teardown(address, owner: owner, now: now)
-            return WriteResult(events: event.map { [$0] } ?? [], ready: ready)
-        }.ready
+            return WriteResult(events: event.map { [$0.attributed(author: author.isEmpty ? owner : author)] } ?? [], ready: ready)
+        }
     }
 
     /// Adds finalizers to a resource, whoever owns it; returns the resource as stored. See
     /// ``ResourceStore/changeFinalizers(_:add:remove:now:)``.
     @discardableResult
-    public func addFinalizers(_ address: ResourceAddress, _ finalizers: [String]) async throws -> Resource {
-        try await changeFinalizers(address, add: finalizers, remove: [])
+    public func addFinalizers(_ address: ResourceAddress, _ finalizers: [String], author: String = "") async throws -> Resource {
+        try await changeFinalizers(address, add: finalizers, remove: [], author: author)
     }
 
     /// Removes finalizers from a resource, whoever owns it; returns the resource as stored.
     @discardableResult
-    public func removeFinalizers(_ address: ResourceAddress, _ finalizers: [String]) async throws -> Resource {
-        try await changeFinalizers(address, add: [], remove: finalizers)
+    public func removeFinalizers(_ address: ResourceAddress, _ finalizers: [String], author: String = "") async throws -> Resource {
+        try await changeFinalizers(address, add: [], remove: finalizers, author: author)
     }
 
-    private func changeFinalizers(_ address: ResourceAddress, add: [String], remove: [String]) async throws -> Resource {
+    private func changeFinalizers(_ address: ResourceAddress, add: [String], remove: [String], author: String) async throws -> Resource {
         try await write { store, now throws(StateError) in
-            if let event = try store.changeFinalizers(address, add: add, remove: remove, now: now) {
+            if let event = try store.changeFinalizers(address, add: add, remove: remove, now: now)?.attributed(author: author) {
                 return WriteResult(events: [event], resource: event.resource)
             }
             return WriteResult(resource: store.get(address))
@@ -247,17 +277,17 @@ public final class StateEngine: Sendable {
     /// Tears a resource down, waits until its finalizers are gone, then destroys it. Succeeds also
     /// when someone else destroys it meanwhile. Waits until the calling task is cancelled (the
     /// call's deadline).
-    public func teardownAndDestroy(_ address: ResourceAddress, owner: String) async throws {
+    public func teardownAndDestroy(_ address: ResourceAddress, owner: String, author: String = "") async throws {
         // Watch first, so a finalizer removed right after the teardown is not missed.
         var request = WatchRequest(namespace: address.kind.namespace, type: address.kind.type, id: address.id)
         request.apiVersion = 1
         let watch = try await self.watch(request)
-        var ready = try await teardown(address, owner: owner)
+        var ready = try await teardown(address, owner: owner, author: author)
         var events = watch.makeAsyncIterator()
         while true {
             if ready {
                 do {
-                    try await destroy(address, owner: owner)
+                    try await destroy(address, owner: owner, author: author)
                     return
                 } catch let error as StateError where error.code == .notFound {
                     return
@@ -276,7 +306,7 @@ public final class StateEngine: Sendable {
         }
     }
 
-    func write(_ operation: @escaping @Sendable (inout ResourceStore, Timestamp) throws(StateError) -> WriteResult) async throws -> WriteResult {
+    func write(_ operation: @escaping Operation) async throws -> WriteResult {
         try await withCheckedThrowingContinuation { continuation in
             committer.submit(PendingWrite(operation: operation) { continuation.resume(with: $0.mapError { $0 as any Error }) })
         }
@@ -287,36 +317,25 @@ public final class StateEngine: Sendable {
     /// The writes above for callers that are not tasks (an RPC answered from its event loop):
     /// `completion` runs on the committer thread once the write is durable (or has failed), and
     /// must hand its result elsewhere at once.
-    public func create(_ resource: Resource, owner: String, completion: @escaping @Sendable (Result<Resource, StateError>) -> Void) {
+    public func create(_ resource: Resource, owner: String, author: String = "", completion: @escaping @Sendable (Result<Resource, StateError>) -> Void) {
         do { try validateSpec(resource, field: "resource") } catch { return completion(.failure(error)) }
-        committer.submit(PendingWrite(operation: { store, now throws(StateError) in
-            let event = try store.create(resource, owner: owner, now: now)
-            return WriteResult(events: [event], resource: event.resource)
-        }) { completion($0.map { $0.resource! }) })
+        committer.submit(PendingWrite(operation: Self.creating(resource, owner: owner, author: author)) { completion($0.map { $0.resource! }) })
     }
 
-    /// Updates a resource; see ``create(_:owner:completion:)``.
-    public func update(_ resource: Resource, owner: String, expectedPhase: String? = nil, completion: @escaping @Sendable (Result<Resource, StateError>) -> Void) {
+    /// Updates a resource; see ``create(_:owner:author:completion:)``.
+    public func update(_ resource: Resource, owner: String, expectedPhase: String? = nil, author: String = "", completion: @escaping @Sendable (Result<Resource, StateError>) -> Void) {
         do { try validateSpec(resource, field: "new_resource") } catch { return completion(.failure(error)) }
-        committer.submit(PendingWrite(operation: { store, now throws(StateError) in
-            let event = try store.update(resource, owner: owner, expectedPhase: expectedPhase, now: now)
-            return WriteResult(events: [event], resource: event.resource)
-        }) { completion($0.map { $0.resource! }) })
+        committer.submit(PendingWrite(operation: Self.updating(resource, owner: owner, expectedPhase: expectedPhase, author: author)) { completion($0.map { $0.resource! }) })
     }
 
-    /// Destroys a resource; see ``create(_:owner:completion:)``.
-    public func destroy(_ address: ResourceAddress, owner: String, completion: @escaping @Sendable (Result<Void, StateError>) -> Void) {
-        committer.submit(PendingWrite(operation: { store, _ throws(StateError) in
-            WriteResult(events: [try store.destroy(address, owner: owner)])
-        }) { completion($0.map { _ in () }) })
+    /// Destroys a resource; see ``create(_:owner:author:completion:)``.
+    public func destroy(_ address: ResourceAddress, owner: String, author: String = "", completion: @escaping @Sendable (Result<Void, StateError>) -> Void) {
+        committer.submit(PendingWrite(operation: Self.destroying(address, owner: owner, author: author)) { completion($0.map { _ in () }) })
     }
 
-    /// Tears a resource down; see ``create(_:owner:completion:)``.
-    public func teardown(_ address: ResourceAddress, owner: String, completion: @escaping @Sendable (Result<Bool, StateError>) -> Void) {
-        committer.submit(PendingWrite(operation: { store, now throws(StateError) in
-            let (ready, event) = try store.teardown(address, owner: owner, now: now)
-            return WriteResult(events: event.map { [$0] } ?? [], ready: ready)
-        }) { completion($0.map(\.ready)) })
+    /// Tears a resource down; see ``create(_:owner:author:completion:)``.
+    public func teardown(_ address: ResourceAddress, owner: String, author: String = "", completion: @escaping @Sendable (Result<Bool, StateError>) -> Void) {
+        committer.submit(PendingWrite(operation: Self.tearingDown(address, owner: owner, author: author)) { completion($0.map(\.ready)) })
     }
 
     /// Runs on the committer thread: applies a group of writes, commits, publishes. Returns the
@@ -388,7 +407,9 @@ public final class StateEngine: Sendable {
     /// longer keeps.
     func compact(limit: Int) {
         do {
-            try storage.compact(policy: configuration.retention, now: wallClockSeconds(), limit: limit)
+            var policy = configuration.retention
+            policy.pinnedFrom = shared.withLockedValue { $0.store.pinnedRevision }
+            try storage.compact(policy: policy, now: wallClockSeconds(), limit: limit)
         } catch {
             logger.error("event log compaction failed", metadata: ["error": "\(error)"])
         }

@@ -40,6 +40,12 @@ public struct StateError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let storageFull = Code("storageFull")
         /// Too many writes wait for the committer; this one was refused at once (try again).
         public static let overloaded = Code("overloaded")
+        /// The resource is part of a change being tried: writes to it wait for its confirm or
+        /// revert (changes.md).
+        public static let changePending = Code("changePending")
+        /// The change is not in the phase the call needs (confirm or revert of a change that is
+        /// not being tried).
+        public static let changeEnded = Code("changeEnded")
         public var description: String { name }
 
         /// How this error is reported, wherever it surfaces (the State service, the controller
@@ -50,7 +56,7 @@ public struct StateError: Error, Hashable, Sendable, CustomStringConvertible {
             case .alreadyExists: .alreadyExists
             case .ownerMismatch: .permissionDenied
             // Conflicts with the resource's state or the log's history.
-            case .versionConflict, .finalizersPending, .tearingDown, .bookmarkUnusable, .historyLost: .failedPrecondition
+            case .versionConflict, .finalizersPending, .tearingDown, .bookmarkUnusable, .historyLost, .changePending, .changeEnded: .failedPrecondition
             // state.md: an Update whose expected_phase differs is INVALID_ARGUMENT.
             case .invalidArgument, .phaseConflict: .invalidArgument
             case .unimplemented: .unimplemented

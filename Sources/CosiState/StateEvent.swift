@@ -15,13 +15,17 @@ public struct StateEvent: Sendable {
         let resource: Resource
         let old: Resource?
         let kind: ResourceKind
+        let author: String
+        let changeID: String
         let encodings = EncodingCache(forms: StateEvent.forms)
 
-        init(type: EventType, resource: Resource, old: Resource?) {
+        init(type: EventType, resource: Resource, old: Resource?, author: String, changeID: String) {
             self.type = type
             self.resource = resource
             self.old = old
             self.kind = resource.address.kind
+            self.author = author
+            self.changeID = changeID
         }
     }
 
@@ -29,9 +33,17 @@ public struct StateEvent: Sendable {
     /// match flips), each as an `Event` and as a one-event `WatchResponse`.
     static let forms = 6
 
-    public init(revision: UInt64, type: EventType, resource: Resource, old: Resource? = nil) {
+    /// - Parameters:
+    ///   - author: who wrote it (a caller's certificate identity, a controller's name, `cosid`).
+    ///   - changeID: the change it belongs to (changes.md), "" for a single write.
+    public init(revision: UInt64, type: EventType, resource: Resource, old: Resource? = nil, author: String = "", changeID: String = "") {
         self.revision = revision
-        self.change = Change(type: type, resource: resource, old: old)
+        self.change = Change(type: type, resource: resource, old: old, author: author, changeID: changeID)
+    }
+
+    /// The same event attributed to `author` and `changeID` (made before it is committed).
+    func attributed(author: String, changeID: String = "") -> StateEvent {
+        StateEvent(revision: revision, type: type, resource: resource, old: old, author: author, changeID: changeID)
     }
 
     /// `.created`, `.updated` or `.destroyed`.
@@ -40,6 +52,10 @@ public struct StateEvent: Sendable {
     public var resource: Resource { change.resource }
     /// For `.updated`, the resource before the change.
     public var old: Resource? { change.old }
+    /// Who wrote it: a caller's certificate identity, a controller's name, or `cosid`.
+    public var author: String { change.author }
+    /// The change it belongs to; "" for a single write.
+    public var changeID: String { change.changeID }
 
     /// Encodings of this change as watchers receive it, made once and shared by every watcher:
     /// slots 0-2 the `Event` as is, as CREATED, as DESTROYED; slots 3-5 the same as one-event
@@ -65,6 +81,9 @@ public struct ResourceStore: Sendable {
     }
 
     private var kinds: TreeDictionary<ResourceKind, TreeDictionary<String, Box>> = [:]
+    /// The resources of changes being tried: writes other than the change's own (and finalizer
+    /// changes) are refused until it is confirmed or reverted.
+    public private(set) var locks: TreeDictionary<ResourceAddress, ChangeLock> = [:]
     /// The revision of the last change applied.
     public private(set) var revision: UInt64 = 0
     /// How many resources there are.
@@ -101,6 +120,28 @@ public struct ResourceStore: Sendable {
         count -= 1
         if kinds[address.kind]?.isEmpty == true { kinds[address.kind] = nil }
     }
+
+    // MARK: Change locks
+
+    /// Refuses a write to a resource of a change being tried, and any write of a Changes
+    /// resource (cosid writes them).
+    public func checkWritable(_ address: ResourceAddress) throws(StateError) {
+        if let lock = locks[address] {
+            throw StateError(.changePending, "resource \(address) is part of change \(lock.change), being tried until \(lock.deadline): it cannot be written until the change is confirmed or reverted (cosictl confirm \(lock.change), cosictl revert \(lock.change))")
+        }
+        if address.kind.namespace == MetaNamespace.namespace, address.kind.type == MetaNamespace.changesType {
+            throw StateError(.ownerMismatch, "\(MetaNamespace.changesType) resources are written by cosid only: make a change (cosictl apply) to write resources")
+        }
+    }
+
+    mutating func lock(_ address: ResourceAddress, _ lock: ChangeLock) { locks[address] = lock }
+
+    mutating func unlock(change: String) {
+        for (address, lock) in locks where lock.change == change { locks[address] = nil }
+    }
+
+    /// The oldest revision a pending try needs from the log.
+    var pinnedRevision: UInt64? { locks.values.map(\.revision).min() }
 
     // MARK: Operations. Each validates in the order state.md gives, then applies and returns the event.
 
@@ -241,6 +282,16 @@ public struct ResourceStore: Sendable {
         // access.md: controller outputs belong to their controller.
         return "resource \(resource.address) is owned by controller \(resource.metadata.owner) (the request gave \(given)): only its controller writes it"
     }
+}
+
+/// A resource held by a change being tried.
+public struct ChangeLock: Hashable, Sendable {
+    /// The change's id.
+    public var change: String
+    /// When the try ends, as the Change says it (RFC 3339).
+    public var deadline: String
+    /// The revision of the change's first event (its revert reads the log from there).
+    public var revision: UInt64
 }
 
 private func deduplicated(_ values: [String]) -> [String] {

@@ -62,7 +62,7 @@ public enum StateService {
                 if isDryRun(context) {
                     return respond(Result { CreateResponse(resource: try mapped { try engine.createDryRun(resource, owner: owner) }) })
                 }
-                engine.create(resource, owner: owner) { respond(answer($0, CreateResponse.init(resource:))) }
+                engine.create(resource, owner: owner, author: context.peer.commonName) { respond(answer($0, CreateResponse.init(resource:))) }
             },
             .unaryOnLoop(update, UpdateRequest.self, UpdateResponse.self) { request, context, respond in
                 guard let resource = request.newResource else { return respond.fail(RPCError(code: .invalidArgument, message: "new_resource is missing")) }
@@ -70,10 +70,10 @@ public enum StateService {
                 if isDryRun(context) {
                     return respond(Result { UpdateResponse(resource: try mapped { try engine.updateDryRun(resource, owner: owner, expectedPhase: phase) }) })
                 }
-                engine.update(resource, owner: owner, expectedPhase: phase) { respond(answer($0, UpdateResponse.init(resource:))) }
+                engine.update(resource, owner: owner, expectedPhase: phase, author: context.peer.commonName) { respond(answer($0, UpdateResponse.init(resource:))) }
             },
-            .unaryOnLoop(destroy, DestroyRequest.self, DestroyResponse.self) { request, _, respond in
-                engine.destroy(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id), owner: request.options?.owner ?? "") {
+            .unaryOnLoop(destroy, DestroyRequest.self, DestroyResponse.self) { request, context, respond in
+                engine.destroy(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id), owner: request.options?.owner ?? "", author: context.peer.commonName) {
                     respond(answer($0) { DestroyResponse() })
                 }
             },
@@ -82,15 +82,15 @@ public enum StateService {
             .serverStreamingOnLoop(watch, WatchRequest.self, WatchResponse.self, waitsOnOthers: true) { request, _, stream in
                 WatchStream.start(request, engine: engine, stream: stream, wakers: wakers)
             },
-            .unaryOnLoop(teardown, TeardownRequest.self, TeardownResponse.self) { request, _, respond in
-                engine.teardown(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id), owner: request.options?.owner ?? "") {
+            .unaryOnLoop(teardown, TeardownRequest.self, TeardownResponse.self) { request, context, respond in
+                engine.teardown(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id), owner: request.options?.owner ?? "", author: context.peer.commonName) {
                     respond(answer($0, TeardownResponse.init(destroyReady:)))
                 }
             },
             // It waits for the finalizers to go: a task, and graceful shutdown ends it at once.
-            RPCMethod.unary(teardownAndDestroy, TeardownAndDestroyRequest.self, TeardownAndDestroyResponse.self) { request, _ in
+            RPCMethod.unary(teardownAndDestroy, TeardownAndDestroyRequest.self, TeardownAndDestroyResponse.self) { request, context in
                 try await mapped {
-                    try await engine.teardownAndDestroy(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id), owner: request.options?.owner ?? "")
+                    try await engine.teardownAndDestroy(ResourceAddress(namespace: request.namespace, type: request.type, id: request.id), owner: request.options?.owner ?? "", author: context.peer.commonName)
                 }
                 return TeardownAndDestroyResponse()
             }.waitingOnOthers(),

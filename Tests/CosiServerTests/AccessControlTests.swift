@@ -247,6 +247,47 @@ struct AccessControlTests {
         }
     }
 
+    /// changes.md's calls, for every role: a change is a State write of each of its resources
+    /// (a sensitive or meta resource in it needs os:admin, naming the resource), confirm and
+    /// revert an operator's, history a State read.
+    @Test(arguments: Who.allCases)
+    func changeCalls(_ who: Who) async throws {
+        try await Self.withServer { port, pki, audit in
+            try await Self.withClient(who, pki, port) { client in
+                let mayRead = [.admin, .operator, .reader].contains(who)
+                let mayWrite = [.admin, .operator].contains(who)
+                let plain = StateConformance.resource("Plain.test.dev", "change-\(who)")
+                let apply = await Self.outcome { _ = try await client.applyChange([plain]) }
+                let dryRun = await Self.outcome { _ = try await client.applyChange([StateConformance.resource("Plain.test.dev", "dry-\(who)")], dryRun: true) }
+                var withSecret: RPCError?
+                do { _ = try await client.applyChange([StateConformance.resource("Plain.test.dev", "x-\(who)"), StateConformance.resource("Secrets.test.dev", "s2")]) } catch let error as RPCError { withSecret = error }
+                let history = await Self.outcome { _ = try await client.history(namespace: "default", type: "Plain.test.dev", id: "p") }
+                let secretHistory = await Self.outcome { _ = try await client.history(namespace: "default", type: "Secrets.test.dev", id: "s") }
+                let confirm = await Self.outcome { _ = try await client.confirmChange("c999999") }
+                let revert = await Self.outcome { _ = try await client.revertChange("c999999") }
+                #expect(apply == (mayWrite ? .ok : .refused), "\(who) Apply")
+                #expect(dryRun == (mayWrite ? .ok : .refused), "\(who) Apply dry run")
+                #expect(history == (mayRead ? .ok : .refused), "\(who) History")
+                #expect(secretHistory == (who == .admin ? .ok : .refused), "\(who) History of a sensitive type")
+                #expect(confirm == (mayWrite ? .failed(.notFound) : .refused), "\(who) Confirm")
+                #expect(revert == (mayWrite ? .failed(.notFound) : .refused), "\(who) Revert")
+                if who == .admin {
+                    #expect(withSecret == nil)
+                } else {
+                    #expect(withSecret?.code == .permissionDenied)
+                    if mayWrite { #expect(withSecret?.message.contains("resource 2 of 2 (default/Secrets.test.dev)") == true, "\(withSecret?.message ?? "")") }
+                }
+                if mayWrite {
+                    let stored = try await client.get(namespace: "default", type: "Plain.test.dev", id: "change-\(who)")
+                    #expect(stored.metadata.version == "1")
+                    let entries = try await client.history(namespace: "default", type: "Plain.test.dev", id: "change-\(who)").entries
+                    #expect(entries.map(\.identity) == [who.rawValue] && entries.first?.changeID.hasPrefix("c") == true)
+                    #expect(audit.records.contains { $0.metadata["method"] == "/cosi.resource.Changes/Apply" && $0.metadata["identity"] == "\(who.rawValue)" })
+                }
+            }
+        }
+    }
+
     @Test func policyTable() {
         let policy = AccessPolicy(isSensitive: { $0 == "Secrets.test.dev" }, audit: Logger(label: "test"))
         let read = AccessPolicy.Operation.stateRead(namespace: "default", type: "Plain.test.dev")

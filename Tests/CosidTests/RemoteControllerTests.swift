@@ -35,7 +35,7 @@ struct RemoteControllerTests {
         defer { engine.shutdown() }
         // The runtime and services of a cosid, with the transport started and stopped by hand.
         let cosid = CosiServer(configuration: RPCServerConfiguration(host: "127.0.0.1", port: 0, tls: tls), engine: engine, logger: quietLogger("test"), audit: quietLogger("audit"))
-        let methods = CosiServer.methods(engine: engine, controllers: cosid.controllerService, audit: quietLogger("audit"))
+        let methods = CosiServer.methods(engine: engine, controllers: cosid.controllerService, changes: cosid.changes, audit: quietLogger("audit"))
         func transport(port: Int) -> RPCServer {
             var configuration = RPCServerConfiguration(host: "127.0.0.1", port: port, tls: tls)
             configuration.gracePeriod = .seconds(1)

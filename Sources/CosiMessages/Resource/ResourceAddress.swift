@@ -59,4 +59,8 @@ public enum MetaNamespace {
     public static let owner = "meta"
     public static let namespaceType = "Namespaces.meta.cosi.dev"
     public static let resourceDefinitionType = "ResourceDefinitions.meta.cosi.dev"
+    /// The record of every change (changes.md): id = change id, written by cosid only.
+    public static let changesType = "Changes.meta.cosi.dev"
+    /// The owner of Changes resources.
+    public static let changesOwner = "cosid"
 }

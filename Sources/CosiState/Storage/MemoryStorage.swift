@@ -63,10 +63,22 @@ public final class MemoryStorage: StateStorage {
         log.withLockedValue { $0.entries.first?.event.revision ?? ($0.last + 1) }
     }
 
+    public func history(kind: ResourceKind, id: String, limit: Int) throws(StateError) -> [LoggedEvent] {
+        log.withLockedValue { log in
+            var found: [LoggedEvent] = []
+            for entry in log.entries.reversed() where entry.event.kind == kind && entry.event.id == id {
+                found.append(LoggedEvent(event: entry.event, time: entry.time))
+                if found.count == limit { break }
+            }
+            return found.reversed()
+        }
+    }
+
     public func compact(policy: RetentionPolicy, now: Int64, limit: Int) throws(StateError) {
         log.withLockedValue { log in
             var removed = 0
             while removed < limit, log.entries.count > policy.minimumEvents, let first = log.entries.first {
+                if let pinned = policy.pinnedFrom, first.event.revision >= pinned { break }
                 if let age = policy.maximumAgeSeconds, now - first.time < age { break }
                 log.entries.removeFirst()
                 removed += 1

@@ -23,7 +23,9 @@ public enum SyncMode: String, Sendable, CaseIterable, Codable {
 public final class SQLiteStorage: StateStorage, @unchecked Sendable {
     // @unchecked Sendable: `writer` is used only by the engine's single committer thread (and by
     // `init`/`load` before it starts); `reader` only under `readerLock`.
-    public static let schemaVersion: Int64 = 1
+    /// 2: events carry their author and change id (a version 1 database gains the columns,
+    /// empty for its old events, and the index by resource).
+    public static let schemaVersion: Int64 = 2
 
     private let writer: SQLiteConnection
     private let reader: SQLiteConnection
@@ -75,19 +77,43 @@ public final class SQLiteStorage: StateStorage, @unchecked Sendable {
                 PRIMARY KEY(namespace, type, id)) WITHOUT ROWID;
             CREATE TABLE IF NOT EXISTS events(
                 revision INTEGER PRIMARY KEY, namespace TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL,
-                event_type INTEGER NOT NULL, resource BLOB NOT NULL, old BLOB, time INTEGER NOT NULL);
+                event_type INTEGER NOT NULL, resource BLOB NOT NULL, old BLOB, time INTEGER NOT NULL,
+                author TEXT NOT NULL DEFAULT '', change_id TEXT NOT NULL DEFAULT '');
             CREATE INDEX IF NOT EXISTS events_by_kind ON events(namespace, type, revision);
             INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', \(Self.schemaVersion));
             INSERT OR IGNORE INTO meta(key, value) VALUES ('revision', 0);
             """)
+        try Self.migrate(writer)
         reader = try SQLiteConnection(path: path)
-        insertEvent = try writer.prepare("INSERT INTO events(revision, namespace, type, id, event_type, resource, old, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+        insertEvent = try writer.prepare("INSERT INTO events(revision, namespace, type, id, event_type, resource, old, time, author, change_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
         upsertResource = try writer.prepare("INSERT OR REPLACE INTO resources(namespace, type, id, data) VALUES (?, ?, ?, ?)")
         deleteResource = try writer.prepare("DELETE FROM resources WHERE namespace = ? AND type = ? AND id = ?")
         setRevision = try writer.prepare("UPDATE meta SET value = ? WHERE key = 'revision'")
         compactStatement = try writer.prepare(
             "DELETE FROM events WHERE revision IN (SELECT revision FROM events WHERE revision < ? AND time < ? ORDER BY revision LIMIT ?)"
         )
+    }
+
+    /// Brings a version 1 database to version 2: the author and change id columns, the index by
+    /// resource (history reads).
+    private static func migrate(_ db: SQLiteConnection) throws(StateError) {
+        var columns: [String] = []
+        try db.prepare("PRAGMA table_info(events)").run([]) { row in columns.append(row.text(1)) }
+        try db.execute("BEGIN IMMEDIATE")
+        do {
+            if !columns.contains("author") {
+                try db.execute("ALTER TABLE events ADD COLUMN author TEXT NOT NULL DEFAULT ''")
+            }
+            if !columns.contains("change_id") {
+                try db.execute("ALTER TABLE events ADD COLUMN change_id TEXT NOT NULL DEFAULT ''")
+            }
+            try db.execute("CREATE INDEX IF NOT EXISTS events_by_id ON events(namespace, type, id, revision)")
+            try db.execute("UPDATE meta SET value = \(schemaVersion) WHERE key = 'schema_version' AND value < \(schemaVersion)")
+            try db.execute("COMMIT")
+        } catch {
+            try? db.execute("ROLLBACK")
+            throw error
+        }
     }
 
     /// Refuses a database from a newer schema or one that fails SQLite's integrity check.
@@ -138,6 +164,7 @@ public final class SQLiteStorage: StateStorage, @unchecked Sendable {
                     .int(Int64(event.revision)), .text(m.namespace), .text(m.type), .text(m.id),
                     .int(Int64(event.type.rawValue)), .blob(data),
                     event.old.map { .blob(Array(buffer: $0.serializedBytes())) } ?? .null, .int(time),
+                    .text(event.author), .text(event.changeID),
                 ])
                 if event.type == .destroyed {
                     try deleteResource.run([.text(m.namespace), .text(m.type), .text(m.id)])
@@ -211,12 +238,36 @@ public final class SQLiteStorage: StateStorage, @unchecked Sendable {
 
     public func compact(policy: RetentionPolicy, now: Int64, limit: Int) throws(StateError) {
         guard lastRevision > UInt64(policy.minimumEvents) else { return }
-        let keepFrom = Int64(lastRevision) - Int64(policy.minimumEvents) + 1
+        var keepFrom = Int64(lastRevision) - Int64(policy.minimumEvents) + 1
+        if let pinned = policy.pinnedFrom { keepFrom = min(keepFrom, Int64(pinned)) }
         let cutoff = policy.maximumAgeSeconds.map { now - $0 } ?? Int64.max
         try compactStatement.run([.int(keepFrom), .int(cutoff), .int(Int64(limit))])
         try refreshOldest()
     }
 
+
+    public func history(kind: ResourceKind, id: String, limit: Int) throws(StateError) -> [LoggedEvent] {
+        readerLock.lock()
+        defer { readerLock.unlock() }
+        var entries: [LoggedEvent] = []
+        var failure: StateError?
+        try readStatement("SELECT revision, event_type, resource, old, time, author, change_id FROM events WHERE namespace = ? AND type = ? AND id = ? ORDER BY revision DESC LIMIT ?")
+            .run([.text(kind.namespace), .text(kind.type), .text(id), .int(Int64(limit))]) { row in
+                do {
+                    let event = StateEvent(
+                        revision: UInt64(row.int(0)), type: EventType(rawValue: Int32(row.int(1))),
+                        resource: try Resource(serializedBytes: row.blob(2)),
+                        old: row.isNull(3) ? nil : try Resource(serializedBytes: row.blob(3)),
+                        author: row.text(5), changeID: row.text(6)
+                    )
+                    entries.append(LoggedEvent(event: event, time: row.int(4)))
+                } catch {
+                    failure = StateError(.storageFailure, "\(self.path): event \(row.int(0)) does not decode")
+                }
+            }
+        if let failure { throw failure }
+        return entries.reversed()
+    }
 
     private func refreshOldest() throws(StateError) {
         var minimum: Int64?
