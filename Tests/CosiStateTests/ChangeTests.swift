@@ -180,6 +180,19 @@ struct ChangeTests {
         }
     }
 
+    @Test func aDeadlineRevertDestroysWhatItCreatedOnceReleased() async throws {
+        let engine = try StateBackends.memory().engine
+        defer { engine.shutdown() }
+        try await keeping(engine) { keeper in
+            let outcome = try await keeper.apply(ChangeRequest(resources: [thing("held", "1")], author: "op", tryMilliseconds: 200))
+            _ = try await engine.addFinalizers(address("held"), ["ctl"])
+            try await eventually("reverted at the deadline") { try record(engine, outcome.id).phase == .reverted }
+            try await eventually("torn down") { try engine.get(address("held")).metadata.phase == Phase.tearingDown }
+            _ = try await engine.removeFinalizers(address("held"), ["ctl"])
+            try await eventually("the keeper destroys it") { (try? engine.get(address("held"))) == nil }
+        }
+    }
+
     @Test func revertOnErrorRevertsWhenAStatusReportsAnError() async throws {
         let engine = try StateBackends.memory().engine
         defer { engine.shutdown() }

@@ -138,6 +138,8 @@ struct ChangeCommandTests {
         try await eventually("the route is in the kernel") { try await runProcess(ip, ["-n", name, "route"]).out.contains("10.98.0.0/16 via 10.99.0.254") }
         try await eventually("reverted at the deadline", timeout: .seconds(20)) { try await Self.phase(setup, id)["phase"] as? String == "reverted" }
         try await eventually("the route is gone") { !(try await runProcess(ip, ["-n", name, "route"]).out.contains("10.98.0.0/16")) }
+        // The spec the change created: torn down by the revert, destroyed once the controller let go.
+        try await eventually("the route spec is destroyed") { try await setup.run(["get", "RouteSpecs.net.cosi.dev", "10.98.0.0/16", "-n", "network"]).status == 1 }
         #expect(try await runProcess(ip, ["-n", name, "addr", "show", "veth0"]).out.contains("10.99.0.1/24"), "what the change did not touch stays")
     }
 }

@@ -52,7 +52,9 @@ public final class ChangeKeeper: Sendable {
 
     /// Reverts a change being tried at once.
     public func revert(_ id: String, author: String) async throws -> Resource {
-        try await engine.revertChange(id, author: author, reason: "reverted by \(author)")
+        let change = try await engine.revertChange(id, author: author, reason: "reverted by \(author)")
+        wakeup.fire() // what the revert tore down is destroyed once its finalizers go
+        return change
     }
 
     /// Keeps the tries until the task is cancelled.
@@ -75,6 +77,9 @@ public final class ChangeKeeper: Sendable {
             var lastPrune = ContinuousClock.now - .seconds(3600)
             while !Task.isCancelled {
                 var next: Int64?
+                // A revert changes what there is to do (what it tore down waits to be destroyed):
+                // look again at once instead of waiting.
+                var acted = false
                 let now = wallClockMillis()
                 // Only the records with work left are decoded: tries, and reverts waiting to destroy.
                 let all = (try? engine.list(changes)) ?? []
@@ -89,6 +94,7 @@ public final class ChangeKeeper: Sendable {
                         guard let deadline = record.deadlineMillis else { continue }
                         if deadline <= now {
                             await revert(id, reason: "not confirmed by its deadline \(record.deadline ?? "")")
+                            acted = true
                             continue
                         }
                         next = min(next ?? deadline, deadline)
@@ -99,6 +105,7 @@ public final class ChangeKeeper: Sendable {
                         // Looked at after the watches are registered: an error reported meanwhile is seen.
                         if let (entry, error) = statusError(record) {
                             await revert(id, reason: "the status of \(entry.address) reports an error: \(error)")
+                            acted = true
                         }
                     case .reverted:
                         for text in record.tearingDown ?? [] {
@@ -124,6 +131,7 @@ public final class ChangeKeeper: Sendable {
                     lastPrune = .now
                     await prune(all)
                 }
+                if acted { continue }
                 let wait: Duration? = next.map { .milliseconds(max(0, $0 - wallClockMillis())) }
                 await wakeup.wait(timeout: wait)
             }
