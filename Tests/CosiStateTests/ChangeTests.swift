@@ -184,8 +184,10 @@ struct ChangeTests {
         let engine = try StateBackends.memory().engine
         defer { engine.shutdown() }
         try await keeping(engine) { keeper in
-            let outcome = try await keeper.apply(ChangeRequest(resources: [thing("held", "1")], author: "op", tryMilliseconds: 200))
-            _ = try await engine.addFinalizers(address("held"), ["ctl"])
+            // The finalizer comes with the change, so the deadline cannot pass before it is there.
+            var held = thing("held", "1")
+            held.metadata.finalizers = ["ctl"]
+            let outcome = try await keeper.apply(ChangeRequest(resources: [held], author: "op", tryMilliseconds: 200))
             try await eventually("reverted at the deadline") { try record(engine, outcome.id).phase == .reverted }
             try await eventually("torn down") { try engine.get(address("held")).metadata.phase == Phase.tearingDown }
             _ = try await engine.removeFinalizers(address("held"), ["ctl"])

@@ -81,7 +81,7 @@ struct ChangeCommandTests {
         let setup = try await Setup(durable: true)
         try await setup.define(["Things.test.dev"])
         #expect(try await setup.run(["apply", "-f", "-"], input: "metadata: {type: Things.test.dev, id: a}\nspec: {value: 1}\n").status == 0)
-        let tried = try await setup.run(["apply", "-f", "-", "--try", "3s"], input: "metadata: {type: Things.test.dev, id: a}\nspec: {value: 2}\n---\nmetadata: {type: Things.test.dev, id: new}\nspec: {value: 1}\n")
+        let tried = try await setup.run(["apply", "-f", "-", "--try", "6s"], input: "metadata: {type: Things.test.dev, id: a}\nspec: {value: 2}\n---\nmetadata: {type: Things.test.dev, id: new}\nspec: {value: 1}\n")
         #expect(tried.status == 0, "\(tried.err)")
         let id = try #require(Self.changeID(tried.out), "\(tried.out)")
         let deadline = try #require(try await Self.phase(setup, id)["deadlineMillis"] as? Int)
@@ -132,7 +132,7 @@ struct ChangeCommandTests {
         let base = "metadata: {namespace: network, type: LinkSpecs.net.cosi.dev, id: veth0}\nspec: {}\n---\nmetadata: {namespace: network, type: AddressSpecs.net.cosi.dev, id: veth0/10.99.0.1/24}\nspec: {}\n"
         #expect(try await setup.run(["apply", "-f", "-"], input: base).status == 0)
         try await eventually("the address is up") { try await runProcess(ip, ["-n", name, "addr", "show", "veth0"]).out.contains("10.99.0.1/24") }
-        let tried = try await setup.run(["apply", "-f", "-", "--try", "3s"], input: "metadata: {namespace: network, type: RouteSpecs.net.cosi.dev, id: 10.98.0.0/16}\nspec: {gateway: 10.99.0.254}\n")
+        let tried = try await setup.run(["apply", "-f", "-", "--try", "6s"], input: "metadata: {namespace: network, type: RouteSpecs.net.cosi.dev, id: 10.98.0.0/16}\nspec: {gateway: 10.99.0.254}\n")
         #expect(tried.status == 0, "\(tried.err)")
         let id = try #require(Self.changeID(tried.out), "\(tried.out)")
         try await eventually("the route is in the kernel") { try await runProcess(ip, ["-n", name, "route"]).out.contains("10.98.0.0/16 via 10.99.0.254") }
