@@ -111,7 +111,7 @@ extension ApplyStep {
     }
 }
 
-struct Apply: AsyncParsableCommand {
+struct Apply: AsyncParsableCommand, Sendable {
     static let configuration = CommandConfiguration(
         abstract: "Create or update resources from YAML as one change (several documents allowed).",
         discussion: """
@@ -148,15 +148,13 @@ struct Apply: AsyncParsableCommand {
     @Flag(help: "Write nothing: show what would change (exit 0 none, 1 some, 2 an error).") var dryRun = false
     @Option(name: .customLong("try"), help: "Revert the change after this long unless confirmed (90s, 5m, 1h).") var tryFor: String?
     @Flag(help: "With --try: revert at once when a status of a resource of the change reports an error.") var revertOnError = false
-    @Flag(help: "Wait until each written resource's status (the built-in controller's) reports it.") var wait = false
-    @Option(help: "Seconds --wait waits for each resource.") var timeout = 30
+    @Flag(help: "Wait until each written resource's status (the built-in controller's) reports it (--timeout: how long, 30s by default).") var wait = false
 
     func validate() throws {
         if dryRun, wait { throw ValidationError("--dry-run writes nothing to wait for") }
         if dryRun, tryFor != nil { throw ValidationError("--dry-run writes nothing to try") }
         if revertOnError, tryFor == nil { throw ValidationError("--revert-on-error needs --try DURATION") }
         if let tryFor { _ = try parseDuration(tryFor, option: "--try") }
-        guard timeout > 0 else { throw ValidationError("--timeout must be at least 1 second") }
     }
 
     func run() async throws {
@@ -165,7 +163,8 @@ struct Apply: AsyncParsableCommand {
             return
         }
         let period = try tryFor.map { try parseDuration($0, option: "--try") }
-        try await connection.withClient { client in
+        let timeout = try connection.timeoutDuration() ?? .seconds(30)
+        let applied = try await connection.eachNode(bounded: !wait) { client in
             let catalog = try await TypeCatalog.load(client)
             let documents = try DocumentReader(catalog: catalog, allowUndefined: allowUndefinedType).read(file)
             let response: ApplyChangeResponse
@@ -174,8 +173,8 @@ struct Apply: AsyncParsableCommand {
             } catch {
                 throw fail(error)
             }
-            ChangeOutput.printApplied(response)
-            guard wait else { return }
+            let id = ChangeOutput.printApplied(response)
+            guard wait else { return id }
             var failures = 0
             for change in response.resources where change.action != "unchanged" {
                 guard let resource = change.after else { continue }
@@ -184,8 +183,8 @@ struct Apply: AsyncParsableCommand {
                     continue
                 }
                 do {
-                    let report = try await StatusWait.wait(for: resource, statusType: status.resourceType, client: client, timeout: .seconds(timeout))
-                    print("\(report.address) reports version \(resource.metadata.version)")
+                    let report = try await StatusWait.wait(for: resource, statusType: status.resourceType, client: client, timeout: timeout)
+                    out("\(report.address) reports version \(resource.metadata.version)")
                 } catch {
                     let message = (fail(error) as? CLIError)?.message ?? "\(error)"
                     note("\(resource.address): \(message)")
@@ -193,11 +192,13 @@ struct Apply: AsyncParsableCommand {
                 }
             }
             if failures > 0 { throw CLIError("\(failures) of \(response.resources.count) resources did not report their version") }
+            return id
         }
+        ChangeOutput.printFleetHint(applied, tried: period != nil)
     }
 }
 
-struct Diff: AsyncParsableCommand {
+struct Diff: AsyncParsableCommand, Sendable {
     static let configuration = CommandConfiguration(
         abstract: "Show what applying YAML would change, writing nothing (apply --dry-run).",
         discussion: """
@@ -226,23 +227,18 @@ struct Diff: AsyncParsableCommand {
     }
 
     /// Dry-runs the documents `read` gives and prints each step and its diff; exits as diff(1).
-    static func run(connection: ConnectionOptions, read: (CosiClient) async throws -> [Resource]) async throws {
+    static func run(connection: ConnectionOptions, read: @escaping @Sendable (CosiClient) async throws -> [Resource]) async throws {
+        if try !connection.fleetNodes().isEmpty {
+            // Every node's differences under its name; an error on any node is exit 2.
+            let answers = try await connection.eachNode(failureExitCode: 2) { client in
+                try await dryRun(client, read: read)
+            }
+            if answers.contains(where: \.value) { throw ExitCode(1) }
+            return
+        }
         var differences = false
         do {
-            try await connection.withClient { client in
-                let documents = try await read(client)
-                let response: ApplyChangeResponse
-                do { response = try await client.applyChange(documents, dryRun: true) } catch { throw fail(error) }
-                for change in response.resources {
-                    guard let after = change.after else { continue }
-                    let step = ApplyStep(resource: after, current: change.before, action: ApplyStep.Action(rawValue: change.action) ?? .update)
-                    print("\(step.address): \(step.action.rawValue)")
-                    if step.action != .unchanged {
-                        differences = true
-                        print(step.diff, terminator: "")
-                    }
-                }
-            }
+            differences = try await connection.withClient { client in try await dryRun(client, read: read) }
         } catch let error as CLIError {
             throw CLIError(error.message, exitCode: 2)
         } catch let error as ValidationError {
@@ -252,9 +248,27 @@ struct Diff: AsyncParsableCommand {
         }
         if differences { throw ExitCode(1) }
     }
+
+    /// One server's dry run, printed; whether it found differences.
+    static func dryRun(_ client: CosiClient, read: (CosiClient) async throws -> [Resource]) async throws -> Bool {
+        let documents = try await read(client)
+        let response: ApplyChangeResponse
+        do { response = try await client.applyChange(documents, dryRun: true) } catch { throw fail(error) }
+        var differences = false
+        for change in response.resources {
+            guard let after = change.after else { continue }
+            let step = ApplyStep(resource: after, current: change.before, action: ApplyStep.Action(rawValue: change.action) ?? .update)
+            out("\(step.address): \(step.action.rawValue)")
+            if step.action != .unchanged {
+                differences = true
+                out(step.diff, terminator: "")
+            }
+        }
+        return differences
+    }
 }
 
-struct Create: AsyncParsableCommand {
+struct Create: AsyncParsableCommand, Sendable {
     static let configuration = CommandConfiguration(
         abstract: "Create resources from YAML; existing ones are an error.",
         discussion: "Types resolve as `get` resolves them; owner and phase are never sent.\n\nExample:\n  cosictl create -f hostname.yaml"
@@ -264,11 +278,11 @@ struct Create: AsyncParsableCommand {
     @Flag(help: "Write a type no ResourceDefinition defines, as written.") var allowUndefinedType = false
 
     func run() async throws {
-        try await connection.withClient { client in
+        try await connection.eachNode { client in
             let catalog = try await TypeCatalog.load(client)
             for resource in try DocumentReader(catalog: catalog, allowUndefined: allowUndefinedType).read(file) {
                 let stored = try await client.create(resource)
-                print("\(stored.address) created")
+                out("\(stored.address) created")
             }
         }
     }

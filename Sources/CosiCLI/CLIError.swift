@@ -36,5 +36,9 @@ func fail(_ error: any Error) -> any Error {
 
 /// Writes a line to standard error.
 func note(_ text: String) {
+    if let capture = Output.capture {
+        capture.append(.note(text))
+        return
+    }
     FileHandle.standardError.write(Data((text + "\n").utf8))
 }

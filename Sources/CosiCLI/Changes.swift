@@ -7,23 +7,34 @@ import Yams
 
 /// How change commands print their results.
 enum ChangeOutput {
-    static func printApplied(_ response: ApplyChangeResponse) {
+    /// Prints what a change did; returns its id.
+    @discardableResult
+    static func printApplied(_ response: ApplyChangeResponse) -> String {
         for change in response.resources {
             guard let after = change.after else { continue }
             switch change.action {
-            case "create": print("\(after.address) created")
-            case "update": print("\(after.address) updated (version \(after.metadata.version))")
-            default: print("\(after.address) unchanged")
+            case "create": out("\(after.address) created")
+            case "update": out("\(after.address) updated (version \(after.metadata.version))")
+            default: out("\(after.address) unchanged")
             }
         }
-        guard !response.id.isEmpty else { return }
+        guard !response.id.isEmpty else { return "" }
         let fields = response.change.map(fields) ?? [:]
         if let deadline = fields["deadline"] as? String {
-            print("change \(response.id) is being tried until \(deadline): cosictl confirm \(response.id) keeps it, cosictl revert \(response.id) reverts it now; unconfirmed, cosid reverts it at the deadline")
+            out("change \(response.id) is being tried until \(deadline): cosictl confirm \(response.id) keeps it, cosictl revert \(response.id) reverts it now; unconfirmed, cosid reverts it at the deadline")
         } else {
-            print("change \(response.id) applied")
+            out("change \(response.id) applied")
         }
         fflush(nil)
+        return response.id
+    }
+
+    /// After a change on several nodes (each gives it its own id), how to confirm or revert
+    /// them all at once.
+    static func printFleetHint(_ applied: [(node: CosiNode?, value: String)], tried: Bool) {
+        let pairs = applied.compactMap { entry in entry.value.isEmpty ? nil : entry.node.map { "\($0)=\(entry.value)" } }
+        guard tried, !pairs.isEmpty else { return }
+        note("to keep the change on every node: cosictl confirm \(pairs.joined(separator: " ")); to revert it: cosictl revert \(pairs.joined(separator: " "))")
     }
 
     /// The fields of a Changes resource's spec.
@@ -47,25 +58,25 @@ func parseDuration(_ text: String, option: String) throws -> Duration {
     return .milliseconds(Int64((value * scale * 1000).rounded()))
 }
 
-struct Confirm: AsyncParsableCommand {
+struct Confirm: AsyncParsableCommand, Sendable {
     static let configuration = CommandConfiguration(
         abstract: "Keep a change being tried (apply --try): cosid will not revert it.",
         discussion: "Example:\n  cosictl confirm c42"
     )
     @OptionGroup var connection: ConnectionOptions
-    @Argument(help: "The change's id (cosictl get changes).") var id: String
+    @Argument(help: "The change's id (cosictl get changes); with several nodes, NODE=ID for each (apply --try prints them).") var ids: [String]
 
     func run() async throws {
-        try await connection.withClient { client in
+        try await ChangeTargets(ids).run(connection) { client, id in
             do {
                 _ = try await client.confirmChange(id)
-                print("change \(id) confirmed")
+                out("change \(id) confirmed")
             } catch { throw fail(error) }
         }
     }
 }
 
-struct Revert: AsyncParsableCommand {
+struct Revert: AsyncParsableCommand, Sendable {
     static let configuration = CommandConfiguration(
         abstract: "Revert a change being tried now: every resource back as it was, as new versions.",
         discussion: """
@@ -77,19 +88,19 @@ struct Revert: AsyncParsableCommand {
         """
     )
     @OptionGroup var connection: ConnectionOptions
-    @Argument(help: "The change's id (cosictl get changes).") var id: String
+    @Argument(help: "The change's id (cosictl get changes); with several nodes, NODE=ID for each (apply --try prints them).") var ids: [String]
 
     func run() async throws {
-        try await connection.withClient { client in
+        try await ChangeTargets(ids).run(connection) { client, id in
             do {
                 _ = try await client.revertChange(id)
-                print("change \(id) reverted")
+                out("change \(id) reverted")
             } catch { throw fail(error) }
         }
     }
 }
 
-struct History: AsyncParsableCommand {
+struct History: AsyncParsableCommand, Sendable {
     static let configuration = CommandConfiguration(
         abstract: "List the versions of a resource the event log still holds: who wrote each, in which change.",
         discussion: """
@@ -111,7 +122,7 @@ struct History: AsyncParsableCommand {
     }
 
     func run() async throws {
-        try await connection.withClient { client in
+        try await connection.eachNode { client in
             let catalog = try await TypeCatalog.load(client)
             let selection = try Selection(target.type, target.id, namespace: target.namespace, catalog: catalog)
             let response: HistoryResponse
@@ -126,7 +137,7 @@ struct History: AsyncParsableCommand {
                         ("identity", entry.identity), ("change", entry.changeID),
                     ]))
                 }
-                print(documents.joined(separator: "---\n"), terminator: "")
+                out(documents.joined(separator: "---\n"), terminator: "")
                 return
             }
             var table = TableWriter()
@@ -142,7 +153,7 @@ struct History: AsyncParsableCommand {
     }
 }
 
-struct Rollback: AsyncParsableCommand {
+struct Rollback: AsyncParsableCommand, Sendable {
     static let configuration = CommandConfiguration(
         abstract: "Apply an older version's spec, labels and annotations as a change.",
         discussion: """
@@ -203,11 +214,54 @@ struct Rollback: AsyncParsableCommand {
             return
         }
         let period = try tryFor.map { try parseDuration($0, option: "--try") }
-        try await connection.withClient { client in
+        let applied = try await connection.eachNode { client in
             let resource = try await document(client)
             do {
-                ChangeOutput.printApplied(try await client.applyChange([resource], tryFor: period, revertOnError: revertOnError))
+                return ChangeOutput.printApplied(try await client.applyChange([resource], tryFor: period, revertOnError: revertOnError))
             } catch { throw fail(error) }
+        }
+        ChangeOutput.printFleetHint(applied, tried: period != nil)
+    }
+}
+
+/// The changes `confirm` and `revert` act on: one id (on the one server, or on every node), or
+/// `NODE=ID` for each node (a change has its own id on each node).
+struct ChangeTargets {
+    var plain: [String] = []
+    var byNode: [(CosiNode, String)] = []
+
+    init(_ arguments: [String]) throws {
+        for argument in arguments {
+            if let equals = argument.lastIndex(of: "="), equals != argument.startIndex {
+                let node: CosiNode
+                do { node = try CosiNode(parsing: String(argument[..<equals])) } catch { throw ValidationError("\(argument): \(error)") }
+                byNode.append((node, String(argument[argument.index(after: equals)...])))
+            } else {
+                plain.append(argument)
+            }
+        }
+        guard !(plain.isEmpty && byNode.isEmpty) else { throw ValidationError("give the change's id (cosictl get changes)") }
+        guard plain.count <= 1 else { throw ValidationError("give one change id, or NODE=ID for each node (\(plain.joined(separator: ", ")) are several)") }
+    }
+
+    func run(_ connection: ConnectionOptions, _ body: @escaping @Sendable (CosiClient, String) async throws -> Void) async throws {
+        var connection = connection
+        var ids: [CosiNode: String] = [:]
+        if !byNode.isEmpty {
+            for (node, id) in byNode { ids[node] = id }
+            let listed = try connection.fleetNodes()
+            if listed.isEmpty {
+                connection.nodes = byNode.map(\.0.description)
+            } else if plain.isEmpty, let missing = listed.first(where: { ids[$0] == nil }) {
+                throw ValidationError("no change id is given for \(missing): give \(missing)=ID, or one ID for every node")
+            }
+        }
+        let fallback = plain.first
+        let named = ids
+        try await connection.eachNode { client in
+            let node = CosiNode(host: client.configuration.host, port: client.configuration.port)
+            guard let id = named[node] ?? fallback else { throw CLIError("no change id is given for \(node)") }
+            try await body(client, id)
         }
     }
 }

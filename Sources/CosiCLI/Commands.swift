@@ -6,7 +6,7 @@ import Foundation
 import Yams
 
 /// The options of a command that acts on one resource: TYPE ID (or TYPE/ID) and a namespace.
-struct OneResource: ParsableArguments {
+struct OneResource: ParsableArguments, Sendable {
     @Argument(help: "Type, or a short name of one, or TYPE/ID.", completion: .custom(completeTypes)) var type: String
     @Argument(help: "The resource's id.") var id: String?
     @Option(name: .shortAndLong, help: "Namespace (default: the type's default namespace).") var namespace: String?
@@ -27,7 +27,7 @@ struct OneResource: ParsableArguments {
     }
 }
 
-struct Delete: AsyncParsableCommand {
+struct Delete: AsyncParsableCommand, Sendable {
     static let configuration = CommandConfiguration(
         abstract: "Tear a resource down and destroy it once its finalizers are gone.",
         discussion: """
@@ -42,20 +42,20 @@ struct Delete: AsyncParsableCommand {
     @OptionGroup var connection: ConnectionOptions
     @OptionGroup var target: OneResource
     @Flag(help: "Only tear down; do not wait for the finalizers.") var noWait = false
-    @Option(help: "Seconds to wait for the finalizers.") var timeout = 300
 
     func run() async throws {
-        try await connection.withClient { client in
+        let timeout = try connection.timeoutDuration() ?? .seconds(300)
+        try await connection.eachNode(bounded: false) { client in
             let catalog = try await TypeCatalog.load(client)
             let (selection, current) = try await target.fetch(client, catalog: catalog)
             let (ns, type, id) = (selection.namespace, selection.type, selection.id!)
             if noWait {
                 let ready = try await client.teardown(namespace: ns, type: type, id: id)
                 if ready {
-                    print("\(selection.address) torn down, ready to destroy")
+                    out("\(selection.address) torn down, ready to destroy")
                 } else {
                     let holders = await ControllerDirectory.load(client)
-                    print("\(selection.address) torn down; waiting on finalizers: \(current.metadata.finalizers.map(holders.describe).joined(separator: ", "))")
+                    out("\(selection.address) torn down; waiting on finalizers: \(current.metadata.finalizers.map(holders.describe).joined(separator: ", "))")
                 }
                 return
             }
@@ -64,39 +64,39 @@ struct Delete: AsyncParsableCommand {
                 note("waiting for finalizers: \(current.metadata.finalizers.map(holders.describe).joined(separator: ", ")) ...")
             }
             do {
-                try await client.teardownAndDestroy(namespace: ns, type: type, id: id, timeout: .seconds(timeout))
+                try await client.teardownAndDestroy(namespace: ns, type: type, id: id, timeout: timeout)
             } catch let error as RPCError where error.code == .deadlineExceeded {
                 let left = (try? await client.get(namespace: ns, type: type, id: id))?.metadata.finalizers ?? []
                 let holders = await ControllerDirectory.load(client)
-                throw CLIError("DEADLINE_EXCEEDED: \(selection.address) is still held after \(timeout) s by \(left.map(holders.describe).joined(separator: ", ")); it stays tearing down")
+                throw CLIError("DEADLINE_EXCEEDED: \(selection.address) is still held after \(timeout) by \(left.map(holders.describe).joined(separator: ", ")); it stays tearing down")
             }
-            print("\(selection.address) destroyed")
+            out("\(selection.address) destroyed")
         }
     }
 }
 
-struct Teardown: AsyncParsableCommand {
+struct Teardown: AsyncParsableCommand, Sendable {
     static let configuration = CommandConfiguration(abstract: "Move a resource to phase tearingDown.", discussion: "Example:\n  cosictl teardown hsp hostname")
     @OptionGroup var connection: ConnectionOptions
     @OptionGroup var target: OneResource
 
     func run() async throws {
-        try await connection.withClient { client in
+        try await connection.eachNode { client in
             let catalog = try await TypeCatalog.load(client)
             let (selection, _) = try await target.fetch(client, catalog: catalog)
             let ready = try await client.teardown(namespace: selection.namespace, type: selection.type, id: selection.id!)
             if ready {
-                print("\(selection.address) ready to destroy")
+                out("\(selection.address) ready to destroy")
             } else {
                 let finalizers = try await client.get(namespace: selection.namespace, type: selection.type, id: selection.id!).metadata.finalizers
                 let holders = await ControllerDirectory.load(client)
-                print("\(selection.address) waiting on finalizers: \(finalizers.map(holders.describe).joined(separator: ", "))")
+                out("\(selection.address) waiting on finalizers: \(finalizers.map(holders.describe).joined(separator: ", "))")
             }
         }
     }
 }
 
-struct Edit: AsyncParsableCommand {
+struct Edit: AsyncParsableCommand, Sendable {
     static let configuration = CommandConfiguration(
         abstract: "Edit a resource in $EDITOR; spec, labels and annotations are saved with Update.",
         discussion: """
@@ -111,6 +111,16 @@ struct Edit: AsyncParsableCommand {
     @OptionGroup var target: OneResource
 
     func run() async throws {
+        // One editor session edits one machine's resource.
+        var connection = self.connection
+        let nodes = try connection.fleetNodes()
+        guard nodes.count <= 1 else {
+            throw ValidationError("edit works on one node at a time (\(nodes.count) are given): pass --nodes with one node, or use apply -f with --nodes")
+        }
+        if let node = nodes.first {
+            connection.endpoint = node.description
+            connection.nodes = []
+        }
         try await connection.withClient { client in
             let catalog = try await TypeCatalog.load(client)
             let fetched = try await target.fetch(client, catalog: catalog)
@@ -131,7 +141,7 @@ struct Edit: AsyncParsableCommand {
                 guard process.terminationStatus == 0 else { throw CLIError("the editor (\(editor)) failed; nothing was changed") }
                 let edited = try String(contentsOfFile: path, encoding: .utf8)
                 if edited == original {
-                    print("no changes")
+                    out("no changes")
                     return
                 }
                 let resources: [Resource]
@@ -141,12 +151,12 @@ struct Edit: AsyncParsableCommand {
                 guard document.address == current.address else { throw CLIError("namespace, type and id cannot be changed by edit; nothing was changed") }
                 let step = try await ApplyStep.plan(document, client: client)
                 guard step.action != .unchanged else {
-                    print("no changes")
+                    out("no changes")
                     return
                 }
                 do {
                     let stored = try await step.write(client: client)
-                    print("\(stored.address) updated (version \(stored.metadata.version))")
+                    out("\(stored.address) updated (version \(stored.metadata.version))")
                     return
                 } catch let error as CLIError where error.message.contains("changed since cosictl read it") && attempt < 5 {
                     note("the resource changed while you edited it: editing the new version")
@@ -156,7 +166,7 @@ struct Edit: AsyncParsableCommand {
     }
 }
 
-struct Describe: AsyncParsableCommand {
+struct Describe: AsyncParsableCommand, Sendable {
     static let configuration = CommandConfiguration(
         abstract: "Show one resource in full: metadata, spec, who owns it, who holds its finalizers, and its status.",
         discussion: """
@@ -171,7 +181,7 @@ struct Describe: AsyncParsableCommand {
     @OptionGroup var target: OneResource
 
     func run() async throws {
-        try await connection.withClient { client in
+        try await connection.eachNode { client in
             let catalog = try await TypeCatalog.load(client)
             let (selection, resource) = try await target.fetch(client, catalog: catalog)
             let controllers = await ControllerDirectory.load(client)
@@ -186,19 +196,19 @@ struct Describe: AsyncParsableCommand {
             ]
             if case .undefined = selection.resolution { rows.append(("Definition", "none: no ResourceDefinition defines \(m.type)")) }
             let width = rows.map(\.0.count).max()! + 2
-            for (name, value) in rows { print((name + ":").padding(toLength: width, withPad: " ", startingAt: 0) + value) }
-            print("Spec:")
-            print(Self.indented(try Yams.serialize(node: ResourceYAML.specNode(resource))), terminator: "")
+            for (name, value) in rows { out((name + ":").padding(toLength: width, withPad: " ", startingAt: 0) + value) }
+            out("Spec:")
+            out(Self.indented(try Yams.serialize(node: ResourceYAML.specNode(resource))), terminator: "")
             guard let statusType = catalog.statusType(of: m.type) else { return }
             guard let status = try? await client.get(namespace: m.namespace, type: statusType.resourceType, id: m.id) else {
-                print("Status:".padding(toLength: width, withPad: " ", startingAt: 0) + "none yet (\(m.namespace)/\(statusType.resourceType)/\(m.id))")
+                out("Status:".padding(toLength: width, withPad: " ", startingAt: 0) + "none yet (\(m.namespace)/\(statusType.resourceType)/\(m.id))")
                 return
             }
             let reported = status.metadata.annotations["cosi.dev/spec-version"]
             let note = reported.map { $0 == m.version ? "reports this version" : "reports version \($0) of the spec" } ?? "reports no spec version"
-            print("Status:".padding(toLength: width, withPad: " ", startingAt: 0)
+            out("Status:".padding(toLength: width, withPad: " ", startingAt: 0)
                 + "\(status.metadata.namespace)/\(status.metadata.type)/\(status.metadata.id) version \(status.metadata.version), \(note), by \(controllers.describe(status.metadata.owner))")
-            print(Self.indented(try Yams.serialize(node: ResourceYAML.specNode(status))), terminator: "")
+            out(Self.indented(try Yams.serialize(node: ResourceYAML.specNode(status))), terminator: "")
         }
     }
 
@@ -207,7 +217,7 @@ struct Describe: AsyncParsableCommand {
     }
 }
 
-struct Wait: AsyncParsableCommand {
+struct Wait: AsyncParsableCommand, Sendable {
     static let configuration = CommandConfiguration(
         abstract: "Wait until a resource meets a condition (kubectl wait).",
         discussion: """
@@ -227,7 +237,6 @@ struct Wait: AsyncParsableCommand {
     @OptionGroup var connection: ConnectionOptions
     @OptionGroup var target: OneResource
     @Option(name: .customLong("for"), help: "The condition: created, deleted, phase=PHASE, status, or PATH=VALUE.") var condition: String
-    @Option(help: "Seconds to wait.") var timeout = 30
 
     enum Condition: Sendable {
         case created
@@ -263,36 +272,35 @@ struct Wait: AsyncParsableCommand {
 
     func validate() throws {
         _ = try Self.parse(condition)
-        guard timeout > 0 else { throw ValidationError("--timeout must be at least 1 second") }
     }
 
     func run() async throws {
         let parsed = try Self.parse(condition)
         let described = condition
-        let seconds = timeout
-        try await connection.withClient { client in
+        let seconds = try connection.timeoutDuration() ?? .seconds(30)
+        try await connection.eachNode(bounded: false) { client in
             let catalog = try await TypeCatalog.load(client)
             let selection = try Selection(target.type, target.id, namespace: target.namespace, catalog: catalog)
             let (ns, type, id) = (selection.namespace, selection.type, selection.id!)
             if case .status = parsed {
                 guard let statusType = catalog.statusType(of: type) else { throw CLIError("no status type reports \(type)") }
                 let spec = try await client.get(namespace: ns, type: type, id: id)
-                let status = try await StatusWait.wait(for: spec, statusType: statusType.resourceType, client: client, timeout: .seconds(seconds))
-                print("\(status.address) reports version \(spec.metadata.version)")
+                let status = try await StatusWait.wait(for: spec, statusType: statusType.resourceType, client: client, timeout: seconds)
+                out("\(status.address) reports version \(spec.metadata.version)")
                 return
             }
             var request = WatchRequest(namespace: ns, type: type, id: id, apiVersion: 1)
             request.options = WatchOptions()
             let watch = client.watch(request)
             let address = selection.address
-            try await withDeadline(.seconds(seconds), what: "waiting for \(address): \(described)") {
+            try await withDeadline(seconds, what: "waiting for \(address): \(described)") {
                 for try await event in watch {
                     let exists = event.type != .destroyed && event.resource.map { $0.metadata.version != "undefined" } ?? false
                     if Self.met(parsed, resource: exists ? event.resource : nil) { return }
                 }
                 throw CLIError("the watch of \(address) ended")
             }
-            print("\(address): \(described)")
+            out("\(address): \(described)")
         }
     }
 
@@ -309,7 +317,7 @@ struct Wait: AsyncParsableCommand {
     }
 }
 
-struct Info: AsyncParsableCommand {
+struct Info: AsyncParsableCommand, Sendable {
     static let configuration = CommandConfiguration(
         abstract: "Show the server's version and who it thinks you are.",
         discussion: "Example:\n  cosictl info",
@@ -318,23 +326,27 @@ struct Info: AsyncParsableCommand {
     @OptionGroup var connection: ConnectionOptions
 
     func run() async throws {
-        try await connection.withClient { client in
+        try await connection.eachNode { client in
             let info = try await client.info()
             let address = client.configuration.unixSocketPath.map { "unix:\($0)" } ?? "\(client.configuration.host):\(client.configuration.port)"
-            print("server:   cosid \(info.version) at \(address)")
-            print("identity: \(info.identity)")
-            print("roles:    \(info.roles.isEmpty ? "(none)" : info.roles.joined(separator: ", "))")
+            out("server:   cosid \(info.version) at \(address)")
+            out("identity: \(info.identity)")
+            out("roles:    \(info.roles.isEmpty ? "(none)" : info.roles.joined(separator: ", "))")
         }
     }
 }
 
-struct Version: AsyncParsableCommand {
+struct Version: AsyncParsableCommand, Sendable {
     static let configuration = CommandConfiguration(abstract: "Show cosictl's version, and the server's when it can be reached.", discussion: "Example:\n  cosictl version")
     @OptionGroup var connection: ConnectionOptions
 
     func run() async throws {
-        print("client: cosictl \(cosiVersion)")
+        out("client: cosictl \(cosiVersion)")
+        if try !connection.fleetNodes().isEmpty {
+            try await connection.eachNode { client in out("server: cosid \(try await client.info().version)") }
+            return
+        }
         let server = try? await connection.withClient { try await $0.info().version }
-        print(server.map { "server: cosid \($0)" } ?? "server: (not reachable)")
+        out(server.map { "server: cosid \($0)" } ?? "server: (not reachable)")
     }
 }

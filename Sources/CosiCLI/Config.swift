@@ -4,7 +4,7 @@ import Foundation
 import Yams
 
 /// `cosictl config`: the contexts of the config file.
-struct Config: ParsableCommand {
+struct Config: ParsableCommand, Sendable {
     static let configuration = CommandConfiguration(
         abstract: "Show and choose the contexts of the config file ($COSICONFIG or ~/.config/cosi/config.yaml).",
         discussion: """
@@ -38,7 +38,7 @@ struct Config: ParsableCommand {
     }
 }
 
-struct GetContexts: ParsableCommand {
+struct GetContexts: ParsableCommand, Sendable {
     static let configuration = CommandConfiguration(commandName: "get-contexts", abstract: "List the contexts; * marks the current one.")
 
     func run() throws {
@@ -47,13 +47,13 @@ struct GetContexts: ParsableCommand {
         let rows = file.contexts.keys.sorted().map { name -> [String] in
             let context = file.contexts[name]!
             let identity = context.crt.flatMap { try? Certificate.load(.file($0)).first }.map { $0.identity.commonName } ?? "-"
-            return [name == current ? "*" : "", name, (context.endpoints ?? ["127.0.0.1:50000"]).joined(separator: ","), identity]
+            return [name == current ? "*" : "", name, (context.endpoints ?? ["127.0.0.1:50000"]).joined(separator: ","), (context.nodes ?? []).joined(separator: ",").nonEmpty ?? "-", identity]
         }
-        printTable([["CURRENT", "NAME", "ENDPOINTS", "IDENTITY"]] + rows)
+        printTable([["CURRENT", "NAME", "ENDPOINTS", "NODES", "IDENTITY"]] + rows)
     }
 }
 
-struct UseContext: ParsableCommand {
+struct UseContext: ParsableCommand, Sendable {
     static let configuration = CommandConfiguration(commandName: "use-context", abstract: "Make a context the current one.")
     @Argument(help: "The context's name.") var name: String
 
@@ -69,7 +69,7 @@ struct UseContext: ParsableCommand {
     }
 }
 
-struct CurrentContext: ParsableCommand {
+struct CurrentContext: ParsableCommand, Sendable {
     static let configuration = CommandConfiguration(commandName: "current-context", abstract: "Print the current context's name.")
 
     func run() throws {
@@ -80,7 +80,7 @@ struct CurrentContext: ParsableCommand {
 }
 
 /// `cosictl completion SHELL`.
-struct Completion: ParsableCommand {
+struct Completion: ParsableCommand, Sendable {
     static let configuration = CommandConfiguration(
         abstract: "Print a shell completion script: subcommands, flags, and the server's type names and short names.",
         discussion: """
@@ -102,4 +102,9 @@ struct Completion: ParsableCommand {
     func run() throws {
         print(Cosictl.completionScript(for: CompletionShell(rawValue: shell)!))
     }
+}
+
+extension String {
+    /// Nil for the empty string.
+    var nonEmpty: String? { isEmpty ? nil : self }
 }

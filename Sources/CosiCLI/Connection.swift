@@ -6,7 +6,7 @@ import Foundation
 import Yams
 
 /// Where cosictl connects: a context from the config file, overridden by flags.
-public struct ConnectionOptions: ParsableArguments {
+public struct ConnectionOptions: ParsableArguments, Sendable {
     @Option(help: "Context of the config file to use (default: the file's current context).")
     var context: String?
 
@@ -22,7 +22,34 @@ public struct ConnectionOptions: ParsableArguments {
     @Option(help: "Client private key (path or inline PEM).")
     var key: String?
 
+    @Option(help: "Machines to act on, host or host:port (port 50000 by default); comma-separated or repeated. Output gets a NODE column; each node's result is reported (default: the context's nodes, else one server, --endpoint).")
+    var nodes: [String] = []
+
+    @Option(help: "With --nodes: how many nodes are asked at once.")
+    var parallel: Int = 32
+
+    @Flag(help: "With --nodes: stop at the first node that fails (the rest are reported as not run).")
+    var failFast = false
+
+    @Option(help: "Bound each node's call (30s, 2m, 500ms, or seconds); wait, delete and apply --wait wait this long (their defaults: 30s, 300s, 30s).")
+    var timeout: String?
+
     public init() {}
+
+    /// `--timeout`, parsed.
+    func timeoutDuration() throws -> Duration? {
+        try timeout.map { try parseDuration($0, option: "--timeout") }
+    }
+
+    /// The nodes to act on: `--nodes`, else the context's `nodes:` unless --endpoint is given;
+    /// empty when cosictl talks to one server.
+    func fleetNodes() throws -> [CosiNode] {
+        var listed = nodes.flatMap { $0.split(separator: ",").map { String($0) } }.filter { !$0.isEmpty }
+        if listed.isEmpty, endpoint == nil { listed = (try? loadContext().context.nodes) ?? [] }
+        do { return try listed.map(CosiNode.init(parsing:)) } catch let error as CosiNodeError {
+            throw ValidationError("--nodes: \(error)")
+        }
+    }
 
     /// The config file: `$COSICONFIG` or `~/.config/cosi/config.yaml`.
     static var configPath: String {
@@ -33,6 +60,8 @@ public struct ConnectionOptions: ParsableArguments {
     /// A context of the config file.
     struct Context: Codable {
         var endpoints: [String]?
+        /// The machines commands act on by default, as `--nodes` lists them.
+        var nodes: [String]?
         var ca: String?
         var crt: String?
         var key: String?
@@ -43,10 +72,9 @@ public struct ConnectionOptions: ParsableArguments {
         var contexts: [String: Context]
     }
 
-    /// Resolves the settings, with one clear sentence for each thing that is wrong.
-    func configuration() throws -> CosiClientConfiguration {
-        var chosen = Context()
-        var origin = "flags"
+    /// The context chosen (or the development certificates next to a development cosid), and
+    /// where it came from, for messages.
+    func loadContext() throws -> (context: Context, origin: String) {
         let path = Self.configPath
         if FileManager.default.fileExists(atPath: path) {
             let text: String
@@ -61,15 +89,20 @@ public struct ConnectionOptions: ParsableArguments {
             guard let found = file.contexts[name] else {
                 throw CLIError("the config file \(path) has no context \"\(name)\" (it has: \(file.contexts.keys.sorted().joined(separator: ", ")))")
             }
-            chosen = found
-            origin = "context \"\(name)\" of \(path)"
+            return (found, "context \"\(name)\" of \(path)")
         } else if context != nil {
             throw CLIError("--context needs a config file, and \(path) does not exist. Write one with `cosictl gen config`.")
         } else if FileManager.default.fileExists(atPath: "Certs/admin.crt") {
             // A newcomer next to a development cosid: use its certificates.
-            chosen = Context(endpoints: nil, ca: "Certs/ca.crt", crt: "Certs/admin.crt", key: "Certs/admin.key")
-            origin = "the development certificates in ./Certs"
+            return (Context(endpoints: nil, ca: "Certs/ca.crt", crt: "Certs/admin.crt", key: "Certs/admin.key"), "the development certificates in ./Certs")
         }
+        return (Context(), "flags")
+    }
+
+    /// Resolves the settings, with one clear sentence for each thing that is wrong.
+    func configuration() throws -> CosiClientConfiguration {
+        let path = Self.configPath
+        let (chosen, origin) = try loadContext()
         let endpoint = self.endpoint ?? chosen.endpoints?.first ?? "127.0.0.1:50000"
         if endpoint.hasPrefix("unix:") {
             // The local admin socket: no certificates; the server knows us by our uid.
@@ -101,7 +134,12 @@ public struct ConnectionOptions: ParsableArguments {
         if let certificate = try? Certificate.load(tls.certificateChain).first, let seconds = certificate.secondsUntilExpiry(), seconds <= 0 {
             throw CLIError("your client certificate (\(certificate.identity.commonName)) has expired: issue a new one with `cosictl gen client`")
         }
-        return CosiClientConfiguration(host: host, port: port, tls: tls)
+        var configuration = CosiClientConfiguration(host: host, port: port, tls: tls)
+        if let timeout = try timeoutDuration() {
+            configuration.defaultTimeout = timeout
+            configuration.connectTimeout = min(timeout, configuration.connectTimeout)
+        }
+        return configuration
     }
 
     /// Connects, turning transport failures into one sentence.

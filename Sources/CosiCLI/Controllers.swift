@@ -42,7 +42,7 @@ struct PublishedController {
     }
 }
 
-struct Controllers: AsyncParsableCommand {
+struct Controllers: AsyncParsableCommand, Sendable {
     static let configuration = CommandConfiguration(
         abstract: "List the registered controllers: local or remote, identity, running, restarts, last error.",
         discussion: "Example:\n  cosictl controllers\n  cosictl get Controllers.meta.cosi.dev --watch    # the same, as it changes"
@@ -50,7 +50,7 @@ struct Controllers: AsyncParsableCommand {
     @OptionGroup var connection: ConnectionOptions
 
     func run() async throws {
-        try await connection.withClient { client in
+        try await connection.eachNode { client in
             let controllers = try await PublishedController.all(client)
             let rows = controllers.map { c in
                 [c.name, c.origin, c.identity.isEmpty ? "-" : c.identity, c.running ? "yes" : "no", "\(c.restarts)", c.lastError.isEmpty ? "-" : c.lastError]
@@ -60,7 +60,7 @@ struct Controllers: AsyncParsableCommand {
     }
 }
 
-struct Graph: AsyncParsableCommand {
+struct Graph: AsyncParsableCommand, Sendable {
     static let configuration = CommandConfiguration(
         abstract: "Print the controllers' dependency graph: a table, Graphviz DOT (--dot), or a PNG rendered by Graphviz.",
         discussion: """
@@ -84,13 +84,21 @@ struct Graph: AsyncParsableCommand {
     }
 
     func run() async throws {
+        if try !connection.fleetNodes().isEmpty {
+            guard file == nil, !dot else { throw ValidationError("graph --dot and -o png draw one node's graph: give one --endpoint") }
+            try await connection.eachNode { client in
+                let edges = Self.edges(try await PublishedController.all(client))
+                printTable([["CONTROLLER", "EDGE", "NAMESPACE", "TYPE", "ID"]] + edges.map { [$0.controller, $0.kind, $0.namespace.isEmpty ? "*" : $0.namespace, $0.type, $0.id ?? "*"] })
+            }
+            return
+        }
         let controllers = try await connection.withClient { try await PublishedController.all($0) }
         let edges = Self.edges(controllers)
         if let file {
             try Self.render(Self.dot(edges), to: file)
-            print("wrote \(file)")
+            out("wrote \(file)")
         } else if dot {
-            print(Self.dot(edges), terminator: "")
+            out(Self.dot(edges), terminator: "")
         } else {
             printTable([["CONTROLLER", "EDGE", "NAMESPACE", "TYPE", "ID"]] + edges.map { [$0.controller, $0.kind, $0.namespace.isEmpty ? "*" : $0.namespace, $0.type, $0.id ?? "*"] })
         }

@@ -20,6 +20,12 @@ public struct Cosictl: AsyncParsableCommand {
         overridden by --context, --endpoint, --ca, --cert and --key, which go before or after the
         command. Next to a development cosid, the certificates in ./Certs are used.
 
+        Many machines at once: --nodes A,B,C (or a context's nodes:) runs the command on each,
+        at most --parallel at once (32), each bounded by --timeout: a NODE column first, a node
+        that fails is one error row on stderr (node, status, message) and does not stop the
+        others (unless --fail-fast), a summary line (3 nodes: 2 ok, 1 failed), exit code 1 if
+        any node failed. get --watch merges the nodes' streams; edit takes one node.
+
         Exit codes: 0 success, 1 a refused or failed call (the status on stderr), 64 a usage error;
         diff and apply --dry-run follow diff(1): 0 no differences, 1 differences, 2 an error.
 
@@ -27,6 +33,7 @@ public struct Cosictl: AsyncParsableCommand {
           cosictl get rd                                     # every resource type and its short names
           cosictl get hostnamestatuses -o yaml --watch
           cosictl apply -f hostname.yaml --wait
+          cosictl --nodes 10.0.0.5,10.0.0.6 get hostnamestatuses --watch
           cosictl describe hsp hostname
         """,
         version: cosiVersion,
@@ -41,7 +48,10 @@ public struct Cosictl: AsyncParsableCommand {
 
     /// Options of the connection that may come before the command (`cosictl --context prod get
     /// ns`), as talosctl and kubectl take them.
-    static let connectionOptions: Set<String> = ["--context", "--endpoint", "--ca", "--cert", "--key"]
+    static let connectionOptions: Set<String> = ["--context", "--endpoint", "--ca", "--cert", "--key", "--nodes", "--parallel", "--timeout"]
+
+    /// Connection flags (no value) that may come before the command.
+    static let connectionFlags: Set<String> = ["--fail-fast"]
 
     /// Runs cosictl with `arguments` (without the program name) and exits with its exit code.
     public static func main(arguments given: [String]) async -> Never {
@@ -78,9 +88,9 @@ public struct Cosictl: AsyncParsableCommand {
         while index < arguments.count, arguments[index].hasPrefix("-") {
             let argument = arguments[index]
             let name = argument.split(separator: "=", maxSplits: 1).first.map(String.init) ?? argument
-            guard connectionOptions.contains(name) else { return arguments }
+            guard connectionOptions.contains(name) || connectionFlags.contains(name) else { return arguments }
             leading.append(argument)
-            if !argument.contains("="), index + 1 < arguments.count {
+            if !connectionFlags.contains(name), !argument.contains("="), index + 1 < arguments.count {
                 leading.append(arguments[index + 1])
                 index += 1
             }
@@ -105,11 +115,16 @@ func terminate(_ code: Int32) -> Never {
     exit(code)
 }
 
+/// Standard input, read once: under `--nodes` every node's command reads the same documents.
+enum StandardInput {
+    static let text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+}
+
 /// Reads YAML documents from a file or standard input.
 func readDocuments(_ file: String) throws -> [Resource] {
     let text: String
     if file == "-" {
-        text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+        text = StandardInput.text
     } else {
         guard let contents = try? String(contentsOfFile: file, encoding: .utf8) else { throw CLIError("cannot read \(file): no such file, or not readable UTF-8 text") }
         text = contents

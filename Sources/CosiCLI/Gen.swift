@@ -1,10 +1,11 @@
 import ArgumentParser
+import CosiClient
 import CosiTLS
 import Foundation
 import Yams
 
 /// `cosictl gen`: certificates and config contexts.
-struct Gen: ParsableCommand {
+struct Gen: ParsableCommand, Sendable {
     static let configuration = CommandConfiguration(
         abstract: "Issue certificates (OpenSSL, Ed25519 by default) and write config contexts.",
         discussion: """
@@ -18,7 +19,7 @@ struct Gen: ParsableCommand {
     )
 }
 
-struct KeyOptions: ParsableArguments {
+struct KeyOptions: ParsableArguments, Sendable {
     @Option(help: "Key algorithm.") var algorithm: KeyAlgorithm = .ed25519
     @Option(help: "Days of validity.") var days: Int = 365
     @Option(help: "Output path prefix: writes PREFIX.crt and PREFIX.key (mode 0600).") var out: String
@@ -44,7 +45,7 @@ func loadIssuer(_ prefix: String) throws -> CertificateAuthority {
     return CertificateAuthority(certificate: certificate, key: key)
 }
 
-struct GenCA: ParsableCommand {
+struct GenCA: ParsableCommand, Sendable {
     static let configuration = CommandConfiguration(commandName: "ca", abstract: "A new certificate authority.", discussion: "Example:\n  cosictl gen ca --out pki/ca --days 3650")
     @OptionGroup var key: KeyOptions
     @Option(help: "The CA's common name.") var name = "cosi CA"
@@ -55,7 +56,7 @@ struct GenCA: ParsableCommand {
     }
 }
 
-struct GenServer: ParsableCommand {
+struct GenServer: ParsableCommand, Sendable {
     static let configuration = CommandConfiguration(commandName: "server", abstract: "A server certificate for cosid.", discussion: "Example:\n  cosictl gen server --ca pki/ca --host localhost --host 127.0.0.1 --out pki/server")
     @OptionGroup var key: KeyOptions
     @Option(help: "The issuing CA's path prefix (PREFIX.crt, PREFIX.key).") var ca: String
@@ -69,7 +70,7 @@ struct GenServer: ParsableCommand {
     }
 }
 
-struct GenClient: ParsableCommand {
+struct GenClient: ParsableCommand, Sendable {
     static let configuration = CommandConfiguration(commandName: "client", abstract: "A client certificate: the name is the identity, the roles are Organization values.", discussion: "Example:\n  cosictl gen client --ca pki/ca --name alice --role os:reader --out pki/alice")
     @OptionGroup var key: KeyOptions
     @Option(help: "The issuing CA's path prefix (PREFIX.crt, PREFIX.key).") var ca: String
@@ -82,13 +83,28 @@ struct GenClient: ParsableCommand {
     }
 }
 
-struct GenConfig: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "config", abstract: "Add a context for a client certificate to the config file.", discussion: "Example:\n  cosictl gen config --name prod --ca-cert pki/ca.crt --cert pki/alice.crt --key pki/alice.key --endpoint 10.0.0.5:50000")
+struct GenConfig: ParsableCommand, Sendable {
+    static let configuration = CommandConfiguration(commandName: "config", abstract: "Add a context for a client certificate to the config file.", discussion: """
+        With --nodes, the context's commands act on every node listed (a NODE column, per-node
+        results), as `--nodes` on the command line does; --endpoint or --nodes on a command
+        overrides them.
+
+        Examples:
+          cosictl gen config --name prod --ca-cert pki/ca.crt --cert pki/alice.crt --key pki/alice.key --endpoint 10.0.0.5:50000
+          cosictl gen config --name fleet --ca-cert pki/ca.crt --cert pki/alice.crt --key pki/alice.key --nodes 10.0.0.5,10.0.0.6,10.0.0.7
+        """)
     @Option(help: "The context's name.") var name = "default"
     @Option(help: "The CA certificate file the server must chain to.") var caCert: String
     @Option(help: "The client certificate file.") var cert: String
     @Option(help: "The client key file.") var key: String
     @Option(help: "Server endpoint host:port (repeat for several).") var endpoint: [String] = ["127.0.0.1:50000"]
+    @Option(help: "Machines the context's commands act on by default, host or host:port; comma-separated or repeated.") var nodes: [String] = []
+
+    func validate() throws {
+        for node in nodes.flatMap({ $0.split(separator: ",") }) {
+            do { _ = try CosiNode(parsing: String(node)) } catch { throw ValidationError("--nodes: \(error)") }
+        }
+    }
 
     func run() throws {
         let path = ConnectionOptions.configPath
@@ -101,7 +117,7 @@ struct GenConfig: ParsableCommand {
         }
         let replaced = file.contexts[name] != nil
         let previous = file.context
-        file.contexts[name] = ConnectionOptions.Context(endpoints: endpoint, ca: absolute(caCert), crt: absolute(cert), key: absolute(key))
+        file.contexts[name] = ConnectionOptions.Context(endpoints: endpoint, nodes: nodes.isEmpty ? nil : nodes.flatMap { $0.split(separator: ",").map(String.init) }, ca: absolute(caCert), crt: absolute(cert), key: absolute(key))
         file.context = name
         try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         try writeFile(try YAMLEncoder().encode(file), to: path, mode: 0o600)

@@ -4,7 +4,7 @@ import CosiMessages
 import CosiRPC
 import Foundation
 
-struct Get: AsyncParsableCommand {
+struct Get: AsyncParsableCommand, Sendable {
     static let configuration = CommandConfiguration(
         abstract: "Show resources of a type (or one resource), optionally watching for changes.",
         discussion: """
@@ -49,6 +49,11 @@ struct Get: AsyncParsableCommand {
 
     func run() async throws {
         let format = try OutputFormat.parse(output)
+        let nodes = try connection.fleetNodes()
+        if !nodes.isEmpty {
+            try await watch ? watchFleet(nodes, format: format) : getFleet(nodes, format: format)
+            return
+        }
         try await connection.withClient { client in
             let catalog = try await TypeCatalog.load(client)
             let selection = try Selection(type, id, namespace: namespace, catalog: catalog)
@@ -89,6 +94,119 @@ struct Get: AsyncParsableCommand {
             var table = TableWriter()
             try printer.printList(resources, single: selection.id != nil, table: &table)
         }
+    }
+
+    /// What one node of `--nodes` answered.
+    struct Fetched: Sendable {
+        var catalog: TypeCatalog
+        var selection: Selection
+        var resources: [Resource]
+    }
+
+    /// The resources of one node, as `get` selects them.
+    func fetch(_ client: CosiClient) async throws -> Fetched {
+        let catalog = try await TypeCatalog.load(client)
+        let selection = try Selection(type, id, namespace: namespace, catalog: catalog)
+        let labelQueries = try selector.map { [try LabelSelector.parse($0)] } ?? []
+        let idQuery = idRegexp.map { IDQuery(regexp: $0) }
+        var resources: [Resource] = []
+        if let id = selection.id {
+            do {
+                resources = [try await client.get(namespace: selection.namespace, type: selection.type, id: id)]
+            } catch let error as RPCError where error.code == .notFound {
+                if case .undefined = selection.resolution { throw catalog.unknown(selection.typed) }
+                throw error
+            }
+        } else {
+            let namespaces = allNamespaces
+                ? try await client.list(namespace: MetaNamespace.namespace, type: MetaNamespace.namespaceType).map(\.metadata.id)
+                : [selection.namespace]
+            for namespace in namespaces {
+                resources += try await client.list(namespace: namespace, type: selection.type, labelQueries: labelQueries, idQuery: idQuery, timeout: .seconds(300))
+            }
+            if resources.isEmpty, case .undefined = selection.resolution { throw catalog.unknown(selection.typed) }
+        }
+        if let sortBy { resources = try sortResources(resources, by: sortBy) }
+        return Fetched(catalog: catalog, selection: selection, resources: resources)
+    }
+
+    /// `get --nodes`: every node's resources in one table (NODE first) or one YAML/JSON stream
+    /// (`node` in each), in the nodes' order; a node that fails is an error row.
+    func getFleet(_ nodes: [CosiNode], format: OutputFormat) async throws {
+        let outcomes = try await connection.runOnNodes(nodes) { client in try await self.fetch(client) }
+        var resources: [Resource] = []
+        var names: [String] = []
+        var first: Fetched?
+        for outcome in outcomes {
+            guard case .success(let fetched) = outcome.result else { continue }
+            if first == nil { first = fetched }
+            resources += fetched.resources
+            names += fetched.resources.map { _ in outcome.node.description }
+        }
+        if let first {
+            var printer = Printer(format: format, catalog: first.catalog, showLabels: showLabels, definition: first.selection.resolution.definition)
+            printer.nodeColumn = true
+            if resources.isEmpty, format == .table || format == .wide {
+                let filtered = selector == nil && idRegexp == nil ? "" : " matching the selection"
+                note("no \(first.selection.type) in \(allNamespaces ? "any namespace" : "namespace \(first.selection.namespace)")\(filtered) on any node that answered")
+            } else {
+                var table = TableWriter()
+                try printer.printList(resources, single: first.selection.id != nil, table: &table, nodes: names)
+            }
+        }
+        if connection.report(outcomes) > 0 { throw ExitCode(1) }
+    }
+
+    /// `get --watch --nodes`: one watch per node, merged; each node's current resources when its
+    /// watch starts, then its events, under NODE. A node that cannot be reached is said on
+    /// standard error and tried again; each resumes from its own last event.
+    func watchFleet(_ nodes: [CosiNode], format: OutputFormat) async throws {
+        // The type is resolved by the first node that answers.
+        let catalogs = try await connection.runOnNodes(nodes) { client in try await TypeCatalog.load(client) }
+        guard let catalog = catalogs.lazy.compactMap({ try? $0.result.get() }).first else {
+            connection.report(catalogs)
+            throw ExitCode(1)
+        }
+        let selection = try Selection(type, id, namespace: namespace, catalog: catalog)
+        let labelQueries = try selector.map { [try LabelSelector.parse($0)] } ?? []
+        var request = WatchRequest(namespace: selection.namespace, type: selection.type, id: selection.id, apiVersion: 1)
+        request.options = selection.id == nil
+            ? WatchOptions(bootstrapContents: true, labelQuery: labelQueries, idQuery: idRegexp.map { IDQuery(regexp: $0) })
+            : WatchOptions()
+        let fleet = try connection.fleet(nodes)
+        var printer = Printer(format: format, catalog: catalog, showLabels: showLabels, definition: selection.resolution.definition)
+        printer.expectedNamespace = selection.namespace
+        printer.expectedType = selection.type
+        printer.nodeColumn = true
+        printer.nodeWidth = nodes.map(\.description.count).max() ?? 0
+        let watch = fleet.watch(request).onStateChange { node, state in
+            switch state {
+            case .reconnecting, .failed: note("\(node): \(state)")
+            case .connected, .connecting, .ended: break
+            }
+        }
+        var table = TableWriter()
+        try printer.printList([], table: &table, watching: true)
+        // Per node: its bootstrap, collected until it says bootstrapped.
+        var pending: [CosiNode: [String: Resource]] = [:]
+        var bootstrapped = Set<CosiNode>(selection.id != nil ? nodes : [])
+        for try await tagged in watch {
+            let node = tagged.node, event = tagged.event
+            if !bootstrapped.contains(node) {
+                if event.type == .bootstrapped {
+                    bootstrapped.insert(node)
+                    let rows = pending.removeValue(forKey: node) ?? [:]
+                    try printer.printRows(rows.keys.sorted().map { rows[$0]! }, node: node.description, table: table)
+                } else if let resource = event.resource {
+                    pending[node, default: [:]][resource.metadata.id] = resource
+                }
+                continue
+            }
+            try printer.printEvent(event, table: table, node: node.description)
+        }
+        await fleet.close()
+        let failed = watch.states.filter { if case .failed = $0.state { true } else { false } }
+        if !failed.isEmpty { throw ExitCode(1) }
     }
 
     /// Streams a List, showing progress on a terminal when it is long.

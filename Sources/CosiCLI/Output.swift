@@ -65,12 +65,23 @@ struct TableWriter {
     mutating func start(_ header: [String], _ rows: [[String]], expected: [[String]] = []) {
         widths = header.map(\.count)
         for row in rows + expected { widen(row) }
-        for row in [header] + rows { print(line(row)) }
+        if let capture = Output.capture {
+            // One node of --nodes: the rows join the other nodes' in one table.
+            capture.append(.table([header] + rows))
+            return
+        }
+        for row in [header] + rows { out(line(row)) }
+    }
+
+    /// Sets the widths for `rows` without printing.
+    mutating func measure(_ rows: [[String]]) {
+        widths = rows.first?.map(\.count) ?? []
+        for row in rows { widen(row) }
     }
 
     /// Prints more rows at the widths set (a longer cell pushes the rest of its row only).
     func more(_ rows: [[String]]) {
-        for row in rows { print(line(row)) }
+        for row in rows { out(line(row)) }
     }
 
     private mutating func widen(_ row: [String]) {
@@ -99,13 +110,17 @@ struct Printer {
     /// The namespace and type a watch follows.
     var expectedNamespace: String?
     var expectedType: String?
+    /// Under `--nodes`: a NODE column first, and `node` in YAML and JSON.
+    var nodeColumn = false
+    /// The widest node name, so watch rows line up.
+    var nodeWidth = 0
 
     var columns: [Meta.ResourceDefinitionSpec.PrintColumn] { definition?.printColumns ?? [] }
 
     private var wide: Bool { format == .wide }
 
     func header(watching: Bool) -> [String] {
-        var header = (watching ? ["*"] : []) + ["NAMESPACE", "TYPE", "ID", "VERSION"]
+        var header = (nodeColumn ? ["NODE"] : []) + (watching ? ["*"] : []) + ["NAMESPACE", "TYPE", "ID", "VERSION"]
         if watching || wide { header.append("PHASE") }
         header += columns.map { $0.name.uppercased() }
         if wide { header += ["OWNER", "CREATED", "UPDATED"] }
@@ -113,9 +128,9 @@ struct Printer {
         return header
     }
 
-    func row(_ resource: Resource, marker: String?, watching: Bool) -> [String] {
+    func row(_ resource: Resource, marker: String?, watching: Bool, node: String? = nil) -> [String] {
         let m = resource.metadata
-        var cells = (marker.map { [$0] } ?? []) + [m.namespace, m.type, m.id, m.version]
+        var cells = (node.map { [$0] } ?? []) + (marker.map { [$0] } ?? []) + [m.namespace, m.type, m.id, m.version]
         if watching || wide { cells.append(m.phase) }
         if !columns.isEmpty {
             let spec = ResourceYAML.json(resource)["spec"] ?? .null
@@ -136,33 +151,54 @@ struct Printer {
     }
 
     /// Prints a list (`single`: the one resource a `get TYPE ID` asked for).
-    func printList(_ resources: [Resource], single: Bool = false, table: inout TableWriter, watching: Bool = false) throws {
+    ///
+    /// `nodes`, under `--nodes`, gives each resource's node (`single` then still prints a list:
+    /// one resource per node).
+    func printList(_ resources: [Resource], single: Bool = false, table: inout TableWriter, watching: Bool = false, nodes: [String]? = nil) throws {
+        func extra(_ index: Int) -> [(String, String)] { nodes.map { [("node", $0[index])] } ?? [] }
+        let one = single && resources.count == 1 && nodes == nil
         switch format {
         case .yaml:
-            if !resources.isEmpty { print(try ResourceYAML.encode(resources), terminator: "") }
+            if !resources.isEmpty {
+                out(try resources.indices.map { try Yams.serialize(node: ResourceYAML.node(resources[$0], extra: extra($0))) }.joined(separator: "---\n"), terminator: "")
+            }
         case .json where watching:
-            for resource in resources { print(ResourceYAML.json(resource).serialized(indent: 0)) }
+            for index in resources.indices { out(ResourceYAML.json(resources[index], extra: extra(index)).serialized(indent: 0)) }
         case .json:
-            let value: JSONValue = single && resources.count == 1 ? ResourceYAML.json(resources[0]) : .object([("items", .array(resources.map { ResourceYAML.json($0) }))])
-            print(value.serialized())
+            let value: JSONValue = one ? ResourceYAML.json(resources[0]) : .object([("items", .array(resources.indices.map { ResourceYAML.json(resources[$0], extra: extra($0)) }))])
+            out(value.serialized())
         case .name:
-            for resource in resources { print(Self.name(resource)) }
+            for index in resources.indices { out((nodes.map { $0[index] + "   " } ?? "") + Self.name(resources[index])) }
         case .jsonpath(let template) where watching:
-            for resource in resources { print(template.render(ResourceYAML.json(resource))) }
+            for index in resources.indices { out(template.render(ResourceYAML.json(resources[index], extra: extra(index)))) }
         case .jsonpath(let template):
-            let value: JSONValue = single && resources.count == 1 ? ResourceYAML.json(resources[0]) : .object([("items", .array(resources.map { ResourceYAML.json($0) }))])
-            print(template.render(value))
+            let value: JSONValue = one ? ResourceYAML.json(resources[0]) : .object([("items", .array(resources.indices.map { ResourceYAML.json(resources[$0], extra: extra($0)) }))])
+            out(template.render(value))
         case .table, .wide:
             // While watching, rows come later: the columns are made wide enough for the kind's
             // namespace and type, and ids and versions of ordinary lengths.
-            let expected = watching ? [["", expectedNamespace ?? "", expectedType ?? "", String(repeating: " ", count: 12), "       "]] : []
-            table.start(header(watching: watching), resources.map { row($0, marker: watching ? " " : nil, watching: watching) }, expected: expected)
+            let expected = watching
+                ? [(nodeColumn ? [String(repeating: " ", count: nodeWidth)] : []) + ["", expectedNamespace ?? "", expectedType ?? "", String(repeating: " ", count: 12), "       "]]
+                : []
+            table.start(header(watching: watching), resources.indices.map { row(resources[$0], marker: watching ? " " : nil, watching: watching, node: nodes?[$0]) }, expected: expected)
+        }
+        fflush(nil)
+    }
+
+    /// Under `--nodes` while watching: one node's bootstrap rows, at the widths the header set.
+    func printRows(_ resources: [Resource], node: String, table: TableWriter) throws {
+        switch format {
+        case .table, .wide:
+            table.more(resources.map { row($0, marker: " ", watching: true, node: node) })
+        default:
+            var table = table
+            try printList(resources, table: &table, watching: true, nodes: resources.map { _ in node })
         }
         fflush(nil)
     }
 
     /// Prints one watch event (created, updated, destroyed).
-    func printEvent(_ event: Event, table: TableWriter) throws {
+    func printEvent(_ event: Event, table: TableWriter, node: String? = nil) throws {
         guard let resource = event.resource else { return }
         let name: String
         switch event.type {
@@ -171,19 +207,20 @@ struct Printer {
         case .updated: name = "updated"
         default: return
         }
+        let extra = (node.map { [("node", $0)] } ?? []) + [("event", name)]
         switch format {
         case .yaml:
-            print("---")
-            print(try ResourceYAML.encode(resource, event: name), terminator: "")
+            out("---")
+            out(try Yams.serialize(node: ResourceYAML.node(resource, extra: extra)), terminator: "")
         case .json:
-            print(ResourceYAML.json(resource, extra: [("event", name)]).serialized(indent: 0))
+            out(ResourceYAML.json(resource, extra: extra).serialized(indent: 0))
         case .name:
-            print("\(name) \(Self.name(resource))")
+            out((node.map { $0 + "   " } ?? "") + "\(name) \(Self.name(resource))")
         case .jsonpath(let template):
-            print(template.render(ResourceYAML.json(resource, extra: [("event", name)])))
+            out(template.render(ResourceYAML.json(resource, extra: extra)))
         case .table, .wide:
             let marker = event.type == .created ? "+" : event.type == .destroyed ? "-" : " "
-            table.more([row(resource, marker: marker, watching: true)])
+            table.more([row(resource, marker: marker, watching: true, node: node)])
         }
         fflush(nil)
     }

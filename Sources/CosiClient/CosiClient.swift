@@ -16,6 +16,8 @@ public struct CosiClientConfiguration: Sendable {
     public var serverName: String?
     /// Default deadline of unary calls; nil means none.
     public var defaultTimeout: Duration? = .seconds(30)
+    /// How long connecting and the TLS handshake may take.
+    public var connectTimeout: Duration = .seconds(10)
     /// When set, connect to this Unix domain socket instead (no TLS; `tls` is not used).
     public var unixSocketPath: String?
 
@@ -84,7 +86,8 @@ public final class CosiClient: Sendable {
             return try await RPCClientConnection.connect(unixDomainSocketPath: path)
         }
         return try await RPCClientConnection.connect(
-            host: configuration.host, port: configuration.port, tls: tls!, serverName: configuration.serverName
+            host: configuration.host, port: configuration.port, tls: tls!, serverName: configuration.serverName,
+            connectTimeout: .milliseconds(max(1, configuration.connectTimeout.components.seconds * 1000 + configuration.connectTimeout.components.attoseconds / 1_000_000_000_000_000))
         )
     }
 

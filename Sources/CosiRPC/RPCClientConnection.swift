@@ -1,6 +1,9 @@
 import CosiTLS
 import NIOCore
 import NIOPosix
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A client connection to a COSI-RPC/1 server: mutual TLS, many concurrent calls multiplexed on
 /// one connection.
@@ -63,7 +66,7 @@ public final class RPCClientConnection: Sendable {
                 .get()
         } catch {
             ready.fail(error)
-            throw RPCError(code: .unavailable, message: "cannot connect to \(host):\(port): \(error)")
+            throw RPCError(code: .unavailable, message: "cannot connect to \(host):\(port): \(Self.describe(error))")
         }
         let serverIdentity = try await ready.futureResult.get()
         let handler: NIOLoopBound<ClientConnectionHandler>
@@ -165,6 +168,22 @@ public final class RPCClientConnection: Sendable {
 
     /// Completes when the connection has closed.
     public var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
+
+    /// A connection failure in a few words: "connection refused", "no route to host", ...
+    static func describe(_ error: any Error) -> String {
+        switch error {
+        case let error as NIOConnectionError:
+            if let failure = error.connectionErrors.first { return describe(failure.error) }
+            if let dns = error.dnsAError ?? error.dnsAAAAError { return "the name does not resolve (\(dns))" }
+            return "\(error)"
+        case let error as IOError:
+            return String(cString: strerror(error.errnoCode)).lowercased()
+        case ChannelError.connectTimeout(let amount):
+            return "no answer within \(amount.nanoseconds / 1_000_000) ms"
+        default:
+            return "\(error)"
+        }
+    }
 
     private static func milliseconds(_ duration: Duration) -> UInt64 {
         let (seconds, attoseconds) = duration.components

@@ -63,6 +63,12 @@ public struct TestPKI: Sendable {
         return try Self.configuration(certificate, key, caPEM)
     }
 
+    /// Another server certificate of this CA (a machine of a fleet with its own certificate).
+    public func server(commonName: String, hosts: [String] = ["localhost", "127.0.0.1"]) throws -> TLSConfiguration {
+        let (certificate, key) = try authority.issueServer(hosts: hosts, commonName: commonName, algorithm: .ed25519, validity: .days(30))
+        return try Self.configuration(certificate, key, caPEM)
+    }
+
     public func serverContext() throws -> TLSContext {
         try TLSContext(role: .server, configuration: server)
     }

@@ -88,7 +88,7 @@ struct CosictlFeatureTests {
         #expect(second.out.contains("the current context is now \"two\" (it was \"one\""), "\(second.out)")
         let listed = try await setup.run(["config", "get-contexts"], environment: env, endpoint: false)
         let rows = listed.out.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true).map(String.init) }
-        #expect(rows.first == ["CURRENT", "NAME", "ENDPOINTS", "IDENTITY"])
+        #expect(rows.first == ["CURRENT", "NAME", "ENDPOINTS", "NODES", "IDENTITY"])
         #expect(rows.dropFirst().map { $0.prefix(2).joined(separator: " ") } == ["one 127.0.0.1:\(setup.port)", "* two"], "\(listed.out)")
         #expect(try await setup.run(["config", "use-context", "one"], environment: env, endpoint: false).out.contains("switched to context \"one\" (was \"two\")"))
         #expect(try await setup.run(["config", "current-context"], environment: env, endpoint: false).out == "one\n")

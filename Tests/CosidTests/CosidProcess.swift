@@ -13,6 +13,9 @@ final class CosidProcess: @unchecked Sendable {
         case pki(TestPKI)
         /// Its own development certificates, created on first start in `directory/Certs`.
         case development
+        /// A server certificate of its own, `name`, issued by the PKI's CA (one machine of a
+        /// fleet).
+        case node(TestPKI, name: String)
     }
 
     /// Where its certificates, data (when durable) and sandbox root live; removed at the end.
@@ -46,6 +49,14 @@ final class CosidProcess: @unchecked Sendable {
         case .development:
             pki = nil
             base += ["--certs-dir", directory + "/Certs"]
+        case .node(let pki, let name):
+            self.pki = pki
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            let server = try pki.server(commonName: name)
+            try writeFile(pki.caPEM, to: directory + "/ca.crt", mode: 0o644)
+            try writeFile(ReloadTests.pem(server.certificateChain), to: directory + "/server.crt", mode: 0o644)
+            try writeFile(ReloadTests.pem(server.privateKey), to: directory + "/server.key", mode: 0o600)
+            base += ["--ca", directory + "/ca.crt", "--cert", directory + "/server.crt", "--key", directory + "/server.key"]
         }
         self.arguments = base + arguments
         do {
