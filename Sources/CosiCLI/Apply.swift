@@ -324,11 +324,16 @@ func withDeadline<T: Sendable>(_ timeout: Duration, what: String, _ body: @escap
         }
         defer { group.cancelAll() }
         guard let first = try await group.next(), let value = first else {
-            let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
-            throw CLIError("DEADLINE_EXCEEDED: timed out after \(seconds.rounded() == seconds ? String(Int(seconds)) : String(seconds)) s \(what)")
+            throw CLIError("DEADLINE_EXCEEDED: timed out after \(spoken(timeout)) \(what)")
         }
         return value
     }
+}
+
+/// A duration as cosictl says it: `30 s`, `1.5 s`.
+func spoken(_ duration: Duration) -> String {
+    let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    return "\(seconds.rounded() == seconds ? String(Int(seconds)) : String(seconds)) s"
 }
 
 /// A unified diff of two texts by lines (three lines of context), as diff -u prints it.

@@ -68,7 +68,7 @@ struct Delete: AsyncParsableCommand, Sendable {
             } catch let error as RPCError where error.code == .deadlineExceeded {
                 let left = (try? await client.get(namespace: ns, type: type, id: id))?.metadata.finalizers ?? []
                 let holders = await ControllerDirectory.load(client)
-                throw CLIError("DEADLINE_EXCEEDED: \(selection.address) is still held after \(timeout) by \(left.map(holders.describe).joined(separator: ", ")); it stays tearing down")
+                throw CLIError("DEADLINE_EXCEEDED: \(selection.address) is still held after \(spoken(timeout)) by \(left.map(holders.describe).joined(separator: ", ")); it stays tearing down")
             }
             out("\(selection.address) destroyed")
         }

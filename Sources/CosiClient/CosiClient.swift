@@ -77,6 +77,13 @@ public final class CosiClient: Sendable {
     /// Connects and authenticates.
     public static func connect(_ configuration: CosiClientConfiguration) async throws -> CosiClient {
         let context = configuration.unixSocketPath == nil ? try TLSContext(role: .client, configuration: configuration.tls) : nil
+        return try await connect(configuration, tls: context)
+    }
+
+    /// Connects with a TLS context made already (from `configuration.tls`): many clients with
+    /// the same certificates share one (a ``CosiFleet`` does), which saves its memory per
+    /// connection.
+    public static func connect(_ configuration: CosiClientConfiguration, tls context: TLSContext?) async throws -> CosiClient {
         let connection = try await open(configuration, context)
         return CosiClient(connection: connection, tls: context, configuration: configuration)
     }

@@ -1,5 +1,6 @@
 import CosiMessages
 import CosiRPC
+import CosiTLS
 import NIOConcurrencyHelpers
 
 /// One machine of a fleet: `host` or `host:port` (port 50000 when not given; an IPv6 address in
@@ -100,6 +101,7 @@ public final class CosiFleet: Sendable {
     /// The nodes, in the order given (duplicates removed).
     public let nodes: [CosiNode]
     public let configuration: CosiClientConfiguration
+    /// One per node; they share one TLS context (the certificates are the same), made on first use.
     private let members: [CosiNode: Member]
 
     public init(nodes: [CosiNode], configuration: CosiClientConfiguration) {
@@ -107,13 +109,14 @@ public final class CosiFleet: Sendable {
         self.nodes = nodes.filter { seen.insert($0).inserted }
         self.configuration = configuration
         var members: [CosiNode: Member] = [:]
+        let shared = Member.SharedTLS(configuration: configuration)
         for node in self.nodes {
             var own = configuration
             own.host = node.host
             own.port = node.port
             own.serverName = nil
             own.unixSocketPath = nil
-            members[node] = Member(configuration: own)
+            members[node] = Member(configuration: own, tls: shared)
         }
         self.members = members
     }
@@ -260,7 +263,26 @@ public final class CosiFleet: Sendable {
     /// One node's client, connected on first use.
     final class Member: Sendable {
         let configuration: CosiClientConfiguration
+        let tls: SharedTLS
         private let state = NIOLockedValueBox<State>(.idle)
+
+        /// The fleet's one TLS context, made on first use (a bad certificate file is every
+        /// node's error, and is tried again on the next call).
+        final class SharedTLS: Sendable {
+            let configuration: CosiClientConfiguration
+            private let context = NIOLockedValueBox<TLSContext?>(nil)
+            init(configuration: CosiClientConfiguration) { self.configuration = configuration }
+
+            func get() throws -> TLSContext? {
+                guard configuration.unixSocketPath == nil else { return nil }
+                return try context.withLockedValue { context in
+                    if let context { return context }
+                    let made = try TLSContext(role: .client, configuration: configuration.tls)
+                    context = made
+                    return made
+                }
+            }
+        }
 
         enum State {
             case idle
@@ -268,8 +290,9 @@ public final class CosiFleet: Sendable {
             case connected(CosiClient)
         }
 
-        init(configuration: CosiClientConfiguration) {
+        init(configuration: CosiClientConfiguration, tls: SharedTLS) {
             self.configuration = configuration
+            self.tls = tls
         }
 
         func client() async throws -> CosiClient {
@@ -280,7 +303,8 @@ public final class CosiFleet: Sendable {
                 case .connecting(let task): return .attempt(task)
                 case .idle:
                     let configuration = self.configuration
-                    let task = Task { try await CosiClient.connect(configuration) }
+                    let tls = self.tls
+                    let task = Task { try await CosiClient.connect(configuration, tls: try tls.get()) }
                     state = .connecting(task)
                     return .attempt(task)
                 }

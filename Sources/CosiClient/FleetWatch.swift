@@ -48,7 +48,7 @@ public enum FleetNodeState: Sendable, CustomStringConvertible {
 
 /// One watch merged from every node of a ``CosiFleet`` (``CosiFleet/watch(_:maximumBackoff:bufferSize:)``).
 ///
-/// Iterate it once: the per-node watches start with the iteration and stop when the iterating
+/// Iterate it once (a second iteration throws FAILED_PRECONDITION): the per-node watches start with the iteration and stop when the iterating
 /// task is cancelled or the iterator is dropped. Each node's events come in that node's order;
 /// events of different nodes interleave as they arrive. Each node's watch is a
 /// ``CosiClient/watch(_:maximumBackoff:onConnection:)``: it resumes from its own last bookmark
@@ -111,15 +111,18 @@ public final class FleetWatch: AsyncSequence, Sendable {
             tasks = fleet.nodes.map { node in Task { await self.follow(node) } }
             return true
         }
-        precondition(started, "a FleetWatch is iterated once")
-        return AsyncIterator(reader: Reader(watch: self))
+        return AsyncIterator(reader: started ? Reader(watch: self) : nil)
     }
 
     public struct AsyncIterator: AsyncIteratorProtocol {
-        let reader: Reader
+        /// Nil for a second iteration of the same watch, which throws.
+        let reader: Reader?
 
         public mutating func next() async throws -> FleetEvent? {
-            try await reader.next()
+            guard let reader else {
+                throw RPCError(code: .failedPrecondition, message: "a FleetWatch is iterated once: make another with CosiFleet.watch")
+            }
+            return try await reader.next()
         }
     }
 

@@ -27,7 +27,7 @@ struct CosiBench: AsyncParsableCommand {
           .build/release/cosi-bench idle --connections 1000
           .build/release/cosi-bench all
         """,
-        subcommands: [Unary.self, Handshakes.self, Idle.self, All.self, StateWrites.self, StateReads.self, WatchDelivery.self, IdleWatches.self, StateAll.self, ControllersBench.self, OSControllersBench.self, NetworkBench.self, LogRetention.self, PutLoad.self, GetLoad.self, WatchLoad.self, EngineWrites.self, ChangesBench.self, CrashLoop.self, Soak.self],
+        subcommands: [Unary.self, Handshakes.self, Idle.self, All.self, StateWrites.self, StateReads.self, WatchDelivery.self, IdleWatches.self, StateAll.self, ControllersBench.self, OSControllersBench.self, NetworkBench.self, LogRetention.self, PutLoad.self, GetLoad.self, WatchLoad.self, EngineWrites.self, ChangesBench.self, FleetBench.self, CrashLoop.self, Soak.self],
         defaultSubcommand: All.self
     )
 }

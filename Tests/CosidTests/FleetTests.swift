@@ -252,6 +252,49 @@ struct FleetTests {
         await cosiFleet.close()
     }
 
+    @Test func cosictlWatchesEveryNodeInOneStream() async throws {
+        let fleet = try await Fleet(durable: true)
+        for machine in fleet.machines {
+            let client = try await machine.client(name: "fleet-admin")
+            _ = try await client.create(Resource(metadata: Metadata(namespace: "default", type: "Names.fleet.test.dev", id: "boot"), spec: Spec(yamlSpec: "name: boot\n")))
+            await client.close()
+        }
+        let process = Process()
+        process.executableURL = CosictlTests.cosictl
+        process.currentDirectoryURL = URL(fileURLWithPath: fleet.dir)
+        process.arguments = ["get", "Names.fleet.test.dev", "--watch", "--nodes", fleet.nodeList,
+                             "--ca", fleet.dir + "/ca.crt", "--cert", fleet.dir + "/admin.crt", "--key", fleet.dir + "/admin.key"]
+        process.environment = ["COSICONFIG": fleet.dir + "/none.yaml", "HOME": fleet.dir]
+        let out = Pipe(), err = Pipe()
+        let printed = CosidProcessTests.Output(), errors = CosidProcessTests.Output()
+        process.standardOutput = out
+        process.standardError = err
+        out.fileHandleForReading.readabilityHandler = { printed.append($0.availableData) }
+        err.fileHandleForReading.readabilityHandler = { errors.append($0.availableData) }
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+        func rows(_ text: String) -> [String] { printed.value.split(separator: "\n").map(String.init).filter { $0.contains(text) } }
+        try await eventually("every node's bootstrap row") { rows("boot").count == 3 }
+        #expect(printed.value.hasPrefix("NODE "), "\(printed.value)")
+        for node in fleet.nodes { #expect(rows("boot").contains { $0.hasPrefix(node.description) }, "\(printed.value)") }
+
+        fleet.machines[2].stop()
+        try await eventually("the lost node is said on stderr") { errors.value.contains("\(fleet.nodes[2]): reconnecting") }
+        try await fleet.machines[2].restart()
+        for (index, machine) in fleet.machines.enumerated() {
+            let client = try await machine.client(name: "fleet-admin")
+            _ = try await client.create(Resource(metadata: Metadata(namespace: "default", type: "Names.fleet.test.dev", id: "late-\(index)"), spec: Spec(yamlSpec: "name: late\n")))
+            await client.close()
+        }
+        try await eventually("every node's created row") { rows("late-").count == 3 }
+        for (index, node) in fleet.nodes.enumerated() {
+            let row = rows("late-\(index)")
+            #expect(row.count == 1 && row[0].hasPrefix(node.description) && row[0].contains(" + "), "\(printed.value)")
+        }
+        // The restarted node's bootstrap is not printed again: it resumed from its bookmark.
+        #expect(rows("boot").count == 3, "\(printed.value)")
+    }
+
     @Test func fanOutReportsEachNodeAndStopsAtTheFirstFailureWhenAsked() async throws {
         let fleet = try await Fleet()
         let cosiFleet = CosiFleet(nodes: fleet.nodes + [CosiNode(host: "127.0.0.1", port: 1)], configuration: try fleet.configuration)
