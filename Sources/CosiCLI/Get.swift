@@ -66,34 +66,20 @@ struct Get: AsyncParsableCommand, Sendable {
                 try await Self.watch(selection, labelQueries: labelQueries, idQuery: idQuery, printer: printer, catalog: catalog, client: client)
                 return
             }
-            var resources: [Resource] = []
-            if let id = selection.id {
-                do {
-                    resources = [try await client.get(namespace: selection.namespace, type: selection.type, id: id)]
-                } catch let error as RPCError where error.code == .notFound {
-                    if case .undefined = selection.resolution { throw catalog.unknown(selection.typed) }
-                    throw error
-                }
-            } else {
-                let namespaces = allNamespaces
-                    ? try await client.list(namespace: MetaNamespace.namespace, type: MetaNamespace.namespaceType).map(\.metadata.id)
-                    : [selection.namespace]
-                for namespace in namespaces {
-                    resources += try await Self.list(client, namespace: namespace, type: selection.type, labelQueries: labelQueries, idQuery: idQuery)
-                }
-                if resources.isEmpty {
-                    if case .undefined = selection.resolution { throw catalog.unknown(selection.typed) }
-                    if format == .table || format == .wide {
-                        let filtered = labelQueries.isEmpty && idQuery == nil ? "" : " matching the selection"
-                        note("no \(selection.type) in \(allNamespaces ? "any namespace" : "namespace \(selection.namespace)")\(filtered)")
-                        return
-                    }
-                }
+            let fetched = try await fetch(client, catalog: catalog, progress: true)
+            if fetched.resources.isEmpty, selection.id == nil, format == .table || format == .wide {
+                note(emptyNote(selection, anyNode: false))
+                return
             }
-            if let sortBy { resources = try sortResources(resources, by: sortBy) }
             var table = TableWriter()
-            try printer.printList(resources, single: selection.id != nil, table: &table)
+            try printer.printList(fetched.resources, single: selection.id != nil, table: &table)
         }
+    }
+
+    /// Says that nothing was found, and in which namespaces.
+    func emptyNote(_ selection: Selection, anyNode: Bool) -> String {
+        let filtered = selector == nil && idRegexp == nil ? "" : " matching the selection"
+        return "no \(selection.type) in \(allNamespaces ? "any namespace" : "namespace \(selection.namespace)")\(filtered)" + (anyNode ? " on any node that answered" : "")
     }
 
     /// What one node of `--nodes` answered.
@@ -103,9 +89,11 @@ struct Get: AsyncParsableCommand, Sendable {
         var resources: [Resource]
     }
 
-    /// The resources of one node, as `get` selects them.
-    func fetch(_ client: CosiClient) async throws -> Fetched {
-        let catalog = try await TypeCatalog.load(client)
+    /// The resources of one server, as `get` selects them (`progress`: a long list shows its
+    /// progress on a terminal).
+    func fetch(_ client: CosiClient, catalog known: TypeCatalog? = nil, progress: Bool = false) async throws -> Fetched {
+        let catalog: TypeCatalog
+        if let known { catalog = known } else { catalog = try await TypeCatalog.load(client) }
         let selection = try Selection(type, id, namespace: namespace, catalog: catalog)
         let labelQueries = try selector.map { [try LabelSelector.parse($0)] } ?? []
         let idQuery = idRegexp.map { IDQuery(regexp: $0) }
@@ -122,7 +110,7 @@ struct Get: AsyncParsableCommand, Sendable {
                 ? try await client.list(namespace: MetaNamespace.namespace, type: MetaNamespace.namespaceType).map(\.metadata.id)
                 : [selection.namespace]
             for namespace in namespaces {
-                resources += try await client.list(namespace: namespace, type: selection.type, labelQueries: labelQueries, idQuery: idQuery, timeout: .seconds(300))
+                resources += try await Self.list(client, namespace: namespace, type: selection.type, labelQueries: labelQueries, idQuery: idQuery, progress: progress)
             }
             if resources.isEmpty, case .undefined = selection.resolution { throw catalog.unknown(selection.typed) }
         }
@@ -146,9 +134,8 @@ struct Get: AsyncParsableCommand, Sendable {
         if let first {
             var printer = Printer(format: format, catalog: first.catalog, showLabels: showLabels, definition: first.selection.resolution.definition)
             printer.nodeColumn = true
-            if resources.isEmpty, format == .table || format == .wide {
-                let filtered = selector == nil && idRegexp == nil ? "" : " matching the selection"
-                note("no \(first.selection.type) in \(allNamespaces ? "any namespace" : "namespace \(first.selection.namespace)")\(filtered) on any node that answered")
+            if resources.isEmpty, first.selection.id == nil, format == .table || format == .wide {
+                note(emptyNote(first.selection, anyNode: true))
             } else {
                 var table = TableWriter()
                 try printer.printList(resources, single: first.selection.id != nil, table: &table, nodes: names)
@@ -210,9 +197,9 @@ struct Get: AsyncParsableCommand, Sendable {
     }
 
     /// Streams a List, showing progress on a terminal when it is long.
-    static func list(_ client: CosiClient, namespace: String, type: String, labelQueries: [LabelQuery], idQuery: IDQuery?) async throws -> [Resource] {
+    static func list(_ client: CosiClient, namespace: String, type: String, labelQueries: [LabelQuery], idQuery: IDQuery?, progress: Bool) async throws -> [Resource] {
         let request = ListRequest(namespace: namespace, type: type, options: ListOptions(labelQuery: labelQueries, idQuery: idQuery))
-        let showProgress = isatty(2) != 0
+        let showProgress = progress && isatty(2) != 0
         var resources: [Resource] = []
         for try await response in client.serverStream("/cosi.resource.State/List", request, as: ListResponse.self, timeout: .seconds(300)) {
             if let resource = response.resource { resources.append(resource) }

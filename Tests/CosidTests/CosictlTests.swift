@@ -62,19 +62,7 @@ struct CosictlTests {
 
         /// Starts cosictl in the background, collecting its standard output and error.
         func start(_ arguments: [String]) throws -> (process: Process, out: CosidProcessTests.Output, err: CosidProcessTests.Output) {
-            let process = Process()
-            process.executableURL = CosictlTests.cosictl
-            process.currentDirectoryURL = URL(fileURLWithPath: dir)
-            process.arguments = arguments + ["--endpoint", "127.0.0.1:\(port)"]
-            process.environment = ["COSICONFIG": dir + "/none.yaml", "HOME": dir]
-            let out = Pipe(), err = Pipe()
-            let collected = CosidProcessTests.Output(), errors = CosidProcessTests.Output()
-            process.standardOutput = out
-            process.standardError = err
-            out.fileHandleForReading.readabilityHandler = { collected.append($0.availableData) }
-            err.fileHandleForReading.readabilityHandler = { errors.append($0.availableData) }
-            try process.run()
-            return (process, collected, errors)
+            try startCosictl(arguments + ["--endpoint", "127.0.0.1:\(port)"], directory: dir)
         }
     }
 

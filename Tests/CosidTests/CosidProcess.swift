@@ -165,6 +165,24 @@ final class CosidProcess: @unchecked Sendable {
 }
 
 /// Runs an executable to its end, draining both pipes at once, off the tasks' threads.
+/// Starts cosictl in the background in `directory` (its config and home there), collecting its
+/// standard output and error as they come.
+func startCosictl(_ arguments: [String], directory: String) throws -> (process: Process, out: CosidProcessTests.Output, err: CosidProcessTests.Output) {
+    let process = Process()
+    process.executableURL = CosictlTests.cosictl
+    process.currentDirectoryURL = URL(fileURLWithPath: directory)
+    process.arguments = arguments
+    process.environment = ["COSICONFIG": directory + "/none.yaml", "HOME": directory]
+    let out = Pipe(), err = Pipe()
+    let collected = CosidProcessTests.Output(), errors = CosidProcessTests.Output()
+    process.standardOutput = out
+    process.standardError = err
+    out.fileHandleForReading.readabilityHandler = { collected.append($0.availableData) }
+    err.fileHandleForReading.readabilityHandler = { errors.append($0.availableData) }
+    try process.run()
+    return (process, collected, errors)
+}
+
 func runProcess(_ executable: URL, _ arguments: [String], directory: String? = nil, environment: [String: String]? = nil, input: String? = nil) async throws -> (status: Int32, out: String, err: String) {
     let process = Process()
     process.executableURL = executable

@@ -259,19 +259,10 @@ struct FleetTests {
             _ = try await client.create(Resource(metadata: Metadata(namespace: "default", type: "Names.fleet.test.dev", id: "boot"), spec: Spec(yamlSpec: "name: boot\n")))
             await client.close()
         }
-        let process = Process()
-        process.executableURL = CosictlTests.cosictl
-        process.currentDirectoryURL = URL(fileURLWithPath: fleet.dir)
-        process.arguments = ["get", "Names.fleet.test.dev", "--watch", "--nodes", fleet.nodeList,
-                             "--ca", fleet.dir + "/ca.crt", "--cert", fleet.dir + "/admin.crt", "--key", fleet.dir + "/admin.key"]
-        process.environment = ["COSICONFIG": fleet.dir + "/none.yaml", "HOME": fleet.dir]
-        let out = Pipe(), err = Pipe()
-        let printed = CosidProcessTests.Output(), errors = CosidProcessTests.Output()
-        process.standardOutput = out
-        process.standardError = err
-        out.fileHandleForReading.readabilityHandler = { printed.append($0.availableData) }
-        err.fileHandleForReading.readabilityHandler = { errors.append($0.availableData) }
-        try process.run()
+        let (process, printed, errors) = try startCosictl([
+            "get", "Names.fleet.test.dev", "--watch", "--nodes", fleet.nodeList,
+            "--ca", fleet.dir + "/ca.crt", "--cert", fleet.dir + "/admin.crt", "--key", fleet.dir + "/admin.key",
+        ], directory: fleet.dir)
         defer { if process.isRunning { process.terminate() } }
         func rows(_ text: String) -> [String] { printed.value.split(separator: "\n").map(String.init).filter { $0.contains(text) } }
         try await eventually("every node's bootstrap row") { rows("boot").count == 3 }
