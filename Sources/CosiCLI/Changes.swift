@@ -131,13 +131,14 @@ struct History: AsyncParsableCommand, Sendable {
                 throw CLIError("the event log (from revision \(response.oldestRevision)) holds no version of \(selection.namespace)/\(selection.type)/\(selection.id!)")
             }
             if output == "yaml" {
+                let node = currentNode(client).map { [("node", $0)] } ?? []
                 let documents = try response.entries.map { entry in
-                    try Yams.serialize(node: ResourceYAML.node(entry.resource ?? Resource(metadata: Metadata()), extra: [
+                    try Yams.serialize(node: ResourceYAML.node(entry.resource ?? Resource(metadata: Metadata()), extra: node + [
                         ("revision", String(entry.revision)), ("event", entry.event), ("time", Self.time(entry)),
                         ("identity", entry.identity), ("change", entry.changeID),
                     ]))
                 }
-                out(documents.joined(separator: "---\n"), terminator: "")
+                outDocument((node.isEmpty ? "" : "---\n") + documents.joined(separator: "---\n"))
                 return
             }
             var table = TableWriter()
@@ -249,12 +250,14 @@ struct ChangeTargets {
         var ids: [CosiNode: String] = [:]
         if !byNode.isEmpty {
             for (node, id) in byNode { ids[node] = id }
-            let listed = try connection.fleetNodes()
-            if listed.isEmpty {
-                connection.nodes = byNode.map(\.0.description)
-            } else if plain.isEmpty, let missing = listed.first(where: { ids[$0] == nil }) {
+            // Every node named gets its id; the nodes listed (--nodes, the context) get the one
+            // plain id when there is one, and without it each must be named.
+            var listed = try connection.fleetNodes()
+            if plain.isEmpty, let missing = listed.first(where: { ids[$0] == nil }) {
                 throw ValidationError("no change id is given for \(missing): give \(missing)=ID, or one ID for every node")
             }
+            for (node, _) in byNode where !listed.contains(node) { listed.append(node) }
+            connection.nodes = listed.map(\.description)
         }
         let fallback = plain.first
         let named = ids

@@ -342,8 +342,15 @@ struct Version: AsyncParsableCommand, Sendable {
 
     func run() async throws {
         out("client: cosictl \(cosiVersion)")
-        if try !connection.fleetNodes().isEmpty {
-            try await connection.eachNode { client in out("server: cosid \(try await client.info().version)") }
+        let nodes = try connection.fleetNodes()
+        if !nodes.isEmpty {
+            // As for one server: a node that cannot be reached says so, and is not a failure.
+            let outcomes = try await connection.runOnNodes(nodes) { client in try await client.info().version }
+            let width = nodes.map(\.description.count).max() ?? 0
+            for outcome in outcomes {
+                let server = (try? outcome.result.get()).map { "server: cosid \($0)" } ?? "server: (not reachable)"
+                out(outcome.node.description.padding(toLength: width + 3, withPad: " ", startingAt: 0) + server)
+            }
             return
         }
         let server = try? await connection.withClient { try await $0.info().version }

@@ -10,6 +10,9 @@ import NIOConcurrencyHelpers
 final class NodeOutput: Sendable {
     enum Item: Sendable {
         case line(String)
+        /// Text printed as it is, without the node in front (YAML documents that carry their
+        /// node in a `node` key).
+        case document(String)
         case table([[String]])
         case note(String)
     }
@@ -58,6 +61,20 @@ func out(_ text: String = "", terminator: String = "\n") {
     }
 }
 
+/// Prints a whole document (YAML that names its node itself): as it is, under `--nodes` too.
+func outDocument(_ text: String) {
+    if let capture = Output.capture {
+        capture.append(.document(text))
+    } else {
+        print(text, terminator: "")
+    }
+}
+
+/// Under `--nodes`, the node a command's body works for (nil for the one server).
+func currentNode(_ client: CosiClient) -> String? {
+    Output.capture == nil ? nil : CosiNode(host: client.configuration.host, port: client.configuration.port).description
+}
+
 /// One node's outcome under `--nodes`: what it printed and how it ended.
 struct NodeOutcome<Value: Sendable>: Sendable {
     var node: CosiNode
@@ -89,23 +106,17 @@ extension ConnectionOptions {
         }
         let outcomes = try await runOnNodes(nodes, bounded: bounded, body)
         let failed = report(outcomes)
-        if failed > 0 {
-            throw failureExitCode == 1 ? ExitCode(1) : ExitCode(failureExitCode)
-        }
+        if failed > 0 { throw ExitCode(failureExitCode) }
         return outcomes.compactMap { outcome in (try? outcome.result.get()).map { (outcome.node, $0) } }
     }
 
     /// The fleet's connection settings: the certificates of the context and flags.
     func fleet(_ nodes: [CosiNode]) throws -> CosiFleet {
         guard endpoint?.hasPrefix("unix:") != true else { throw ValidationError("--nodes and a unix: endpoint do not go together") }
-        var template: CosiClientConfiguration
-        do {
-            var options = self
-            options.endpoint = "127.0.0.1:50000"
-            template = try options.configuration()
-        }
-        if let timeout = try timeoutDuration() { template.connectTimeout = min(timeout, template.connectTimeout) }
-        return CosiFleet(nodes: nodes, configuration: template)
+        // The certificates and deadlines of the context and flags; each node gives its address.
+        var options = self
+        options.endpoint = "127.0.0.1:50000"
+        return CosiFleet(nodes: nodes, configuration: try options.configuration())
     }
 
     /// Runs `body` on every node (at most --parallel at once, each bounded by --timeout when
@@ -157,6 +168,8 @@ extension ConnectionOptions {
                     rows += table.dropFirst().map { [outcome.node.description] + $0 }
                 case .line(let text):
                     lines.append(prefixed(outcome.node, text))
+                case .document(let text):
+                    lines.append(text.hasSuffix("\n") ? String(text.dropLast()) : text)
                 case .note(let text):
                     note(prefixed(outcome.node, text))
                 }

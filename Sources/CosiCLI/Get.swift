@@ -148,10 +148,34 @@ struct Get: AsyncParsableCommand, Sendable {
     /// watch starts, then its events, under NODE. A node that cannot be reached is said on
     /// standard error and tried again; each resumes from its own last event.
     func watchFleet(_ nodes: [CosiNode], format: OutputFormat) async throws {
-        // The type is resolved by the first node that answers.
-        let catalogs = try await connection.runOnNodes(nodes) { client in try await TypeCatalog.load(client) }
-        guard let catalog = catalogs.lazy.compactMap({ try? $0.result.get() }).first else {
-            connection.report(catalogs)
+        let fleet = try connection.fleet(nodes)
+        do {
+            try await watchFleet(fleet, format: format)
+        } catch {
+            await fleet.close()
+            throw error
+        }
+        await fleet.close()
+    }
+
+    private func watchFleet(_ fleet: CosiFleet, format: OutputFormat) async throws {
+        let nodes = fleet.nodes
+        // The type is resolved by the first node that answers; the watch then starts on all.
+        let catalog = await withTaskGroup(of: TypeCatalog?.self) { group -> TypeCatalog? in
+            for node in nodes {
+                group.addTask { try? await TypeCatalog.load(try await fleet.client(node)) }
+            }
+            for await answer in group {
+                if let answer {
+                    group.cancelAll()
+                    return answer
+                }
+            }
+            return nil
+        }
+        guard let catalog else {
+            let outcomes = try await connection.runOnNodes(nodes) { client in try await TypeCatalog.load(client) }
+            connection.report(outcomes)
             throw ExitCode(1)
         }
         let selection = try Selection(type, id, namespace: namespace, catalog: catalog)
@@ -160,7 +184,6 @@ struct Get: AsyncParsableCommand, Sendable {
         request.options = selection.id == nil
             ? WatchOptions(bootstrapContents: true, labelQuery: labelQueries, idQuery: idRegexp.map { IDQuery(regexp: $0) })
             : WatchOptions()
-        let fleet = try connection.fleet(nodes)
         var printer = Printer(format: format, catalog: catalog, showLabels: showLabels, definition: selection.resolution.definition)
         printer.expectedNamespace = selection.namespace
         printer.expectedType = selection.type
@@ -177,12 +200,18 @@ struct Get: AsyncParsableCommand, Sendable {
         // Per node: its bootstrap, collected until it says bootstrapped.
         var pending: [CosiNode: [String: Resource]] = [:]
         var bootstrapped = Set<CosiNode>(selection.id != nil ? nodes : [])
+        var bootstrapRows = 0
         for try await tagged in watch {
             let node = tagged.node, event = tagged.event
             if !bootstrapped.contains(node) {
                 if event.type == .bootstrapped {
                     bootstrapped.insert(node)
                     let rows = pending.removeValue(forKey: node) ?? [:]
+                    bootstrapRows += rows.count
+                    // Every node bootstrapped empty, and no definition knows the type: a typo.
+                    if bootstrapped.count == nodes.count, bootstrapRows == 0, case .undefined = selection.resolution {
+                        throw catalog.unknown(selection.typed)
+                    }
                     try printer.printRows(rows.keys.sorted().map { rows[$0]! }, node: node.description, table: table)
                 } else if let resource = event.resource {
                     pending[node, default: [:]][resource.metadata.id] = resource
@@ -191,7 +220,6 @@ struct Get: AsyncParsableCommand, Sendable {
             }
             try printer.printEvent(event, table: table, node: node.description)
         }
-        await fleet.close()
         let failed = watch.states.filter { if case .failed = $0.state { true } else { false } }
         if !failed.isEmpty { throw ExitCode(1) }
     }

@@ -67,6 +67,8 @@ public final class CosiClient: Sendable {
     public let configuration: CosiClientConfiguration
     private let tls: TLSContext?
     private let current: NIOLockedValueBox<RPCClientConnection>
+    /// Set by ``close()``: no new connection is made after it.
+    private let closed = NIOLockedValueBox(false)
 
     private init(connection: RPCClientConnection, tls: TLSContext?, configuration: CosiClientConfiguration) {
         self.current = NIOLockedValueBox(connection)
@@ -94,7 +96,7 @@ public final class CosiClient: Sendable {
         }
         return try await RPCClientConnection.connect(
             host: configuration.host, port: configuration.port, tls: tls!, serverName: configuration.serverName,
-            connectTimeout: .milliseconds(max(1, configuration.connectTimeout.components.seconds * 1000 + configuration.connectTimeout.components.attoseconds / 1_000_000_000_000_000))
+            connectTimeout: TimeAmount(configuration.connectTimeout)
         )
     }
 
@@ -106,6 +108,7 @@ public final class CosiClient: Sendable {
     public func activeConnection() async throws -> RPCClientConnection {
         let existing = connection
         if existing.isActive { return existing }
+        if closed.withLockedValue({ $0 }) { throw RPCError(code: .cancelled, message: "the client was closed") }
         let fresh = try await Self.open(configuration, tls)
         let chosen = current.withLockedValue { connection in
             if connection.isActive { return (connection, false) }
@@ -141,8 +144,10 @@ public final class CosiClient: Sendable {
         ResponseStream(client: self, method: method, request: request.serializedBytes(), timeout: timeout)
     }
 
-    /// Closes the connection.
+    /// Closes the connection. Calls made after it fail with CANCELLED (the client does not
+    /// reconnect), and a resuming watch of it ends.
     public func close() async {
+        closed.withLockedValue { $0 = true }
         await connection.close()
     }
 

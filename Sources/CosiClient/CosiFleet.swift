@@ -121,8 +121,8 @@ public final class CosiFleet: Sendable {
         self.members = members
     }
 
-    /// The client of `node`, connecting on first use (or again after ``close()``). Concurrent
-    /// callers share one connection attempt.
+    /// The client of `node`, connecting on first use. Concurrent callers share one connection
+    /// attempt. After ``close()`` it throws CANCELLED.
     public func client(_ node: CosiNode) async throws -> CosiClient {
         guard let member = members[node] else {
             throw RPCError(code: .invalidArgument, message: "\(node) is not a node of this fleet")
@@ -171,14 +171,17 @@ public final class CosiFleet: Sendable {
             }
         }
         return selected.enumerated().map { index, node in
-            NodeResult(node: node, result: results[index] ?? .failure(RPCError(code: .cancelled, message: "not run: stopped at the first failure (--fail-fast)")))
+            NodeResult(node: node, result: results[index] ?? .failure(RPCError(code: .cancelled, message: Self.stoppedMessage)))
         }
     }
+
+    /// The CANCELLED message of a node that fail-fast stopped.
+    static let stoppedMessage = "stopped: another node failed first (fail fast)"
 
     private func run<Value: Sendable>(
         _ node: CosiNode, timeout: Duration?, _ body: @escaping @Sendable (CosiNode, CosiClient) async throws -> Value
     ) async -> Result<Value, any Error> {
-        if Task.isCancelled { return .failure(RPCError(code: .cancelled, message: "not run: stopped at the first failure (--fail-fast)")) }
+        if Task.isCancelled { return .failure(RPCError(code: .cancelled, message: Self.stoppedMessage)) }
         let work: @Sendable () async throws -> Value = {
             let client = try await self.client(node)
             return try await body(node, client)
@@ -186,23 +189,34 @@ public final class CosiFleet: Sendable {
         guard let timeout else {
             do { return .success(try await work()) } catch { return .failure(error) }
         }
-        return await withTaskGroup(of: Result<Value, any Error>?.self) { group in
-            group.addTask {
-                do { return .success(try await work()) } catch { return .failure(error) }
+        // The deadline answers at once even when the work does not heed its cancellation (a
+        // connection attempt that waits for its own timeout): the work is left cancelled.
+        let task = Task { () -> Result<Value, any Error> in
+            do { return .success(try await work()) } catch { return .failure(error) }
+        }
+        let answer = NIOLockedValueBox<CheckedContinuation<Result<Value, any Error>, Never>?>(nil)
+        @Sendable func finish(_ result: Result<Value, any Error>) {
+            answer.withLockedValue { continuation in
+                continuation?.resume(returning: result)
+                continuation = nil
             }
-            group.addTask {
-                do { try await Task.sleep(for: timeout) } catch { return nil }
-                return .failure(RPCError(code: .deadlineExceeded, message: "\(node) did not answer within \(timeout)"))
-            }
-            var outcome: Result<Value, any Error>?
-            while let finished = await group.next() {
-                guard let finished else { continue }
-                if outcome == nil {
-                    outcome = finished
-                    group.cancelAll()
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Result<Value, any Error>, Never>) in
+                answer.withLockedValue { $0 = continuation }
+                let timer = Task {
+                    do { try await Task.sleep(for: timeout) } catch { return }
+                    task.cancel()
+                    finish(.failure(RPCError(code: .deadlineExceeded, message: "\(node) did not answer within \(timeout)")))
+                }
+                Task {
+                    let result = await task.value
+                    timer.cancel()
+                    finish(result)
                 }
             }
-            return outcome ?? .failure(CancellationError())
+        } onCancel: {
+            task.cancel()
         }
     }
 
@@ -253,7 +267,9 @@ public final class CosiFleet: Sendable {
         FleetWatch(fleet: self, request: request, maximumBackoff: maximumBackoff, bufferSize: bufferSize)
     }
 
-    /// Closes every open connection.
+    /// Closes every open connection; the fleet makes no new ones (calls fail with CANCELLED,
+    /// a ``FleetWatch`` of it ends). The clients it handed out are closed too, and do not
+    /// reconnect.
     public func close() async {
         await withTaskGroup(of: Void.self) { group in
             for member in members.values { group.addTask { await member.close() } }
@@ -288,6 +304,8 @@ public final class CosiFleet: Sendable {
             case idle
             case connecting(Task<CosiClient, any Error>)
             case connected(CosiClient)
+            /// The fleet was closed: no new connection is made.
+            case closed
         }
 
         init(configuration: CosiClientConfiguration, tls: SharedTLS) {
@@ -297,8 +315,9 @@ public final class CosiFleet: Sendable {
 
         func client() async throws -> CosiClient {
             enum Found { case client(CosiClient), attempt(Task<CosiClient, any Error>) }
-            let found: Found = state.withLockedValue { state in
+            let found: Found? = state.withLockedValue { state in
                 switch state {
+                case .closed: return nil
                 case .connected(let client): return .client(client)
                 case .connecting(let task): return .attempt(task)
                 case .idle:
@@ -309,6 +328,7 @@ public final class CosiFleet: Sendable {
                     return .attempt(task)
                 }
             }
+            guard let found else { throw RPCError(code: .cancelled, message: "the fleet was closed") }
             let task: Task<CosiClient, any Error>
             switch found {
             case .client(let client): return client
@@ -316,13 +336,25 @@ public final class CosiFleet: Sendable {
             }
             do {
                 let client = try await task.value
-                state.withLockedValue { state in
-                    if case .connecting = state { state = .connected(client) }
+                let kept = state.withLockedValue { state -> Bool in
+                    if case .connecting(let attempt) = state, attempt == task {
+                        state = .connected(client)
+                        return true
+                    }
+                    if case .connected(let current) = state { return current === client }
+                    return false
+                }
+                // Closed meanwhile: this connection is nobody's.
+                guard kept else {
+                    await client.close()
+                    throw RPCError(code: .cancelled, message: "the fleet was closed")
                 }
                 return client
+            } catch let error as RPCError where error.code == .cancelled && error.message == "the fleet was closed" {
+                throw error
             } catch {
                 state.withLockedValue { state in
-                    if case .connecting = state { state = .idle }
+                    if case .connecting(let attempt) = state, attempt == task { state = .idle }
                 }
                 throw error
             }
@@ -330,13 +362,15 @@ public final class CosiFleet: Sendable {
 
         func close() async {
             let current = state.withLockedValue { state -> State in
-                defer { state = .idle }
+                defer { state = .closed }
                 return state
             }
             switch current {
             case .connected(let client): await client.close()
-            case .connecting(let task): await (try? task.value)?.close()
-            case .idle: break
+            case .connecting(let task):
+                task.cancel()
+                await (try? task.value)?.close()
+            case .idle, .closed: break
             }
         }
     }

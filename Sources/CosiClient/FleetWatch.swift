@@ -108,7 +108,8 @@ public final class FleetWatch: AsyncSequence, Sendable {
     public func makeAsyncIterator() -> AsyncIterator {
         let started = tasks.withLockedValue { tasks -> Bool in
             if tasks != nil { return false }
-            tasks = fleet.nodes.map { node in Task { await self.follow(node) } }
+            // Cancelled before it started: nothing to follow.
+            tasks = merge.isCancelled ? [] : fleet.nodes.map { node in Task { await self.follow(node) } }
             return true
         }
         return AsyncIterator(reader: started ? Reader(watch: self) : nil)
@@ -166,6 +167,10 @@ public final class FleetWatch: AsyncSequence, Sendable {
             }
             do {
                 client = try await fleet.client(node)
+            } catch let error as RPCError where error.code == .cancelled {
+                // The fleet was closed.
+                set(node, .ended)
+                return
             } catch let error as RPCError {
                 failures += 1
                 set(node, .reconnecting(error))
@@ -290,6 +295,8 @@ public final class FleetWatch: AsyncSequence, Sendable {
                 }
             }
         }
+
+        var isCancelled: Bool { state.withLockedValue { $0.cancelled } }
 
         func producerFinished() {
             let reader: CheckedContinuation<FleetEvent?, Never>? = state.withLockedValue { state in

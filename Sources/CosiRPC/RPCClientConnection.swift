@@ -38,7 +38,8 @@ public final class RPCClientConnection: Sendable {
     }
 
     /// Connects, completes the TLS handshake and waits for the server's SETTINGS, so a server
-    /// that refuses this client's certificate is reported here.
+    /// that refuses this client's certificate is reported here. Cancelling the calling task
+    /// abandons the handshake.
     ///
     /// - Parameters:
     ///   - serverName: the name or IP the server certificate's SAN must match; defaults to `host`.
@@ -68,7 +69,12 @@ public final class RPCClientConnection: Sendable {
             ready.fail(error)
             throw RPCError(code: .unavailable, message: "cannot connect to \(host):\(port): \(Self.describe(error))")
         }
-        let serverIdentity = try await ready.futureResult.get()
+        // Cancelling the connecting task ends the handshake (the channel closes, `ready` fails).
+        let serverIdentity = try await withTaskCancellationHandler {
+            try await ready.futureResult.get()
+        } onCancel: {
+            channel.close(promise: nil)
+        }
         let handler: NIOLoopBound<ClientConnectionHandler>
         do {
             handler = try await channel.eventLoop.submit {

@@ -296,6 +296,26 @@ struct FleetTests {
         let listed = await cosiFleet.list(namespace: MetaNamespace.namespace, type: MetaNamespace.namespaceType)
         #expect(listed.prefix(3).allSatisfy { ($0.value?.count ?? 0) > 0 })
         await cosiFleet.close()
+        // Closed: no new connection is made.
+        let closed = await cosiFleet.fanOut { _, client in try await client.info().identity }
+        #expect(closed.allSatisfy { $0.status?.code == .cancelled }, "\(closed.map { "\($0.status as Any)" })")
+
+        // Fail fast, one at a time, the unreachable node first: the rest are not run.
+        let failing = CosiFleet(nodes: [CosiNode(host: "127.0.0.1", port: 1)] + fleet.nodes, configuration: try fleet.configuration)
+        let stopped = await failing.fanOut(parallel: 1, failFast: true) { _, client in try await client.info().identity }
+        #expect(stopped[0].status?.code == .unavailable)
+        #expect(stopped.dropFirst().allSatisfy { $0.status?.code == .cancelled }, "\(stopped.map { "\($0.status as Any)" })")
+        await failing.close()
+
+        // The deadline answers even while the connection attempt (10 s) goes on.
+        let silent = try SilentListener()
+        let slow = CosiFleet(nodes: [CosiNode(host: "127.0.0.1", port: silent.port), fleet.nodes[0]], configuration: try fleet.configuration)
+        let began = ContinuousClock.now
+        let bounded = await slow.fanOut(timeout: .milliseconds(500)) { _, client in try await client.info().identity }
+        #expect(ContinuousClock.now - began < .seconds(5))
+        #expect(bounded[0].status?.code == .deadlineExceeded, "\(bounded[0].status as Any)")
+        #expect(bounded[1].value == "fleet-admin")
+        await slow.close()
     }
 }
 
